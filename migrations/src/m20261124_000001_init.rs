@@ -1,0 +1,455 @@
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Accounts {
+    Table,
+    Id,
+    Name,
+    ConcurrencyLimit,
+    LiveSessions,
+    BalanceMs,
+    Credits,
+    MaxSessionSeconds,
+    WebhookUrl,
+    WebhookSecretSealed,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    KeyId,
+    AccountId,
+    SecretHash,
+    SecretSealed,
+    CreatedAt,
+    RevokedAt,
+}
+
+#[derive(DeriveIden)]
+enum Agents {
+    Table,
+    Id,
+    AccountId,
+    Name,
+    Status,
+    Progress,
+    ProgressMsg,
+    CurrentStep,
+    ErrorMessage,
+    SystemPrompt,
+    Revision,
+    VoiceAgent,
+    AllowedOrigins,
+    Published,
+    AspectRatio,
+    ImageAssetId,
+    VideoAssetId,
+    AudioAssetId,
+    ModelAssetId,
+    CreditsCharged,
+    CreatedAt,
+    UpdatedAt,
+    DeletedAt,
+}
+
+#[derive(DeriveIden)]
+enum AgentRevisions {
+    Table,
+    AgentId,
+    Revision,
+    SystemPrompt,
+    VoiceAgent,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Assets {
+    Table,
+    Id,
+    AccountId,
+    AgentId,
+    Kind,
+    ContentType,
+    Width,
+    Height,
+    Data,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Links {
+    Table,
+    Id,
+    AccountId,
+    AgentId,
+    Name,
+    Status,
+    Uses,
+    UseLimit,
+    ExpiresAt,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Sessions {
+    Table,
+    Id,
+    AccountId,
+    AgentId,
+    AgentRevision,
+    Source,
+    LinkId,
+    State,
+    RoomName,
+    AgentIdentity,
+    UserIdentity,
+    AspectRatio,
+    ClientUserRef,
+    Metadata,
+    Env,
+    Tag,
+    Webhook,
+    MaxDurationSeconds,
+    IdleTimeoutSeconds,
+    NodeId,
+    HeartbeatAt,
+    CreatedAt,
+    StartedAt,
+    EndedAt,
+    UpdatedAt,
+    EndReason,
+    FailureReason,
+    BilledSeconds,
+}
+
+#[derive(DeriveIden)]
+enum UsageLedger {
+    Table,
+    Id,
+    AccountId,
+    SessionId,
+    AgentId,
+    Kind,
+    Amount,
+    Reason,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum WebhookOutbox {
+    Table,
+    Id,
+    AccountId,
+    SessionId,
+    Url,
+    Event,
+    Body,
+    Attempts,
+    NextAttemptAt,
+    Status,
+    LastError,
+    CreatedAt,
+    DeliveredAt,
+}
+
+fn text(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).text().not_null().to_owned()
+}
+fn text_null(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).text().null().to_owned()
+}
+fn big(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).big_integer().not_null().to_owned()
+}
+fn big_null(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).big_integer().null().to_owned()
+}
+fn id(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col)
+        .string_len(80)
+        .not_null()
+        .primary_key()
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Accounts::Table)
+                .col(id(Accounts::Id))
+                .col(text(Accounts::Name))
+                .col(big(Accounts::ConcurrencyLimit))
+                .col(big(Accounts::LiveSessions).default(0))
+                .col(big(Accounts::BalanceMs))
+                .col(big(Accounts::Credits))
+                .col(big_null(Accounts::MaxSessionSeconds))
+                .col(text_null(Accounts::WebhookUrl))
+                .col(text(Accounts::WebhookSecretSealed))
+                .col(big(Accounts::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(ApiKeys::Table)
+                .col(id(ApiKeys::KeyId))
+                .col(ColumnDef::new(ApiKeys::AccountId).string_len(80).not_null())
+                .col(
+                    ColumnDef::new(ApiKeys::SecretHash)
+                        .string_len(64)
+                        .not_null()
+                        .unique_key(),
+                )
+                .col(text(ApiKeys::SecretSealed))
+                .col(big(ApiKeys::CreatedAt))
+                .col(big_null(ApiKeys::RevokedAt))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(ApiKeys::Table, ApiKeys::AccountId)
+                        .to(Accounts::Table, Accounts::Id),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Agents::Table)
+                .col(id(Agents::Id))
+                .col(ColumnDef::new(Agents::AccountId).string_len(80).not_null())
+                .col(text(Agents::Name))
+                .col(ColumnDef::new(Agents::Status).string_len(16).not_null())
+                .col(ColumnDef::new(Agents::Progress).double().not_null())
+                .col(text(Agents::ProgressMsg))
+                .col(text_null(Agents::CurrentStep))
+                .col(text_null(Agents::ErrorMessage))
+                .col(text(Agents::SystemPrompt))
+                .col(big(Agents::Revision))
+                .col(text_null(Agents::VoiceAgent))
+                .col(text(Agents::AllowedOrigins))
+                .col(ColumnDef::new(Agents::Published).boolean().not_null())
+                .col(text(Agents::AspectRatio))
+                .col(text_null(Agents::ImageAssetId))
+                .col(text_null(Agents::VideoAssetId))
+                .col(text_null(Agents::AudioAssetId))
+                .col(text_null(Agents::ModelAssetId))
+                .col(big(Agents::CreditsCharged))
+                .col(big(Agents::CreatedAt))
+                .col(big(Agents::UpdatedAt))
+                .col(big_null(Agents::DeletedAt))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(Agents::Table, Agents::AccountId)
+                        .to(Accounts::Table, Accounts::Id),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_agents_account")
+                .table(Agents::Table)
+                .col(Agents::AccountId)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(AgentRevisions::Table)
+                .col(
+                    ColumnDef::new(AgentRevisions::AgentId)
+                        .string_len(80)
+                        .not_null(),
+                )
+                .col(big(AgentRevisions::Revision))
+                .col(text(AgentRevisions::SystemPrompt))
+                .col(text_null(AgentRevisions::VoiceAgent))
+                .col(big(AgentRevisions::CreatedAt))
+                .primary_key(
+                    Index::create()
+                        .col(AgentRevisions::AgentId)
+                        .col(AgentRevisions::Revision),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Assets::Table)
+                .col(id(Assets::Id))
+                .col(ColumnDef::new(Assets::AccountId).string_len(80).not_null())
+                .col(ColumnDef::new(Assets::AgentId).string_len(80).not_null())
+                .col(ColumnDef::new(Assets::Kind).string_len(16).not_null())
+                .col(text(Assets::ContentType))
+                .col(big_null(Assets::Width))
+                .col(big_null(Assets::Height))
+                .col(ColumnDef::new(Assets::Data).blob().not_null())
+                .col(big(Assets::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Links::Table)
+                .col(id(Links::Id))
+                .col(ColumnDef::new(Links::AccountId).string_len(80).not_null())
+                .col(ColumnDef::new(Links::AgentId).string_len(80).not_null())
+                .col(text(Links::Name))
+                .col(ColumnDef::new(Links::Status).string_len(16).not_null())
+                .col(big(Links::Uses).default(0))
+                .col(big_null(Links::UseLimit))
+                .col(big_null(Links::ExpiresAt))
+                .col(big(Links::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_links_account")
+                .table(Links::Table)
+                .col(Links::AccountId)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Sessions::Table)
+                .col(id(Sessions::Id))
+                .col(
+                    ColumnDef::new(Sessions::AccountId)
+                        .string_len(80)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Sessions::AgentId).string_len(80).not_null())
+                .col(big(Sessions::AgentRevision))
+                .col(ColumnDef::new(Sessions::Source).string_len(16).not_null())
+                .col(text_null(Sessions::LinkId))
+                .col(ColumnDef::new(Sessions::State).string_len(16).not_null())
+                .col(
+                    ColumnDef::new(Sessions::RoomName)
+                        .string_len(80)
+                        .not_null()
+                        .unique_key(),
+                )
+                .col(text(Sessions::AgentIdentity))
+                .col(text(Sessions::UserIdentity))
+                .col(text(Sessions::AspectRatio))
+                .col(text_null(Sessions::ClientUserRef))
+                .col(text_null(Sessions::Metadata))
+                .col(text_null(Sessions::Env))
+                .col(text_null(Sessions::Tag))
+                .col(text_null(Sessions::Webhook))
+                .col(big(Sessions::MaxDurationSeconds))
+                .col(big(Sessions::IdleTimeoutSeconds))
+                .col(text(Sessions::NodeId))
+                .col(big_null(Sessions::HeartbeatAt))
+                .col(big(Sessions::CreatedAt))
+                .col(big_null(Sessions::StartedAt))
+                .col(big_null(Sessions::EndedAt))
+                .col(big(Sessions::UpdatedAt))
+                .col(text_null(Sessions::EndReason))
+                .col(text_null(Sessions::FailureReason))
+                .col(big(Sessions::BilledSeconds).default(0))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_sessions_account_state")
+                .table(Sessions::Table)
+                .col(Sessions::AccountId)
+                .col(Sessions::State)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(UsageLedger::Table)
+                .col(
+                    ColumnDef::new(UsageLedger::Id)
+                        .big_integer()
+                        .not_null()
+                        .auto_increment()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(UsageLedger::AccountId)
+                        .string_len(80)
+                        .not_null(),
+                )
+                .col(text_null(UsageLedger::SessionId))
+                .col(text_null(UsageLedger::AgentId))
+                .col(ColumnDef::new(UsageLedger::Kind).string_len(16).not_null())
+                .col(big(UsageLedger::Amount))
+                .col(text(UsageLedger::Reason))
+                .col(big(UsageLedger::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_usage_account")
+                .table(UsageLedger::Table)
+                .col(UsageLedger::AccountId)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(WebhookOutbox::Table)
+                .col(id(WebhookOutbox::Id))
+                .col(
+                    ColumnDef::new(WebhookOutbox::AccountId)
+                        .string_len(80)
+                        .not_null(),
+                )
+                .col(text_null(WebhookOutbox::SessionId))
+                .col(text(WebhookOutbox::Url))
+                .col(text(WebhookOutbox::Event))
+                .col(text(WebhookOutbox::Body))
+                .col(big(WebhookOutbox::Attempts).default(0))
+                .col(big(WebhookOutbox::NextAttemptAt))
+                .col(
+                    ColumnDef::new(WebhookOutbox::Status)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(text_null(WebhookOutbox::LastError))
+                .col(big(WebhookOutbox::CreatedAt))
+                .col(big_null(WebhookOutbox::DeliveredAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_outbox_due")
+                .table(WebhookOutbox::Table)
+                .col(WebhookOutbox::Status)
+                .col(WebhookOutbox::NextAttemptAt)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            WebhookOutbox::Table.into_iden(),
+            UsageLedger::Table.into_iden(),
+            Sessions::Table.into_iden(),
+            Links::Table.into_iden(),
+            Assets::Table.into_iden(),
+            AgentRevisions::Table.into_iden(),
+            Agents::Table.into_iden(),
+            ApiKeys::Table.into_iden(),
+            Accounts::Table.into_iden(),
+        ] {
+            m.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        Ok(())
+    }
+}

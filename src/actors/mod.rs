@@ -1,0 +1,6 @@
+//! The supervision tree: Registry, Quota and Webhooks (one each), and a Session per live session.
+
+pub mod quota;
+pub mod registry;
+pub mod session;
+pub mod webhooks;

@@ -1,0 +1,129 @@
+//! Messages of the Session actor: from handlers and the registry (inbound), and from its children.
+
+use actix::prelude::*;
+
+use crate::livekit::RoomAccess;
+
+/// Why a session ended; stored as `end_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    StoppedByApi,
+    MaxDuration,
+    IdleTimeout,
+    MinutesExhausted,
+    RoomClosed,
+    RoomCreationFailed,
+    RoomFailed,
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::StoppedByApi => "stopped_by_api",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MinutesExhausted => "minutes_exhausted",
+            EndReason::RoomClosed => "room_closed",
+            EndReason::RoomCreationFailed => "room_creation_failed",
+            EndReason::RoomFailed => "room_failed",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error("room could not be created: {0}")]
+    RoomCreationFailed(String),
+    #[error("session failed: {0}")]
+    Failed(String),
+    #[error("session ended before it went live")]
+    Ended,
+    #[error("session did not answer in time")]
+    Timeout,
+}
+
+/// Resolves once the session is live (with the room's access) or has failed.
+#[derive(Message)]
+#[rtype(result = "Result<RoomAccess, SessionError>")]
+pub struct AwaitLive;
+
+/// Ends the session; resolves when everything it held is released.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop(pub EndReason);
+
+/// A (non-agent) participant joined the LiveKit room: the idle timer stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ParticipantJoined {
+    pub identity: String,
+}
+
+/// A participant left; with no user left, the idle timer starts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ParticipantLeft {
+    pub identity: String,
+}
+
+/// A client opened one of the session's local channels (local room mode presence).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientAttached;
+
+/// A client closed one of the session's local channels.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientDetached;
+
+/// The agent's prompt changed: live sessions take the new revision.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct PromptUpdated {
+    pub system_prompt: String,
+    pub revision: i64,
+}
+
+/// What a session's actor knows now (for status and tests).
+#[derive(Message)]
+#[rtype(result = "SessionSnapshot")]
+pub struct Snapshot;
+
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    pub state: &'static str,
+    pub users: usize,
+    pub clients: usize,
+    pub billed_seconds: i64,
+    pub system_prompt: String,
+    pub room_restarts: u32,
+}
+
+/// Which child of the session a message concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    Room,
+}
+
+impl ChildKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Room => "room",
+        }
+    }
+}
+
+/// From the Room child: the room exists and tokens are minted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomReady(pub RoomAccess);
+
+/// From a child: it died and will do nothing more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    pub kind: ChildKind,
+    pub reason: String,
+}

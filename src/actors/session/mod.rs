@@ -1,0 +1,477 @@
+//! One actor per live session. It supervises its children (today the Room; the renderer and the
+//! voice bridge join the same list), bills its time to the second, enforces its maximum duration
+//! and idle timeout itself, and releases what it holds in one place (`end`), exactly once.
+
+pub mod messages;
+pub mod restart;
+pub mod room;
+pub mod state;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::actors::quota::{Bill, Finish, Quota};
+use crate::actors::registry::{Registry, Unregister};
+use crate::actors::webhooks::{Emit, LifecycleEvent, Webhooks};
+use crate::config::Settings;
+use crate::livekit::{RoomAccess, RoomBackend};
+use crate::metrics::Metrics;
+use crate::store::entities::session as session_row;
+use crate::store::Store;
+use messages::*;
+use restart::{Decision, RestartPolicy};
+use room::{CloseRoom, Room};
+use state::{Event, State};
+
+/// What every session needs from the rest of the system.
+pub struct SessionDeps {
+    pub store: Store,
+    pub quota: Addr<Quota>,
+    pub registry: Addr<Registry>,
+    pub webhooks: Addr<Webhooks>,
+    pub rooms: Arc<RoomBackend>,
+    pub metrics: Metrics,
+    pub settings: Arc<Settings>,
+}
+
+pub struct Session {
+    row: session_row::Model,
+    deps: Arc<SessionDeps>,
+    state: State,
+    system_prompt: String,
+    room: Option<Addr<Room>>,
+    room_restarts: u32,
+    restarts: RestartPolicy,
+    access: Option<RoomAccess>,
+    live_waiters: Vec<oneshot::Sender<Result<RoomAccess, SessionError>>>,
+    end_waiters: Vec<oneshot::Sender<()>>,
+    requested_at: Instant,
+    live_since: Option<Instant>,
+    /// Seconds sent to billing so far (counted when sent, so the final bill never double-counts).
+    billed_seconds: i64,
+    idle_timer: Option<SpawnHandle>,
+    users: HashSet<String>,
+    clients: usize,
+    /// Set once `end` runs: the one way out.
+    ending: bool,
+}
+
+impl Session {
+    pub fn new(row: session_row::Model, system_prompt: String, deps: Arc<SessionDeps>) -> Self {
+        let s = &deps.settings.sessions;
+        let restarts = RestartPolicy::new(
+            s.max_child_restarts,
+            Duration::from_secs(s.child_restart_window_seconds),
+        );
+        Self {
+            row,
+            deps,
+            state: State::Queued,
+            system_prompt,
+            room: None,
+            room_restarts: 0,
+            restarts,
+            access: None,
+            live_waiters: Vec::new(),
+            end_waiters: Vec::new(),
+            requested_at: Instant::now(),
+            live_since: None,
+            billed_seconds: 0,
+            idle_timer: None,
+            users: HashSet::new(),
+            clients: 0,
+            ending: false,
+        }
+    }
+
+    fn transition(&mut self, event: Event) -> bool {
+        match self.state.next(event) {
+            Ok(next) => {
+                tracing::debug!(session = %self.row.id, from = %self.state, to = %next, "session state");
+                self.state = next;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.row.id, ?e, "ignored session event");
+                false
+            }
+        }
+    }
+
+    /// Writes the current state through to the database, then announces it; in order, because
+    /// `ctx.wait` holds other messages back until the write is done.
+    fn persist_state(&self, ctx: &mut Context<Self>, event: Option<LifecycleEvent>) {
+        let store = self.deps.store.clone();
+        let webhooks = self.deps.webhooks.clone();
+        let id = self.row.id.clone();
+        let state = self.state.as_str();
+        ctx.wait(
+            async move {
+                if let Err(e) = store.set_session_state(&id, state).await {
+                    tracing::error!(session = %id, error = %e, "state write failed");
+                }
+                if let Some(event) = event {
+                    webhooks.do_send(Emit {
+                        session_id: id,
+                        event,
+                    });
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn spawn_room(&mut self, ctx: &mut Context<Self>) {
+        let s = &self.deps.settings.sessions;
+        let room = Room::new(
+            self.deps.rooms.clone(),
+            self.row.room_name.clone(),
+            self.row.user_identity.clone(),
+            self.row.agent_identity.clone(),
+            Duration::from_secs(self.row.max_duration_seconds.max(60) as u64 + 300),
+            Duration::from_millis(s.room_check_interval_ms),
+            ctx.address().recipient(),
+            ctx.address().recipient(),
+        );
+        self.room = Some(room.start());
+    }
+
+    fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.idle_timer.is_some() || self.ending {
+            return;
+        }
+        let after = Duration::from_secs(self.row.idle_timeout_seconds.max(1) as u64);
+        self.idle_timer = Some(ctx.run_later(after, |act, ctx| {
+            act.idle_timer = None;
+            act.end(ctx, EndReason::IdleTimeout, None);
+        }));
+    }
+
+    fn disarm_idle_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.idle_timer.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    fn present(&self) -> bool {
+        !self.users.is_empty() || self.clients > 0
+    }
+
+    fn bill_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.ending {
+            return;
+        }
+        self.billed_seconds += 1;
+        let bill = Bill {
+            account_id: self.row.account_id.clone(),
+            session_id: self.row.id.clone(),
+            seconds: 1,
+        };
+        ctx.spawn(
+            self.deps
+                .quota
+                .send(bill)
+                .into_actor(self)
+                .map(|reply, act, ctx| match reply {
+                    Ok(Ok(balance_ms)) if balance_ms <= 0 => {
+                        act.end(ctx, EndReason::MinutesExhausted, None)
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(session = %act.row.id, error = %e, "billing failed")
+                    }
+                    Err(e) => {
+                        tracing::error!(session = %act.row.id, error = %e, "quota unreachable")
+                    }
+                }),
+        );
+    }
+
+    /// The one way out. Stops billing and timers, bills the last part-second, closes the room,
+    /// releases the concurrency slot (and, if it never started, the link use) in one database
+    /// write, announces the end, and stops. Runs once whatever asks for it.
+    fn end(&mut self, ctx: &mut Context<Self>, reason: EndReason, failure: Option<String>) {
+        if self.ending {
+            return;
+        }
+        self.ending = true;
+        self.disarm_idle_timer(ctx);
+        let failed = failure.is_some();
+        if failed {
+            self.transition(Event::Fail);
+        } else if self.transition(Event::Stop) {
+            self.persist_state(ctx, Some(LifecycleEvent::Stopping));
+        }
+        let final_seconds = self
+            .live_since
+            .map(|t| (t.elapsed().as_secs_f64().round() as i64 - self.billed_seconds).max(0))
+            .unwrap_or(0);
+        self.billed_seconds += final_seconds;
+        let never_started = self.live_since.is_none();
+        let deps = self.deps.clone();
+        let row = self.row.clone();
+        let room = self.room.take();
+        let failure_reason = failure.clone();
+        let release = async move {
+            if final_seconds > 0 {
+                let bill = Bill {
+                    account_id: row.account_id.clone(),
+                    session_id: row.id.clone(),
+                    seconds: final_seconds,
+                };
+                match deps.quota.send(bill).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(session = %row.id, error = %e, "final bill failed")
+                    }
+                    Err(e) => tracing::error!(session = %row.id, error = %e, "quota unreachable"),
+                }
+            }
+            let closed = match room {
+                Some(room) => room.send(CloseRoom).await.is_ok(),
+                None => false,
+            };
+            if !closed && !never_started {
+                // The child is already gone: delete the room here so nothing is left behind.
+                if let Err(e) = deps.rooms.delete(&row.room_name).await {
+                    tracing::warn!(session = %row.id, error = %e, "room delete failed");
+                }
+            }
+            let finish = Finish {
+                row: row.clone(),
+                state: if failed { "failed" } else { "stopped" },
+                end_reason: reason.as_str(),
+                failure_reason,
+                refund_link: never_started,
+            };
+            match deps.quota.send(finish).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(session = %row.id, error = %e, "final session write failed")
+                }
+                Err(e) => tracing::error!(session = %row.id, error = %e, "quota unreachable"),
+            }
+            deps.webhooks.do_send(Emit {
+                session_id: row.id.clone(),
+                event: if failed {
+                    LifecycleEvent::Failed
+                } else {
+                    LifecycleEvent::Stopped
+                },
+            });
+            deps.registry.do_send(Unregister {
+                session_id: row.id.clone(),
+            });
+        };
+        ctx.wait(release.into_actor(self).map(move |_, act, ctx| {
+            if !failed {
+                act.transition(Event::Released);
+            }
+            let metrics = &act.deps.metrics;
+            metrics
+                .sessions_ended
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            if act.live_since.is_some() {
+                metrics.sessions_live.dec();
+            }
+            let error = match (reason, failure) {
+                (EndReason::RoomCreationFailed, Some(f)) => SessionError::RoomCreationFailed(f),
+                (_, Some(f)) => SessionError::Failed(f),
+                _ => SessionError::Ended,
+            };
+            for waiter in act.live_waiters.drain(..) {
+                let _ = waiter.send(Err(error.clone()));
+            }
+            for waiter in act.end_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            ctx.stop();
+        }));
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.transition(Event::Start);
+        self.persist_state(ctx, Some(LifecycleEvent::Starting));
+        self.spawn_room(ctx);
+    }
+}
+
+impl Handler<RoomReady> for Session {
+    type Result = ();
+
+    fn handle(&mut self, RoomReady(access): RoomReady, ctx: &mut Self::Context) {
+        if self.ending {
+            return;
+        }
+        self.access = Some(access.clone());
+        if self.state != State::Starting {
+            // A restarted room child: the session stays live.
+            tracing::info!(session = %self.row.id, "room restored");
+            return;
+        }
+        self.transition(Event::RoomReady);
+        self.live_since = Some(Instant::now());
+        let metrics = &self.deps.metrics;
+        metrics.sessions_live.inc();
+        metrics
+            .session_start_seconds
+            .observe(self.requested_at.elapsed().as_secs_f64());
+        self.persist_state(ctx, Some(LifecycleEvent::Started));
+        for waiter in self.live_waiters.drain(..) {
+            let _ = waiter.send(Ok(access.clone()));
+        }
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.bill_tick(ctx));
+        let max = Duration::from_secs(self.row.max_duration_seconds.max(1) as u64);
+        ctx.run_later(max, |act, ctx| act.end(ctx, EndReason::MaxDuration, None));
+        if !self.present() {
+            self.arm_idle_timer(ctx);
+        }
+    }
+}
+
+impl Handler<ChildExited> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
+        if self.ending {
+            return;
+        }
+        tracing::warn!(session = %self.row.id, child = msg.kind.as_str(), reason = %msg.reason, "child exited");
+        if self.state == State::Starting {
+            return self.end(ctx, EndReason::RoomCreationFailed, Some(msg.reason));
+        }
+        match self.restarts.on_failure(Instant::now()) {
+            Decision::Restart { after } => {
+                self.deps
+                    .metrics
+                    .child_restarts
+                    .with_label_values(&[msg.kind.as_str()])
+                    .inc();
+                self.room_restarts += 1;
+                self.room = None;
+                ctx.run_later(after, |act, ctx| {
+                    if !act.ending {
+                        act.spawn_room(ctx);
+                    }
+                });
+            }
+            Decision::Escalate => {
+                let reason = format!("{} failed too often: {}", msg.kind.as_str(), msg.reason);
+                self.room = None;
+                self.end(ctx, EndReason::RoomFailed, Some(reason));
+            }
+        }
+    }
+}
+
+impl Handler<AwaitLive> for Session {
+    type Result = ResponseFuture<Result<RoomAccess, SessionError>>;
+
+    fn handle(&mut self, _: AwaitLive, _: &mut Self::Context) -> Self::Result {
+        if let (State::Live, Some(access)) = (self.state, &self.access) {
+            let access = access.clone();
+            return Box::pin(async move { Ok(access) });
+        }
+        if self.ending || self.state.is_terminal() {
+            return Box::pin(async { Err(SessionError::Ended) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.live_waiters.push(tx);
+        Box::pin(async move {
+            match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(SessionError::Ended),
+                Err(_) => Err(SessionError::Timeout),
+            }
+        })
+    }
+}
+
+impl Handler<Stop> for Session {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, Stop(reason): Stop, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.end_waiters.push(tx);
+        self.end(ctx, reason, None);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<ParticipantJoined> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: ParticipantJoined, ctx: &mut Self::Context) {
+        if msg.identity == self.row.agent_identity {
+            return;
+        }
+        self.users.insert(msg.identity);
+        self.disarm_idle_timer(ctx);
+    }
+}
+
+impl Handler<ParticipantLeft> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: ParticipantLeft, ctx: &mut Self::Context) {
+        self.users.remove(&msg.identity);
+        if self.state == State::Live && !self.present() {
+            self.arm_idle_timer(ctx);
+        }
+    }
+}
+
+impl Handler<ClientAttached> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: ClientAttached, ctx: &mut Self::Context) {
+        self.clients += 1;
+        self.disarm_idle_timer(ctx);
+    }
+}
+
+impl Handler<ClientDetached> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: ClientDetached, ctx: &mut Self::Context) {
+        self.clients = self.clients.saturating_sub(1);
+        if self.state == State::Live && !self.present() {
+            self.arm_idle_timer(ctx);
+        }
+    }
+}
+
+impl Handler<PromptUpdated> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: PromptUpdated, _: &mut Self::Context) {
+        tracing::info!(session = %self.row.id, revision = msg.revision, "prompt updated");
+        self.system_prompt = msg.system_prompt;
+    }
+}
+
+impl Handler<Snapshot> for Session {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(SessionSnapshot {
+            state: self.state.as_str(),
+            users: self.users.len(),
+            clients: self.clients,
+            billed_seconds: self.billed_seconds,
+            system_prompt: self.system_prompt.clone(),
+            room_restarts: self.room_restarts,
+        })
+    }
+}

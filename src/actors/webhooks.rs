@@ -1,0 +1,371 @@
+//! The Webhooks actor: a durable outbox. An event becomes one row per endpoint before any attempt,
+//! and a delivery loop POSTs due rows, signed, retrying with exponential backoff; rows left pending
+//! by a restart are picked up by the next run.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::json;
+
+use crate::api::views::{self, Urls};
+use crate::config::WebhookSettings;
+use crate::crypto::webhook_signature;
+use crate::ids;
+use crate::metrics::Metrics;
+use crate::net::UrlPolicy;
+use crate::store::entities::webhook;
+use crate::store::{iso, now_ms, Store, StoreResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleEvent {
+    Starting,
+    Started,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl LifecycleEvent {
+    fn suffix(self) -> &'static str {
+        match self {
+            LifecycleEvent::Starting => "starting",
+            LifecycleEvent::Started => "started",
+            LifecycleEvent::Stopping => "stopping",
+            LifecycleEvent::Stopped => "stopped",
+            LifecycleEvent::Failed => "failed",
+        }
+    }
+    /// This server's own name: `session.started`.
+    pub fn own_name(self) -> String {
+        format!("session.{}", self.suffix())
+    }
+    /// VideoSDK's name, for deployment sessions: `ai-deployment-session-started`.
+    pub fn videosdk_name(self) -> String {
+        format!("ai-deployment-session-{}", self.suffix())
+    }
+}
+
+/// A session changed state: tell the account's and the session's endpoints.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Emit {
+    pub session_id: String,
+    pub event: LifecycleEvent,
+}
+
+/// An agent's generation finished: `agent.ready` or `agent.failed` to the account's endpoint.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EmitAgent {
+    pub agent_id: String,
+    pub ready: bool,
+}
+
+/// Deliver what is due now.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Deliver;
+
+/// The per-session endpoint as stored on the session row.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SessionWebhook {
+    pub url: String,
+    /// Only these event names; all when absent.
+    pub events: Option<Vec<String>>,
+}
+
+pub struct Webhooks {
+    store: Store,
+    http: reqwest::Client,
+    settings: WebhookSettings,
+    policy: UrlPolicy,
+    urls: Urls,
+    metrics: Metrics,
+    delivering: bool,
+}
+
+impl Webhooks {
+    pub fn new(
+        store: Store,
+        http: reqwest::Client,
+        settings: WebhookSettings,
+        policy: UrlPolicy,
+        urls: Urls,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            store,
+            http,
+            settings,
+            policy,
+            urls,
+            metrics,
+            delivering: false,
+        }
+    }
+}
+
+impl Actor for Webhooks {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(
+            Duration::from_millis(self.settings.poll_interval_ms.max(50)),
+            |_, ctx| {
+                ctx.notify(Deliver);
+            },
+        );
+        ctx.notify(Deliver);
+    }
+}
+
+fn outbox_row(
+    account_id: &str,
+    session_id: Option<&str>,
+    url: &str,
+    event: &str,
+    data: serde_json::Value,
+) -> webhook::Model {
+    let id = ids::delivery_id();
+    let now = now_ms();
+    let body = json!({"id": id, "event": event, "created_at": iso(now), "data": data});
+    webhook::Model {
+        id,
+        account_id: account_id.to_string(),
+        session_id: session_id.map(str::to_string),
+        url: url.to_string(),
+        event: event.to_string(),
+        body: body.to_string(),
+        attempts: 0,
+        next_attempt_at: now,
+        status: "pending".into(),
+        last_error: None,
+        created_at: now,
+        delivered_at: None,
+    }
+}
+
+async fn enqueue_session_event(
+    store: &Store,
+    urls: &Urls,
+    session_id: &str,
+    event: LifecycleEvent,
+) -> StoreResult<()> {
+    let Some(session) = store.session(session_id).await? else {
+        return Ok(());
+    };
+    let Some(account) = store.account(&session.account_id).await? else {
+        return Ok(());
+    };
+    let data = views::session(&session, urls);
+    if let Some(url) = &account.webhook_url {
+        store
+            .enqueue_webhook(outbox_row(
+                &account.id,
+                Some(session_id),
+                url,
+                &event.own_name(),
+                data.clone(),
+            ))
+            .await?;
+    }
+    let hook: Option<SessionWebhook> = session
+        .webhook
+        .as_deref()
+        .and_then(|w| serde_json::from_str(w).ok());
+    if let Some(hook) = hook {
+        let name = if session.source == "deployment" {
+            event.videosdk_name()
+        } else {
+            event.own_name()
+        };
+        if hook
+            .events
+            .as_ref()
+            .is_none_or(|events| events.contains(&name))
+        {
+            store
+                .enqueue_webhook(outbox_row(
+                    &account.id,
+                    Some(session_id),
+                    &hook.url,
+                    &name,
+                    data,
+                ))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+impl Handler<Emit> for Webhooks {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Emit, _: &mut Self::Context) -> Self::Result {
+        self.metrics.actor_message("webhooks", "emit");
+        let store = self.store.clone();
+        let urls = self.urls.clone();
+        Box::pin(
+            async move {
+                if let Err(e) = enqueue_session_event(&store, &urls, &msg.session_id, msg.event).await {
+                    tracing::error!(session = %msg.session_id, error = %e, "webhook enqueue failed");
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.notify(Deliver)),
+        )
+    }
+}
+
+impl Handler<EmitAgent> for Webhooks {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: EmitAgent, _: &mut Self::Context) -> Self::Result {
+        self.metrics.actor_message("webhooks", "emit_agent");
+        let store = self.store.clone();
+        let urls = self.urls.clone();
+        Box::pin(
+            async move {
+                let result: StoreResult<()> = async {
+                    let Some(agent) = store.agent(&msg.agent_id).await? else {
+                        return Ok(());
+                    };
+                    let Some(account) = store.account(&agent.account_id).await? else {
+                        return Ok(());
+                    };
+                    if let Some(url) = &account.webhook_url {
+                        let event = if msg.ready {
+                            "agent.ready"
+                        } else {
+                            "agent.failed"
+                        };
+                        store
+                            .enqueue_webhook(outbox_row(
+                                &account.id,
+                                None,
+                                url,
+                                event,
+                                views::agent(&agent, &urls),
+                            ))
+                            .await?;
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(agent = %msg.agent_id, error = %e, "webhook enqueue failed");
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.notify(Deliver)),
+        )
+    }
+}
+
+impl Handler<Deliver> for Webhooks {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Deliver, _: &mut Self::Context) -> Self::Result {
+        if self.delivering {
+            return Box::pin(actix::fut::ready(()));
+        }
+        self.delivering = true;
+        let store = self.store.clone();
+        let http = self.http.clone();
+        let settings = self.settings.clone();
+        let policy = self.policy;
+        let metrics = self.metrics.clone();
+        Box::pin(
+            async move {
+                let due = match store.due_webhooks(64).await {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox read failed");
+                        return;
+                    }
+                };
+                let attempts = due
+                    .into_iter()
+                    .map(|row| deliver_one(&store, &http, &settings, policy, &metrics, row));
+                futures_util::future::join_all(attempts).await;
+                if let Ok(pending) = store.pending_webhook_count().await {
+                    metrics.webhook_pending.set(pending as i64);
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, _| act.delivering = false),
+        )
+    }
+}
+
+async fn deliver_one(
+    store: &Store,
+    http: &reqwest::Client,
+    settings: &WebhookSettings,
+    policy: UrlPolicy,
+    metrics: &Metrics,
+    row: webhook::Model,
+) {
+    let outcome = attempt(store, http, policy, &row).await;
+    let result = match outcome {
+        Ok(()) => {
+            metrics
+                .webhook_deliveries
+                .with_label_values(&["delivered"])
+                .inc();
+            store.webhook_delivered(&row.id).await
+        }
+        Err(error) => {
+            let attempts = row.attempts as u32 + 1;
+            let next = (attempts < settings.max_attempts).then(|| {
+                let backoff = settings
+                    .initial_backoff_ms
+                    .saturating_mul(1 << (attempts - 1).min(20));
+                now_ms() + backoff.min(settings.max_backoff_ms) as i64
+            });
+            metrics
+                .webhook_deliveries
+                .with_label_values(&[if next.is_some() { "retry" } else { "gave_up" }])
+                .inc();
+            tracing::warn!(delivery = %row.id, url = %row.url, attempts, %error, "webhook delivery failed");
+            store.webhook_attempt_failed(&row.id, &error, next).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(delivery = %row.id, error = %e, "outbox update failed");
+    }
+}
+
+async fn attempt(
+    store: &Store,
+    http: &reqwest::Client,
+    policy: UrlPolicy,
+    row: &webhook::Model,
+) -> Result<(), String> {
+    let url = policy.parse(&row.url)?;
+    policy.check_resolved(&url).await?;
+    let account = store
+        .account(&row.account_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("account no longer exists")?;
+    let secret = store
+        .webhook_secret(&account)
+        .await
+        .map_err(|e| e.to_string())?;
+    let signature = webhook_signature(&secret, chrono::Utc::now().timestamp(), &row.body);
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-webhook-signature", signature)
+        .header("x-webhook-id", &row.id)
+        .body(row.body.clone())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("endpoint answered {}", response.status()))
+    }
+}

@@ -1,0 +1,223 @@
+//! AgentHuman's dialect (`seeds/001_…`, `000_…`): shareable links, and starting a session with one.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::authenticate;
+use super::body::{self, max_len};
+use super::error::{ApiError, ApiResult};
+use super::sessions::{aspect_ratio, ensure_ready, start, StartMode, StartRequest};
+use super::views;
+use crate::ids;
+use crate::state::AppState;
+use crate::store::entities::link;
+use crate::store::links::effective_status;
+use crate::store::now_ms;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    agent_id: String,
+    name: Option<String>,
+    expires_at: Option<String>,
+    use_limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StartBody {
+    link_id: String,
+    aspect_ratio: Option<String>,
+}
+
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let principal = authenticate(&req, &state).await?;
+    let body: CreateBody = body::json(payload, 64 * 1024).await?;
+    let now = now_ms();
+    let name = match body.name {
+        Some(n) if n.trim().is_empty() => {
+            return Err(ApiError::invalid_field("name", "must not be empty"))
+        }
+        Some(n) => {
+            max_len("name", &n, 200)?;
+            n
+        }
+        None => format!("Link {}", chrono::Utc::now().format("%Y-%m-%d %H:%M")),
+    };
+    let expires_at = match body.expires_at {
+        Some(text) => {
+            let at = chrono::DateTime::parse_from_rfc3339(&text)
+                .map_err(|_| {
+                    ApiError::invalid_field(
+                        "expires_at",
+                        "must be an ISO 8601 timestamp like 2030-01-31T10:00:00Z",
+                    )
+                })?
+                .timestamp_millis();
+            if at <= now {
+                return Err(ApiError::invalid_field(
+                    "expires_at",
+                    "must be in the future",
+                ));
+            }
+            Some(at)
+        }
+        None => None,
+    };
+    if let Some(limit) = body.use_limit {
+        if !(1..=1_000_000_000).contains(&limit) {
+            return Err(ApiError::invalid_field(
+                "use_limit",
+                "must be a positive integer",
+            ));
+        }
+    }
+    let agent = state
+        .store
+        .agent_of(&principal.account_id, &body.agent_id)
+        .await?
+        .ok_or_else(|| ApiError::agent_not_found(&body.agent_id))?;
+    let link = state
+        .store
+        .create_link(link::Model {
+            id: ids::link_id(),
+            account_id: principal.account_id,
+            agent_id: agent.id.clone(),
+            name,
+            status: "active".into(),
+            uses: 0,
+            use_limit: body.use_limit,
+            expires_at,
+            created_at: now,
+        })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"success": true, "link": views::link(&link, Some(&agent), &state.urls)})))
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let principal = authenticate(&req, &state).await?;
+    let links = state.store.links_of(&principal.account_id).await?;
+    let mut data = Vec::with_capacity(links.len());
+    for l in &links {
+        let agent = state.store.agent(&l.agent_id).await?;
+        data.push(views::link(l, agent.as_ref(), &state.urls));
+    }
+    Ok(HttpResponse::Ok().json(json!({"success": true, "links": data})))
+}
+
+fn link_not_found(id: &str) -> ApiError {
+    ApiError::not_found("link_not_found", format!("No link `{id}`."))
+}
+
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let principal = authenticate(&req, &state).await?;
+    let link = state
+        .store
+        .link_of(&principal.account_id, &path)
+        .await?
+        .ok_or_else(|| link_not_found(&path))?;
+    let agent = state.store.agent(&link.agent_id).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"success": true, "link": views::link(&link, agent.as_ref(), &state.urls)})))
+}
+
+pub async fn revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let principal = authenticate(&req, &state).await?;
+    let link = state
+        .store
+        .revoke_link(&principal.account_id, &path)
+        .await?
+        .ok_or_else(|| link_not_found(&path))?;
+    let agent = state.store.agent(&link.agent_id).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"success": true, "link": views::link(&link, agent.as_ref(), &state.urls)})))
+}
+
+/// No API key: the link id is the credential.
+pub async fn start_session(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let body: StartBody = body::json(payload, 16 * 1024).await?;
+    if !body.link_id.starts_with("lnk_") || body.link_id.len() > 64 {
+        return Err(ApiError::invalid_field(
+            "link_id",
+            "must be a link id (lnk_…)",
+        ));
+    }
+    let link = state
+        .store
+        .link(&body.link_id)
+        .await?
+        .ok_or_else(|| link_not_found(&body.link_id))?;
+    match effective_status(&link) {
+        "active" => {}
+        "revoked" => {
+            return Err(ApiError::forbidden(
+                "link_inactive",
+                "This link has been revoked.",
+            ))
+        }
+        "expired" => {
+            return Err(ApiError::forbidden(
+                "link_inactive",
+                "This link has expired.",
+            ))
+        }
+        _ => {
+            return Err(ApiError::forbidden(
+                "link_inactive",
+                "This link has reached its use limit.",
+            ))
+        }
+    }
+    let agent = state
+        .store
+        .agent_of(&link.account_id, &link.agent_id)
+        .await?
+        .ok_or_else(|| ApiError::agent_not_found(&link.agent_id))?;
+    ensure_ready(&agent)?;
+    if agent.image_asset_id.is_none() {
+        return Err(ApiError::conflict("The link's agent has no avatar image."));
+    }
+    let started = start(
+        &state,
+        StartRequest {
+            account_id: link.account_id.clone(),
+            revision: agent.revision,
+            agent,
+            source: "link",
+            link_id: Some(link.id.clone()),
+            aspect_ratio: aspect_ratio(body.aspect_ratio.as_deref()),
+            client_user_ref: None,
+            metadata: None,
+            env: None,
+            tag: None,
+            webhook: None,
+            max_duration_seconds: None,
+        },
+        StartMode::WaitLive,
+    )
+    .await?;
+    let access = started.access.ok_or_else(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "session_id": started.row.id,
+        "livekit_url": access.url,
+        "participant_token": access.user_token,
+        "agent_identity": started.row.agent_identity,
+    })))
+}

@@ -1,0 +1,78 @@
+//! Operations: liveness, readiness, Prometheus metrics, and LiveKit's signed webhooks.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::body;
+use super::error::{ApiError, ApiResult};
+use crate::actors::registry::LookupRoom;
+use crate::actors::session::messages::{EndReason, ParticipantJoined, ParticipantLeft, Stop};
+use crate::state::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    state.store.ready().await.map_err(|e| {
+        tracing::warn!(error = %e, "not ready");
+        ApiError::unavailable("Not ready: the database is unreachable or migrations are pending.")
+    })?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready", "database": "ok", "rooms": if state.rooms.is_livekit() { "livekit" } else { "local" }})))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// `POST /v1/livekit/webhook`: verified (`Authorization` JWT whose `sha256` claim is the body's
+/// digest), then turned into messages to the session that owns the room.
+pub async fn livekit_webhook(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let receiver = state.rooms.webhook_receiver().ok_or_else(|| {
+        ApiError::not_found("not_found", "LiveKit is not configured on this server.")
+    })?;
+    let bytes = body::read(payload, 1024 * 1024).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::malformed("Webhook body is not UTF-8."))?;
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("Missing Authorization header."))?;
+    let auth = auth.strip_prefix("Bearer ").unwrap_or(auth);
+    let event = receiver.receive(text, auth).map_err(|e| {
+        tracing::warn!(error = %e, "LiveKit webhook refused");
+        ApiError::unauthorized("Webhook signature could not be verified.")
+    })?;
+    let room = event
+        .room
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    let live = state
+        .registry
+        .send(LookupRoom { room_name: room })
+        .await
+        .ok()
+        .flatten();
+    if let Some(live) = live {
+        let identity = event
+            .participant
+            .as_ref()
+            .map(|p| p.identity.clone())
+            .unwrap_or_default();
+        match event.event.as_str() {
+            "participant_joined" => live.addr.do_send(ParticipantJoined { identity }),
+            "participant_left" => live.addr.do_send(ParticipantLeft { identity }),
+            "room_finished" => live.addr.do_send(Stop(EndReason::RoomClosed)),
+            _ => {}
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({"success": true})))
+}

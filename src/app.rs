@@ -1,0 +1,269 @@
+//! `Application::build` wires the store, the actors and the HTTP server; `run_until_stopped` serves
+//! until SIGTERM/Ctrl-C, then drains sessions (they end with `shutdown`) before exiting.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::quota::Quota;
+use crate::actors::registry::{Drain, Registry};
+use crate::actors::session::SessionDeps;
+use crate::actors::webhooks::{Emit, LifecycleEvent, Webhooks};
+use crate::api::views::Urls;
+use crate::config::Settings;
+use crate::crypto::MasterKey;
+use crate::livekit::RoomBackend;
+use crate::metrics::Metrics;
+use crate::net::{http_client, UrlPolicy};
+use crate::state::AppState;
+use crate::store::sessions::Ending;
+use crate::store::{now_ms, Store};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sessions whose heartbeat is older than this belong to a node that is gone.
+const STALE_AFTER_MS: i64 = 60_000;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+/// The master key from settings, else from `<data_dir>/master.key`, created on first use.
+pub fn master_key(settings: &Settings) -> Result<MasterKey, BoxError> {
+    if !settings.security.master_key.is_empty() {
+        return Ok(MasterKey::from_hex(settings.security.master_key.expose())?);
+    }
+    let path = settings.server.data_dir.join("master.key");
+    if !path.exists() {
+        std::fs::create_dir_all(&settings.server.data_dir)?;
+        write_private(&path, &MasterKey::generate_hex())?;
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(MasterKey::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+/// Opens (and migrates) the database the settings name.
+pub async fn open_store(settings: &Settings) -> Result<Store, BoxError> {
+    std::fs::create_dir_all(&settings.server.data_dir).map_err(|e| {
+        format!(
+            "cannot create data dir {}: {e}",
+            settings.server.data_dir.display()
+        )
+    })?;
+    let key = master_key(settings)?;
+    let url = settings.database_url();
+    let store = Store::connect(&url, settings.database.max_connections, key)
+        .await
+        .map_err(|e| format!("cannot open database: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate database: {e}"))?;
+    Ok(store)
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, BoxError> {
+        let settings = Arc::new(settings);
+        let store = open_store(&settings).await?;
+        let listener = TcpListener::bind(&settings.server.bind)
+            .map_err(|e| format!("cannot bind {}: {e}", settings.server.bind))?;
+        let addr = listener.local_addr()?;
+        let public_base_url = if settings.server.public_base_url.is_empty() {
+            format!("http://{addr}")
+        } else {
+            settings
+                .server
+                .public_base_url
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let node_id = if settings.server.node_id.is_empty() {
+            // A SQLite file has one node, so every unfinished session in it is this node's own.
+            if settings.database_url().starts_with("sqlite:") {
+                "local".to_string()
+            } else {
+                format!("node_{}", crate::ids::random_token(10))
+            }
+        } else {
+            settings.server.node_id.clone()
+        };
+        let metrics = Metrics::new();
+        let http = http_client(Duration::from_secs(
+            settings.webhooks.request_timeout_seconds,
+        ));
+        let policy = UrlPolicy {
+            allow_private: settings.server.allow_private_urls,
+        };
+        let rooms = Arc::new(RoomBackend::from_settings(
+            &settings,
+            &store.master_key,
+            &public_base_url,
+        ));
+        let urls = Urls {
+            public_base_url: public_base_url.clone(),
+            room_url: match rooms.as_ref() {
+                RoomBackend::LiveKit { url, .. } | RoomBackend::Local { url, .. } => url.clone(),
+            },
+        };
+        let quota = Quota::new(store.clone(), metrics.clone()).start();
+        let registry = Registry::new(metrics.clone()).start();
+        let webhooks = Webhooks::new(
+            store.clone(),
+            http.clone(),
+            settings.webhooks.clone(),
+            policy,
+            urls.clone(),
+            metrics.clone(),
+        )
+        .start();
+        let session_deps = Arc::new(SessionDeps {
+            store: store.clone(),
+            quota: quota.clone(),
+            registry: registry.clone(),
+            webhooks: webhooks.clone(),
+            rooms: rooms.clone(),
+            metrics: metrics.clone(),
+            settings: settings.clone(),
+        });
+        let state = AppState {
+            settings: settings.clone(),
+            store,
+            registry,
+            quota,
+            webhooks,
+            rooms,
+            session_deps,
+            sessions_arbiter: Arbiter::new().handle(),
+            metrics,
+            http,
+            urls,
+            policy,
+            node_id,
+        };
+        reconcile(&state).await;
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap_fn(crate::api::observe)
+                .configure(crate::api::routes)
+                .default_service(web::to(crate::api::not_found))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
+        tracing::info!(%addr, base = %public_base_url, rooms = ?state.rooms, "listening");
+        Ok(Self {
+            port: addr.port(),
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the server stops or SIGTERM/Ctrl-C arrives; then drains sessions and stops.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let state = self.state;
+        let server = actix_web::rt::spawn(self.server);
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining sessions");
+        let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
+        let _ = state.registry.send(Drain { grace }).await;
+        handle.stop(true).await;
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Sessions the database says are running but no actor runs (a crash, a lost node) end now with
+/// `shutdown`; their time was billed as it went, and their slots come back.
+async fn reconcile(state: &AppState) {
+    let orphans = match state
+        .store
+        .orphaned_sessions(&state.node_id, now_ms() - STALE_AFTER_MS)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "could not look for orphaned sessions");
+            return;
+        }
+    };
+    for row in orphans {
+        let ending = Ending {
+            state: "stopped",
+            end_reason: "shutdown",
+            failure_reason: None,
+            refund_link: false,
+        };
+        match state.store.finish_session(&row, ending).await {
+            Ok(true) => {
+                tracing::info!(session = %row.id, "ended orphaned session");
+                state.webhooks.do_send(Emit {
+                    session_id: row.id.clone(),
+                    event: LifecycleEvent::Stopped,
+                });
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(session = %row.id, error = %e, "could not end orphaned session")
+            }
+        }
+        if let Err(e) = state.rooms.delete(&row.room_name).await {
+            tracing::debug!(session = %row.id, error = %e, "orphan room delete");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Layered settings: `config/default.toml` (embedded), an optional file, `AVS_<SECTION>__<KEY>`
+//! environment variables (plus `DATABASE_URL` and LiveKit's own `LIVEKIT_*` names), then CLI flags.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A string that never prints: API secrets, the LiveKit secret, the master key.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(***)"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub security: SecuritySettings,
+    pub sessions: SessionSettings,
+    pub livekit: LiveKitSettings,
+    pub agents: AgentSettings,
+    pub webhooks: WebhookSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub public_base_url: String,
+    pub data_dir: PathBuf,
+    pub allow_private_urls: bool,
+    pub max_body_bytes: usize,
+    pub node_id: String,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    pub master_key: Secret,
+    pub jwt_leeway_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub default_max_duration_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub retry_after_seconds: u64,
+    pub max_child_restarts: u32,
+    pub child_restart_window_seconds: u64,
+    pub agent_identity: String,
+    pub room_check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveKitSettings {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    pub default_avatar_image: String,
+    pub generation_credits: i64,
+    pub max_image_bytes: usize,
+    pub fetch_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub request_timeout_seconds: u64,
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Settings {
+    /// Defaults, then `file`, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// The embedded defaults alone: what tests start from.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::load_with_env(None, std::iter::empty())
+    }
+
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut root = parse_toml(DEFAULTS, "config/default.toml")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            merge(&mut root, parse_toml(&text, &path.display().to_string())?);
+        }
+        for (name, value) in env {
+            let key = match name.as_str() {
+                "DATABASE_URL" => "database.url".to_string(),
+                "LIVEKIT_URL" => "livekit.url".to_string(),
+                "LIVEKIT_API_KEY" => "livekit.api_key".to_string(),
+                "LIVEKIT_API_SECRET" => "livekit.api_secret".to_string(),
+                other => match other.strip_prefix("AVS_") {
+                    Some(rest) if rest.contains("__") => rest.to_lowercase().replace("__", "."),
+                    _ => continue,
+                },
+            };
+            set_path(&mut root, &key, &value)?;
+        }
+        root.try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin: "settings".into(),
+                message: e.message().to_string(),
+            })
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            let path = self.server.data_dir.join("avatar-supervisor.db");
+            format!("sqlite://{}?mode=rwc", path.display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn livekit_enabled(&self) -> bool {
+        !self.livekit.url.is_empty()
+            && !self.livekit.api_key.is_empty()
+            && !self.livekit.api_secret.is_empty()
+    }
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: e.message().to_string(),
+        })
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets `section.key` from an environment string, keeping the type the defaults give that key.
+fn set_path(root: &mut toml::Table, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: path.to_string(),
+        message,
+    };
+    let (section, key) = path
+        .split_once('.')
+        .ok_or_else(|| invalid("expected SECTION__KEY".into()))?;
+    let table = match root.get_mut(section) {
+        Some(toml::Value::Table(t)) => t,
+        _ => return Err(invalid(format!("unknown section `{section}`"))),
+    };
+    let value = match table.get(key) {
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.parse()
+                .map_err(|_| invalid(format!("expected an integer, got `{raw}`")))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            raw.parse()
+                .map_err(|_| invalid(format!("expected true or false, got `{raw}`")))?,
+        ),
+        Some(toml::Value::Float(_)) => toml::Value::Float(
+            raw.parse()
+                .map_err(|_| invalid(format!("expected a number, got `{raw}`")))?,
+        ),
+        Some(_) => toml::Value::String(raw.to_string()),
+        None => return Err(invalid(format!("unknown setting `{key}`"))),
+    };
+    table.insert(key.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8080");
+        assert!(s.database_url().starts_with("sqlite://"));
+        assert!(!s.livekit_enabled());
+    }
+
+    #[test]
+    fn env_overrides_keep_types() {
+        let env = vec![
+            (
+                "AVS_SESSIONS__IDLE_TIMEOUT_SECONDS".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "AVS_SERVER__ALLOW_PRIVATE_URLS".to_string(),
+                "true".to_string(),
+            ),
+            ("DATABASE_URL".to_string(), "postgres://x/y".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let s = Settings::load_with_env(None, env).unwrap();
+        assert_eq!(s.sessions.idle_timeout_seconds, 7);
+        assert!(s.server.allow_private_urls);
+        assert_eq!(s.database_url(), "postgres://x/y");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_setting() {
+        let env = vec![(
+            "AVS_SESSIONS__IDLE_TIMEOUT_SECONDS".to_string(),
+            "soon".to_string(),
+        )];
+        let err = Settings::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("sessions.idle_timeout_seconds"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+}

@@ -1,0 +1,3 @@
+//! Background jobs that outlive the request that started them.
+
+pub mod generation;

@@ -1,0 +1,143 @@
+//! One `Metrics` over its own Prometheus registry (no globals: several apps can share a process).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub const HTTP_REQUESTS_TOTAL: &str = "avs_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "avs_http_request_duration_seconds";
+pub const SESSIONS_LIVE: &str = "avs_sessions_live";
+pub const SESSIONS_STARTED_TOTAL: &str = "avs_sessions_started_total";
+pub const SESSIONS_ENDED_TOTAL: &str = "avs_sessions_ended_total";
+pub const SESSION_START_SECONDS: &str = "avs_session_start_seconds";
+pub const ADMISSIONS_REJECTED_TOTAL: &str = "avs_admissions_rejected_total";
+pub const BILLED_SECONDS_TOTAL: &str = "avs_billed_seconds_total";
+pub const CHILD_RESTARTS_TOTAL: &str = "avs_session_child_restarts_total";
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "avs_webhook_deliveries_total";
+pub const WEBHOOK_OUTBOX_PENDING: &str = "avs_webhook_outbox_pending";
+pub const AGENT_GENERATIONS_TOTAL: &str = "avs_agent_generations_total";
+pub const ACTOR_MESSAGES_TOTAL: &str = "avs_actor_messages_total";
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub sessions_live: IntGauge,
+    pub sessions_started: IntCounterVec,
+    pub sessions_ended: IntCounterVec,
+    pub session_start_seconds: Histogram,
+    pub admissions_rejected: IntCounterVec,
+    pub billed_seconds: IntCounter,
+    pub child_restarts: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_pending: IntGauge,
+    pub agent_generations: IntCounterVec,
+    pub actor_messages: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        // unwrap: metric names and labels below are static and valid, and each is registered once.
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+            registry.register(Box::new(c.clone())).unwrap();
+            c
+        };
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(HTTP_REQUEST_DURATION_SECONDS, "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            ),
+            &["method", "route"],
+        )
+        .unwrap();
+        registry.register(Box::new(http_duration.clone())).unwrap();
+        let session_start_seconds = Histogram::with_opts(
+            HistogramOpts::new(SESSION_START_SECONDS, "Start request to live").buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .unwrap();
+        registry
+            .register(Box::new(session_start_seconds.clone()))
+            .unwrap();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap();
+            registry.register(Box::new(g.clone())).unwrap();
+            g
+        };
+        let sessions_live = gauge(SESSIONS_LIVE, "Sessions with a running actor on this node");
+        let webhook_pending = gauge(
+            WEBHOOK_OUTBOX_PENDING,
+            "Webhook deliveries waiting in the outbox",
+        );
+        let billed_seconds =
+            IntCounter::new(BILLED_SECONDS_TOTAL, "Session seconds billed").unwrap();
+        registry.register(Box::new(billed_seconds.clone())).unwrap();
+        Self {
+            http_requests: counter_vec(
+                HTTP_REQUESTS_TOTAL,
+                "HTTP requests",
+                &["method", "route", "status"],
+            ),
+            http_duration,
+            sessions_live,
+            sessions_started: counter_vec(SESSIONS_STARTED_TOTAL, "Sessions admitted", &["source"]),
+            sessions_ended: counter_vec(SESSIONS_ENDED_TOTAL, "Sessions ended", &["reason"]),
+            session_start_seconds,
+            admissions_rejected: counter_vec(
+                ADMISSIONS_REJECTED_TOTAL,
+                "Session starts refused",
+                &["reason"],
+            ),
+            billed_seconds,
+            child_restarts: counter_vec(
+                CHILD_RESTARTS_TOTAL,
+                "Session children restarted",
+                &["child"],
+            ),
+            webhook_deliveries: counter_vec(
+                WEBHOOK_DELIVERIES_TOTAL,
+                "Webhook delivery attempts",
+                &["outcome"],
+            ),
+            webhook_pending,
+            agent_generations: counter_vec(
+                AGENT_GENERATIONS_TOTAL,
+                "Agent generations finished",
+                &["outcome"],
+            ),
+            actor_messages: counter_vec(
+                ACTOR_MESSAGES_TOTAL,
+                "Messages handled by actors",
+                &["actor", "message"],
+            ),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // unwrap: encoding gathered families into a Vec cannot fail.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .unwrap();
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+
+    pub fn actor_message(&self, actor: &str, message: &str) {
+        self.actor_messages
+            .with_label_values(&[actor, message])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,35 @@
+//! What every handler gets through `web::Data`: actor addresses, the store, settings, metrics.
+//! No globals, so a test process can run several apps side by side.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::actors::quota::Quota;
+use crate::actors::registry::Registry;
+use crate::actors::session::SessionDeps;
+use crate::actors::webhooks::Webhooks;
+use crate::api::views::Urls;
+use crate::config::Settings;
+use crate::livekit::RoomBackend;
+use crate::metrics::Metrics;
+use crate::net::UrlPolicy;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub registry: Addr<Registry>,
+    pub quota: Addr<Quota>,
+    pub webhooks: Addr<Webhooks>,
+    pub rooms: Arc<RoomBackend>,
+    pub session_deps: Arc<SessionDeps>,
+    /// Session actors live on their own arbiter, apart from the HTTP workers.
+    pub sessions_arbiter: ArbiterHandle,
+    pub metrics: Metrics,
+    pub http: reqwest::Client,
+    pub urls: Urls,
+    pub policy: UrlPolicy,
+    pub node_id: String,
+}

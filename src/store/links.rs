@@ -1,0 +1,61 @@
+//! Shareable links. A link's `uses` only ever grows through the conditional write in
+//! `sessions::admit`, so it cannot pass `use_limit` however many starts race.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use super::entities::link;
+use super::{now_ms, Store, StoreResult};
+
+impl Store {
+    pub async fn create_link(&self, model: link::Model) -> StoreResult<link::Model> {
+        Ok(link::ActiveModel::from(model).insert(&self.db).await?)
+    }
+
+    pub async fn link(&self, id: &str) -> StoreResult<Option<link::Model>> {
+        Ok(link::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?)
+    }
+
+    pub async fn link_of(&self, account_id: &str, id: &str) -> StoreResult<Option<link::Model>> {
+        Ok(self.link(id).await?.filter(|l| l.account_id == account_id))
+    }
+
+    pub async fn links_of(&self, account_id: &str) -> StoreResult<Vec<link::Model>> {
+        Ok(link::Entity::find()
+            .filter(link::Column::AccountId.eq(account_id))
+            .order_by_desc(link::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Revokes the link; `None` if the account has no such link.
+    pub async fn revoke_link(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<link::Model>> {
+        link::Entity::update_many()
+            .col_expr(link::Column::Status, Expr::value("revoked"))
+            .filter(link::Column::Id.eq(id))
+            .filter(link::Column::AccountId.eq(account_id))
+            .exec(&self.db)
+            .await?;
+        self.link_of(account_id, id).await
+    }
+}
+
+/// The status a client sees: stored `active` links read `expired` or `exhausted` once they are.
+pub fn effective_status(link: &link::Model) -> &str {
+    if link.status != "active" {
+        return &link.status;
+    }
+    if link.expires_at.is_some_and(|t| t <= now_ms()) {
+        return "expired";
+    }
+    if link.use_limit.is_some_and(|limit| link.uses >= limit) {
+        return "exhausted";
+    }
+    "active"
+}

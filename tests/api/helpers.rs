@@ -39,7 +39,6 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub state: AppState,
-    pub settings: Settings,
     /// Kept so the temp dir (SQLite file, master key) lives as long as the app.
     _dir: tempfile::TempDir,
 }
@@ -61,7 +60,7 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-async fn fresh_postgres() -> String {
+pub async fn fresh_postgres() -> String {
     let admin = postgres_admin_url();
     let name = format!(
         "avs_test_{}",
@@ -126,9 +125,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
     settings.webhooks.initial_backoff_ms = 100;
     settings.sessions.room_check_interval_ms = 200;
     tweak(&mut settings);
-    let app = Application::build(settings.clone())
-        .await
-        .expect("build app");
+    let app = Application::build(settings).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     actix_web::rt::spawn(app.run_until_stopped());
@@ -136,7 +133,6 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
         base,
         client: avatar_supervisor::net::http_client(Duration::from_secs(30)),
         state,
-        settings,
         _dir: dir,
     }
 }

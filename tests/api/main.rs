@@ -1,16 +1,17 @@
 //! The integration suite: one binary, a module per feature. Every test runs the real server on
 //! port 0, on SQLite and on PostgreSQL (`on_both_databases!`).
 
-// #[path = "../support/mod.rs"]
-// mod support;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod helpers;
 
 mod agents;
 mod auth;
 mod connect;
-// mod deployments;
+mod deployments;
 mod links;
 mod ops;
 mod quota;
 mod sessions;
+mod webhooks;

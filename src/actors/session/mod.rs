@@ -103,7 +103,8 @@ impl Session {
     }
 
     /// Writes the current state through to the database, then announces it; in order, because
-    /// `ctx.wait` holds other messages back until the write is done.
+    /// `ctx.wait` holds other messages back until the write is done. (Call it at most once per
+    /// handler: actix polls the newest `ctx.wait` future first.)
     fn persist_state(&self, ctx: &mut Context<Self>, event: Option<LifecycleEvent>) {
         let store = self.deps.store.clone();
         let webhooks = self.deps.webhooks.clone();
@@ -201,11 +202,14 @@ impl Session {
         self.ending = true;
         self.disarm_idle_timer(ctx);
         let failed = failure.is_some();
-        if failed {
+        // Written inside the release future below, not with a second `ctx.wait`: actix runs the
+        // newest wait first, and the release ends by stopping the actor.
+        let announce_stopping = if failed {
             self.transition(Event::Fail);
-        } else if self.transition(Event::Stop) {
-            self.persist_state(ctx, Some(LifecycleEvent::Stopping));
-        }
+            false
+        } else {
+            self.transition(Event::Stop)
+        };
         let final_seconds = self
             .live_since
             .map(|t| (t.elapsed().as_secs_f64().round() as i64 - self.billed_seconds).max(0))
@@ -217,6 +221,19 @@ impl Session {
         let room = self.room.take();
         let failure_reason = failure.clone();
         let release = async move {
+            if announce_stopping {
+                if let Err(e) = deps
+                    .store
+                    .set_session_state(&row.id, State::Stopping.as_str())
+                    .await
+                {
+                    tracing::error!(session = %row.id, error = %e, "state write failed");
+                }
+                deps.webhooks.do_send(Emit {
+                    session_id: row.id.clone(),
+                    event: LifecycleEvent::Stopping,
+                });
+            }
             if final_seconds > 0 {
                 let bill = Bill {
                     account_id: row.account_id.clone(),

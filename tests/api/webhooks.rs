@@ -1,0 +1,173 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::on_both_databases;
+use crate::support::webhook_sink::{verify_signature, WebhookSink};
+
+/// Lifecycle events reach the session's and the account's endpoints, signed, in order; a failing
+/// endpoint is retried until it takes the delivery.
+async fn lifecycle_events_are_signed_and_retried(db: Db) {
+    let sink = WebhookSink::start().await;
+    let app = spawn_app(db).await;
+    let acct = app.account(5, 10.0, 1000).await;
+    let r = reply(
+        app.client
+            .patch(app.url("/v1/account"))
+            .header("x-api-key", &acct.key)
+            .json(&json!({"webhook_url": sink.url("/account")}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.body["webhook_url"], sink.url("/account"));
+    let secret = r.body["webhook_secret"].as_str().unwrap().to_string();
+    let agent = app.ready_agent(&acct.key, json!({})).await;
+    sink.wait_for(
+        |r| r.path == "/account" && r.json()["event"] == "agent.ready",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("agent.ready");
+
+    sink.fail_next(2);
+    let r = app
+        .post(
+            "/v1/sessions",
+            &acct.key,
+            json!({"agent_id": agent, "webhook": {"url": sink.url("/session")}}),
+        )
+        .await;
+    let id = r.body["session_id"].as_str().unwrap().to_string();
+    app.post(&format!("/v1/sessions/{id}/stop"), &acct.key, json!({}))
+        .await;
+
+    let wanted = [
+        "session.starting",
+        "session.started",
+        "session.stopping",
+        "session.stopped",
+    ];
+    for path in ["/session", "/account"] {
+        let mut seen = Vec::new();
+        for event in wanted {
+            let hit = sink
+                .wait_for(
+                    |r| r.path == path && r.status == 200 && r.json()["event"] == event,
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|| panic!("{event} never reached {path}"));
+            assert!(verify_signature(
+                &secret,
+                hit.header("x-webhook-signature").unwrap(),
+                &hit.body
+            ));
+            assert!(!verify_signature(
+                "whsec_wrong",
+                hit.header("x-webhook-signature").unwrap(),
+                &hit.body
+            ));
+            assert_eq!(hit.json()["data"]["session_id"], id.as_str());
+            seen.push(hit.json()["id"].as_str().unwrap().to_string());
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 4);
+    }
+    let stopped = sink
+        .wait_for(
+            |r| r.path == "/session" && r.json()["event"] == "session.stopped",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stopped.json()["data"]["end_reason"], "stopped_by_api");
+    // The two refused attempts were retried: every outbox row ends delivered.
+    assert!(sink.received().iter().filter(|r| r.status == 500).count() == 2);
+    let rows = app.state.store.webhooks_of_session(&id).await.unwrap();
+    assert_eq!(rows.len(), 8);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.state
+                .store
+                .webhooks_of_session(&id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.status == "delivered")
+        })
+        .await
+    );
+}
+
+/// A delivery written to the outbox before a crash is sent by the next run on that database.
+async fn outbox_survives_a_restart(db: Db) {
+    let sink = WebhookSink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = avatar_supervisor::config::Settings::defaults().unwrap();
+    settings.server.data_dir = dir.path().to_path_buf();
+    settings.database.url = match db {
+        Db::Sqlite => String::new(),
+        Db::Postgres => fresh_postgres().await,
+    };
+    let url = settings.database_url();
+    // No server runs: this is what a previous run left behind.
+    let store = avatar_supervisor::app::open_store(&settings).await.unwrap();
+    let acct = store
+        .create_account(avatar_supervisor::store::accounts::NewAccount {
+            name: "a".into(),
+            concurrency_limit: 1,
+            balance_ms: 0,
+            credits: 0,
+            webhook_url: Some(sink.url("/late")),
+        })
+        .await
+        .unwrap();
+    let now = avatar_supervisor::store::now_ms();
+    store
+        .enqueue_webhook(avatar_supervisor::store::entities::webhook::Model {
+            id: "whd_left_behind".into(),
+            account_id: acct.account_id.clone(),
+            session_id: None,
+            url: sink.url("/late"),
+            event: "session.stopped".into(),
+            body: json!({"id": "whd_left_behind", "event": "session.stopped", "data": {}})
+                .to_string(),
+            attempts: 1,
+            next_attempt_at: now,
+            status: "pending".into(),
+            last_error: Some("connection refused".into()),
+            created_at: now,
+            delivered_at: None,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let data_dir = dir.path().to_path_buf();
+    let app = spawn_app_with(db, move |s| {
+        s.server.data_dir = data_dir;
+        s.database.url = url;
+    })
+    .await;
+    let hit = sink
+        .wait_for(|r| r.path == "/late", Duration::from_secs(5))
+        .await
+        .expect("the stored delivery was sent");
+    assert_eq!(hit.header("x-webhook-id"), Some("whd_left_behind"));
+    let secret = app.account_info(&acct.api_key).await["webhook_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(verify_signature(
+        &secret,
+        hit.header("x-webhook-signature").unwrap(),
+        &hit.body
+    ));
+}
+
+on_both_databases!(
+    lifecycle_events_are_signed_and_retried,
+    outbox_survives_a_restart
+);

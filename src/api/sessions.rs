@@ -169,8 +169,18 @@ pub async fn start(state: &AppState, req: StartRequest, mode: StartMode) -> ApiR
                     format!("The session did not start: {e}."),
                 ))
             }
-            Err(e) => {
-                tracing::error!(session = %row.id, error = %e, "session actor unreachable");
+            Err(_) => {
+                // The actor already ended (and stopped) before it could be asked: the row says why.
+                let ended = state.store.session(&row.id).await?;
+                if ended.as_ref().and_then(|r| r.end_reason.as_deref())
+                    == Some("room_creation_failed")
+                {
+                    return Err(ApiError::bad_gateway(
+                        "room_creation_failed",
+                        "The room could not be created; nothing was charged.",
+                    ));
+                }
+                tracing::error!(session = %row.id, "session ended before it went live");
                 Err(ApiError::bad_gateway(
                     "orchestrator_error",
                     "The session did not start.",

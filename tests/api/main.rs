@@ -11,6 +11,7 @@ mod auth;
 mod connect;
 mod deployments;
 mod links;
+mod livekit;
 mod ops;
 mod quota;
 mod sessions;

@@ -58,6 +58,8 @@ pub struct Session {
     clients: usize,
     /// Set once `end` runs: the one way out.
     ending: bool,
+    /// Why it ended, for an `AwaitLive` that arrives after the fact.
+    outcome: Option<SessionError>,
 }
 
 impl Session {
@@ -85,6 +87,7 @@ impl Session {
             users: HashSet::new(),
             clients: 0,
             ending: false,
+            outcome: None,
         }
     }
 
@@ -106,6 +109,16 @@ impl Session {
     /// `ctx.wait` holds other messages back until the write is done. (Call it at most once per
     /// handler: actix polls the newest `ctx.wait` future first.)
     fn persist_state(&self, ctx: &mut Context<Self>, event: Option<LifecycleEvent>) {
+        self.persist_state_then(ctx, event, |_, _| {});
+    }
+
+    /// As `persist_state`, then runs `then` once the write is done.
+    fn persist_state_then(
+        &self,
+        ctx: &mut Context<Self>,
+        event: Option<LifecycleEvent>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
         let store = self.deps.store.clone();
         let webhooks = self.deps.webhooks.clone();
         let id = self.row.id.clone();
@@ -116,13 +129,11 @@ impl Session {
                     tracing::error!(session = %id, error = %e, "state write failed");
                 }
                 if let Some(event) = event {
-                    webhooks.do_send(Emit {
-                        session_id: id,
-                        event,
-                    });
+                    webhooks.do_send(Emit { session_id: id, event });
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(move |_, act, ctx| then(act, ctx)),
         );
     }
 
@@ -202,6 +213,11 @@ impl Session {
         self.ending = true;
         self.disarm_idle_timer(ctx);
         let failed = failure.is_some();
+        self.outcome = Some(match (reason, &failure) {
+            (EndReason::RoomCreationFailed, Some(f)) => SessionError::RoomCreationFailed(f.clone()),
+            (_, Some(f)) => SessionError::Failed(f.clone()),
+            _ => SessionError::Ended,
+        });
         // Written inside the release future below, not with a second `ctx.wait`: actix runs the
         // newest wait first, and the release ends by stopping the actor.
         let announce_stopping = if failed {
@@ -296,11 +312,7 @@ impl Session {
             if act.live_since.is_some() {
                 metrics.sessions_live.dec();
             }
-            let error = match (reason, failure) {
-                (EndReason::RoomCreationFailed, Some(f)) => SessionError::RoomCreationFailed(f),
-                (_, Some(f)) => SessionError::Failed(f),
-                _ => SessionError::Ended,
-            };
+            let error = act.outcome.clone().unwrap_or(SessionError::Ended);
             for waiter in act.live_waiters.drain(..) {
                 let _ = waiter.send(Err(error.clone()));
             }
@@ -342,10 +354,12 @@ impl Handler<RoomReady> for Session {
         metrics
             .session_start_seconds
             .observe(self.requested_at.elapsed().as_secs_f64());
-        self.persist_state(ctx, Some(LifecycleEvent::Started));
-        for waiter in self.live_waiters.drain(..) {
-            let _ = waiter.send(Ok(access.clone()));
-        }
+        // Waiters hear "live" once the database says so too.
+        self.persist_state_then(ctx, Some(LifecycleEvent::Started), move |act, _| {
+            for waiter in act.live_waiters.drain(..) {
+                let _ = waiter.send(Ok(access.clone()));
+            }
+        });
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.bill_tick(ctx));
         let max = Duration::from_secs(self.row.max_duration_seconds.max(1) as u64);
         ctx.run_later(max, |act, ctx| act.end(ctx, EndReason::MaxDuration, None));
@@ -399,7 +413,8 @@ impl Handler<AwaitLive> for Session {
             return Box::pin(async move { Ok(access) });
         }
         if self.ending || self.state.is_terminal() {
-            return Box::pin(async { Err(SessionError::Ended) });
+            let outcome = self.outcome.clone().unwrap_or(SessionError::Ended);
+            return Box::pin(async move { Err(outcome) });
         }
         let (tx, rx) = oneshot::channel();
         self.live_waiters.push(tx);

@@ -1,0 +1,28 @@
+# The two commands of the README: `make run` and `make test`. Both run `make setup` first, which
+# installs what is missing (idempotent: a second run takes well under a second).
+
+SETUP := $(CURDIR)/.setup
+export ORT_DYLIB_PATH := $(SETUP)/libonnxruntime.so
+export AVS_AGENTS__DEFAULT_AVATAR_IMAGE := $(SETUP)/default-avatar.png
+ARGS ?=
+
+.PHONY: setup build run test lint clean-data
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --release --locked --bin avatar-supervisor
+
+run: setup
+	cargo run --release --locked --bin avatar-supervisor -- serve $(ARGS)
+
+test: setup
+	@bash scripts/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+clean-data:
+	rm -rf data

@@ -176,6 +176,7 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(%addr, base = %public_base_url, rooms = ?state.rooms, "listening");
+        println!("avatar-supervisor listening on {public_base_url}");
         Ok(Self {
             port: addr.port(),
             server,

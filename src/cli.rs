@@ -70,6 +70,9 @@ pub enum AccountCommand {
         /// Where the account's lifecycle webhooks go.
         #[arg(long)]
         webhook_url: Option<String>,
+        /// Longest session of this account, in seconds (default: sessions.default_max_duration_seconds).
+        #[arg(long)]
+        max_session_seconds: Option<u32>,
     },
     /// List accounts as JSON lines.
     List,
@@ -143,6 +146,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
                     minutes,
                     credits,
                     webhook_url,
+                    max_session_seconds,
                 } => {
                     if name.trim().is_empty() {
                         return Err("--name must not be empty".into());
@@ -157,6 +161,7 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
                             balance_ms: minutes_to_ms(minutes)?,
                             credits: credits as i64,
                             webhook_url,
+                            max_session_seconds: max_session_seconds.map(i64::from),
                         })
                         .await?;
                     println!("{}", serde_json::to_string(&created)?);

@@ -45,6 +45,8 @@ pub struct Settings {
     pub livekit: LiveKitSettings,
     pub agents: AgentSettings,
     pub webhooks: WebhookSettings,
+    pub voice: VoiceSettings,
+    pub ws: WsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +112,20 @@ pub struct WebhookSettings {
     pub max_backoff_ms: u64,
     pub request_timeout_seconds: u64,
     pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceSettings {
+    pub espeak_voice: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSettings {
+    pub heartbeat_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub mailbox_capacity: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

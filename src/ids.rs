@@ -44,7 +44,9 @@ pub fn webhook_secret() -> String {
 
 /// A custom agent id given to generate: `[A-Za-z0-9_-]{3,64}`.
 pub fn is_valid_custom_agent_id(id: &str) -> bool {
-    (3..=64).contains(&id.len())
+    // `/v1/agent/generate` and `/v1/agent/status/…` are routes, not agents.
+    !matches!(id, "generate" | "status")
+        && (3..=64).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -68,5 +70,6 @@ mod tests {
         assert!(!is_valid_custom_agent_id("ab"));
         assert!(!is_valid_custom_agent_id("has space"));
         assert!(!is_valid_custom_agent_id(&"x".repeat(65)));
+        assert!(!is_valid_custom_agent_id("generate"));
     }
 }

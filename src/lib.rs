@@ -24,3 +24,5 @@ pub mod metrics;
 pub mod net;
 pub mod state;
 pub mod store;
+pub mod voice;
+pub mod ws;

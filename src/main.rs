@@ -10,6 +10,7 @@ async fn main() {
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = avatar_supervisor::cli::Cli::parse();
     if let Err(e) = avatar_supervisor::cli::run(cli).await {

@@ -18,6 +18,10 @@ pub const WEBHOOK_DELIVERIES_TOTAL: &str = "avs_webhook_deliveries_total";
 pub const WEBHOOK_OUTBOX_PENDING: &str = "avs_webhook_outbox_pending";
 pub const AGENT_GENERATIONS_TOTAL: &str = "avs_agent_generations_total";
 pub const ACTOR_MESSAGES_TOTAL: &str = "avs_actor_messages_total";
+pub const WS_CONNECTIONS: &str = "avs_ws_connections";
+pub const WS_FRAMES_TOTAL: &str = "avs_ws_frames_total";
+pub const WS_EVICTIONS_TOTAL: &str = "avs_ws_slow_reader_evictions_total";
+pub const FANOUT_DELIVERIES_TOTAL: &str = "avs_fanout_deliveries_total";
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -35,6 +39,10 @@ pub struct Metrics {
     pub webhook_pending: IntGauge,
     pub agent_generations: IntCounterVec,
     pub actor_messages: IntCounterVec,
+    pub ws_connections: prometheus::IntGaugeVec,
+    pub ws_frames: IntCounterVec,
+    pub ws_evictions: IntCounter,
+    pub fanout_deliveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -78,6 +86,11 @@ impl Metrics {
         let billed_seconds =
             IntCounter::new(BILLED_SECONDS_TOTAL, "Session seconds billed").unwrap();
         registry.register(Box::new(billed_seconds.clone())).unwrap();
+        let ws_evictions = IntCounter::new(WS_EVICTIONS_TOTAL, "Channel clients dropped for reading too slowly").unwrap();
+        registry.register(Box::new(ws_evictions.clone())).unwrap();
+        let ws_connections =
+            prometheus::IntGaugeVec::new(Opts::new(WS_CONNECTIONS, "Open WebSocket channels"), &["channel"]).unwrap();
+        registry.register(Box::new(ws_connections.clone())).unwrap();
         Self {
             http_requests: counter_vec(
                 HTTP_REQUESTS_TOTAL,
@@ -116,6 +129,10 @@ impl Metrics {
                 "Messages handled by actors",
                 &["actor", "message"],
             ),
+            ws_connections,
+            ws_frames: counter_vec(WS_FRAMES_TOTAL, "WebSocket frames", &["direction", "type"]),
+            ws_evictions,
+            fanout_deliveries: counter_vec(FANOUT_DELIVERIES_TOTAL, "speak/add_context deliveries to sessions", &["kind"]),
             registry,
         }
     }

@@ -68,10 +68,13 @@ pub async fn start(state: &AppState, req: StartRequest, mode: StartMode) -> ApiR
         .account(&req.account_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("Account no longer exists."))?;
+    // The request may ask for less than the account allows, never more.
+    let account_max = account
+        .max_session_seconds
+        .unwrap_or(settings.default_max_duration_seconds as i64);
     let max_duration = req
         .max_duration_seconds
-        .or(account.max_session_seconds)
-        .unwrap_or(settings.default_max_duration_seconds as i64);
+        .map_or(account_max, |asked| asked.min(account_max));
     let now = now_ms();
     let id = ids::session_id();
     let suffix = &id["sess_".len()..];

@@ -9,25 +9,35 @@ use super::{now_ms, Store, StoreResult};
 
 impl Store {
     pub async fn create_link(&self, model: link::Model) -> StoreResult<link::Model> {
-        Ok(link::ActiveModel::from(model).insert(&self.db).await?)
+        super::guarded(async move { Ok(link::ActiveModel::from(model).insert(&self.db).await?) })
+            .await
     }
 
     pub async fn link(&self, id: &str) -> StoreResult<Option<link::Model>> {
-        Ok(link::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await?)
+        super::guarded(async move {
+            Ok(link::Entity::find_by_id(id.to_string())
+                .one(&self.db)
+                .await?)
+        })
+        .await
     }
 
     pub async fn link_of(&self, account_id: &str, id: &str) -> StoreResult<Option<link::Model>> {
-        Ok(self.link(id).await?.filter(|l| l.account_id == account_id))
+        super::guarded(
+            async move { Ok(self.link(id).await?.filter(|l| l.account_id == account_id)) },
+        )
+        .await
     }
 
     pub async fn links_of(&self, account_id: &str) -> StoreResult<Vec<link::Model>> {
-        Ok(link::Entity::find()
-            .filter(link::Column::AccountId.eq(account_id))
-            .order_by_desc(link::Column::CreatedAt)
-            .all(&self.db)
-            .await?)
+        super::guarded(async move {
+            Ok(link::Entity::find()
+                .filter(link::Column::AccountId.eq(account_id))
+                .order_by_desc(link::Column::CreatedAt)
+                .all(&self.db)
+                .await?)
+        })
+        .await
     }
 
     /// Revokes the link; `None` if the account has no such link.
@@ -36,13 +46,16 @@ impl Store {
         account_id: &str,
         id: &str,
     ) -> StoreResult<Option<link::Model>> {
-        link::Entity::update_many()
-            .col_expr(link::Column::Status, Expr::value("revoked"))
-            .filter(link::Column::Id.eq(id))
-            .filter(link::Column::AccountId.eq(account_id))
-            .exec(&self.db)
-            .await?;
-        self.link_of(account_id, id).await
+        super::guarded(async move {
+            link::Entity::update_many()
+                .col_expr(link::Column::Status, Expr::value("revoked"))
+                .filter(link::Column::Id.eq(id))
+                .filter(link::Column::AccountId.eq(account_id))
+                .exec(&self.db)
+                .await?;
+            self.link_of(account_id, id).await
+        })
+        .await
     }
 }
 

@@ -9,6 +9,9 @@ pub mod links;
 pub mod sessions;
 pub mod webhooks;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -71,8 +74,11 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
-        Migrator::up(&self.db, None).await?;
-        Ok(())
+        guarded(async {
+            Migrator::up(&self.db, None).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// For `/readyz`: reachable, and no migration pending.
@@ -88,6 +94,60 @@ impl Store {
             )))
         }
     }
+}
+
+/// Runs a store future so that, if it is dropped mid-query (a request cancelled, a runtime shutting
+/// down), its pooled connection goes back to the pool on a runtime that is still there. sqlx
+/// returns connections by spawning a task; without a Tokio context that panics, and during a
+/// runtime's shutdown that panic aborts the process.
+pub async fn guarded<T>(fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    Guarded {
+        inner: Some(Box::pin(fut)),
+    }
+    .await
+}
+
+struct Guarded<F> {
+    inner: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future> Future for Guarded<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        match self.inner.as_mut() {
+            Some(inner) => inner.as_mut().poll(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<F> Drop for Guarded<F> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let _context = housekeeping().enter();
+            drop(inner);
+        }
+    }
+}
+
+/// A small runtime that lives as long as the process: where abandoned connections are returned.
+fn housekeeping() -> &'static tokio::runtime::Handle {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("store-housekeeping")
+                .enable_all()
+                .build()
+                // unwrap: building a one-thread runtime only fails if the OS refuses a thread.
+                .unwrap()
+        })
+        .handle()
 }
 
 pub fn now_ms() -> i64 {

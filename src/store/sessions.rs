@@ -38,63 +38,68 @@ impl Store {
     /// Admits `new` (whose state is `queued`): takes a link use if it came through a link, then a
     /// concurrency slot, then writes the row; all or nothing.
     pub async fn admit(&self, new: session::Model) -> StoreResult<Admission> {
-        let now = now_ms();
-        let txn = self.db.begin().await?;
-        if let Some(link_id) = &new.link_id {
-            let used = link::Entity::update_many()
-                .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).add(1))
-                .filter(link::Column::Id.eq(link_id.as_str()))
-                .filter(link::Column::Status.eq("active"))
-                .filter(
-                    Condition::any()
-                        .add(link::Column::UseLimit.is_null())
-                        .add(Expr::col(link::Column::Uses).lt(Expr::col(link::Column::UseLimit))),
+        super::guarded(async move {
+            let now = now_ms();
+            let txn = self.db.begin().await?;
+            if let Some(link_id) = &new.link_id {
+                let used =
+                    link::Entity::update_many()
+                        .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).add(1))
+                        .filter(link::Column::Id.eq(link_id.as_str()))
+                        .filter(link::Column::Status.eq("active"))
+                        .filter(Condition::any().add(link::Column::UseLimit.is_null()).add(
+                            Expr::col(link::Column::Uses).lt(Expr::col(link::Column::UseLimit)),
+                        ))
+                        .filter(
+                            Condition::any()
+                                .add(link::Column::ExpiresAt.is_null())
+                                .add(link::Column::ExpiresAt.gt(now)),
+                        )
+                        .exec(&txn)
+                        .await?;
+                if used.rows_affected == 0 {
+                    return Ok(Admission::LinkUnavailable);
+                }
+            }
+            let slot = account::Entity::update_many()
+                .col_expr(
+                    account::Column::LiveSessions,
+                    Expr::col(account::Column::LiveSessions).add(1),
                 )
+                .filter(account::Column::Id.eq(new.account_id.as_str()))
                 .filter(
-                    Condition::any()
-                        .add(link::Column::ExpiresAt.is_null())
-                        .add(link::Column::ExpiresAt.gt(now)),
+                    Expr::col(account::Column::LiveSessions)
+                        .lt(Expr::col(account::Column::ConcurrencyLimit)),
                 )
+                .filter(account::Column::BalanceMs.gt(0))
                 .exec(&txn)
                 .await?;
-            if used.rows_affected == 0 {
-                return Ok(Admission::LinkUnavailable);
+            if slot.rows_affected == 0 {
+                let balance = account::Entity::find_by_id(new.account_id.clone())
+                    .one(&txn)
+                    .await?
+                    .map(|a| a.balance_ms)
+                    .unwrap_or(0);
+                return Ok(if balance <= 0 {
+                    Admission::InsufficientBalance
+                } else {
+                    Admission::ConcurrencyLimit
+                });
             }
-        }
-        let slot = account::Entity::update_many()
-            .col_expr(
-                account::Column::LiveSessions,
-                Expr::col(account::Column::LiveSessions).add(1),
-            )
-            .filter(account::Column::Id.eq(new.account_id.as_str()))
-            .filter(
-                Expr::col(account::Column::LiveSessions)
-                    .lt(Expr::col(account::Column::ConcurrencyLimit)),
-            )
-            .filter(account::Column::BalanceMs.gt(0))
-            .exec(&txn)
-            .await?;
-        if slot.rows_affected == 0 {
-            let balance = account::Entity::find_by_id(new.account_id.clone())
-                .one(&txn)
-                .await?
-                .map(|a| a.balance_ms)
-                .unwrap_or(0);
-            return Ok(if balance <= 0 {
-                Admission::InsufficientBalance
-            } else {
-                Admission::ConcurrencyLimit
-            });
-        }
-        let row = session::ActiveModel::from(new).insert(&txn).await?;
-        txn.commit().await?;
-        Ok(Admission::Admitted(Box::new(row)))
+            let row = session::ActiveModel::from(new).insert(&txn).await?;
+            txn.commit().await?;
+            Ok(Admission::Admitted(Box::new(row)))
+        })
+        .await
     }
 
     pub async fn session(&self, id: &str) -> StoreResult<Option<session::Model>> {
-        Ok(session::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await?)
+        super::guarded(async move {
+            Ok(session::Entity::find_by_id(id.to_string())
+                .one(&self.db)
+                .await?)
+        })
+        .await
     }
 
     pub async fn session_of(
@@ -102,10 +107,13 @@ impl Store {
         account_id: &str,
         id: &str,
     ) -> StoreResult<Option<session::Model>> {
-        Ok(self
-            .session(id)
-            .await?
-            .filter(|s| s.account_id == account_id))
+        super::guarded(async move {
+            Ok(self
+                .session(id)
+                .await?
+                .filter(|s| s.account_id == account_id))
+        })
+        .await
     }
 
     pub async fn sessions_of(
@@ -113,36 +121,43 @@ impl Store {
         account_id: &str,
         filter: SessionFilter,
     ) -> StoreResult<Vec<session::Model>> {
-        let mut query = session::Entity::find().filter(session::Column::AccountId.eq(account_id));
-        if let Some(state) = filter.state {
-            query = query.filter(session::Column::State.eq(state));
-        }
-        if let Some(agent) = filter.agent_id {
-            query = query.filter(session::Column::AgentId.eq(agent));
-        }
-        Ok(query
-            .order_by_desc(session::Column::CreatedAt)
-            .limit(filter.limit.clamp(1, 500))
-            .all(&self.db)
-            .await?)
+        super::guarded(async move {
+            let mut query =
+                session::Entity::find().filter(session::Column::AccountId.eq(account_id));
+            if let Some(state) = filter.state {
+                query = query.filter(session::Column::State.eq(state));
+            }
+            if let Some(agent) = filter.agent_id {
+                query = query.filter(session::Column::AgentId.eq(agent));
+            }
+            Ok(query
+                .order_by_desc(session::Column::CreatedAt)
+                .limit(filter.limit.clamp(1, 500))
+                .all(&self.db)
+                .await?)
+        })
+        .await
     }
 
     /// A state change of a session that has not ended.
     pub async fn set_session_state(&self, id: &str, state: &str) -> StoreResult<()> {
-        let now = now_ms();
-        let mut update = session::Entity::update_many()
-            .col_expr(session::Column::State, Expr::value(state))
-            .col_expr(session::Column::UpdatedAt, Expr::value(now))
-            .col_expr(session::Column::HeartbeatAt, Expr::value(now));
-        if state == "live" {
-            update = update.col_expr(session::Column::StartedAt, Expr::value(now));
-        }
-        update
-            .filter(session::Column::Id.eq(id))
-            .filter(session::Column::EndedAt.is_null())
-            .exec(&self.db)
-            .await?;
-        Ok(())
+        super::guarded(async move {
+            let now = now_ms();
+            let mut update = session::Entity::update_many()
+                .col_expr(session::Column::State, Expr::value(state))
+                .col_expr(session::Column::UpdatedAt, Expr::value(now))
+                .col_expr(session::Column::HeartbeatAt, Expr::value(now));
+            if state == "live" {
+                update = update.col_expr(session::Column::StartedAt, Expr::value(now));
+            }
+            update
+                .filter(session::Column::Id.eq(id))
+                .filter(session::Column::EndedAt.is_null())
+                .exec(&self.db)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The final write: marks the session ended and returns its concurrency slot (and, for a start
@@ -153,43 +168,46 @@ impl Store {
         row: &session::Model,
         ending: Ending<'_>,
     ) -> StoreResult<bool> {
-        let now = now_ms();
-        let txn = self.db.begin().await?;
-        let ended = session::Entity::update_many()
-            .col_expr(session::Column::State, Expr::value(ending.state))
-            .col_expr(session::Column::EndReason, Expr::value(ending.end_reason))
-            .col_expr(
-                session::Column::FailureReason,
-                Expr::value(ending.failure_reason.map(str::to_string)),
-            )
-            .col_expr(session::Column::EndedAt, Expr::value(now))
-            .col_expr(session::Column::UpdatedAt, Expr::value(now))
-            .filter(session::Column::Id.eq(row.id.as_str()))
-            .filter(session::Column::EndedAt.is_null())
-            .exec(&txn)
-            .await?;
-        if ended.rows_affected == 0 {
-            return Ok(false);
-        }
-        account::Entity::update_many()
-            .col_expr(
-                account::Column::LiveSessions,
-                Expr::col(account::Column::LiveSessions).sub(1),
-            )
-            .filter(account::Column::Id.eq(row.account_id.as_str()))
-            .filter(account::Column::LiveSessions.gt(0))
-            .exec(&txn)
-            .await?;
-        if let (true, Some(link_id)) = (ending.refund_link, &row.link_id) {
-            link::Entity::update_many()
-                .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).sub(1))
-                .filter(link::Column::Id.eq(link_id.as_str()))
-                .filter(link::Column::Uses.gt(0))
+        super::guarded(async move {
+            let now = now_ms();
+            let txn = self.db.begin().await?;
+            let ended = session::Entity::update_many()
+                .col_expr(session::Column::State, Expr::value(ending.state))
+                .col_expr(session::Column::EndReason, Expr::value(ending.end_reason))
+                .col_expr(
+                    session::Column::FailureReason,
+                    Expr::value(ending.failure_reason.map(str::to_string)),
+                )
+                .col_expr(session::Column::EndedAt, Expr::value(now))
+                .col_expr(session::Column::UpdatedAt, Expr::value(now))
+                .filter(session::Column::Id.eq(row.id.as_str()))
+                .filter(session::Column::EndedAt.is_null())
                 .exec(&txn)
                 .await?;
-        }
-        txn.commit().await?;
-        Ok(true)
+            if ended.rows_affected == 0 {
+                return Ok(false);
+            }
+            account::Entity::update_many()
+                .col_expr(
+                    account::Column::LiveSessions,
+                    Expr::col(account::Column::LiveSessions).sub(1),
+                )
+                .filter(account::Column::Id.eq(row.account_id.as_str()))
+                .filter(account::Column::LiveSessions.gt(0))
+                .exec(&txn)
+                .await?;
+            if let (true, Some(link_id)) = (ending.refund_link, &row.link_id) {
+                link::Entity::update_many()
+                    .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).sub(1))
+                    .filter(link::Column::Id.eq(link_id.as_str()))
+                    .filter(link::Column::Uses.gt(0))
+                    .exec(&txn)
+                    .await?;
+            }
+            txn.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Sessions that never ended although no actor runs them: owned by this node (a previous run
@@ -199,20 +217,23 @@ impl Store {
         node_id: &str,
         stale_before: i64,
     ) -> StoreResult<Vec<session::Model>> {
-        Ok(session::Entity::find()
-            .filter(session::Column::EndedAt.is_null())
-            .filter(
-                Condition::any()
-                    .add(session::Column::NodeId.eq(node_id))
-                    .add(session::Column::HeartbeatAt.lt(stale_before))
-                    .add(
-                        Condition::all()
-                            .add(session::Column::HeartbeatAt.is_null())
-                            .add(session::Column::CreatedAt.lt(stale_before)),
-                    ),
-            )
-            .all(&self.db)
-            .await?)
+        super::guarded(async move {
+            Ok(session::Entity::find()
+                .filter(session::Column::EndedAt.is_null())
+                .filter(
+                    Condition::any()
+                        .add(session::Column::NodeId.eq(node_id))
+                        .add(session::Column::HeartbeatAt.lt(stale_before))
+                        .add(
+                            Condition::all()
+                                .add(session::Column::HeartbeatAt.is_null())
+                                .add(session::Column::CreatedAt.lt(stale_before)),
+                        ),
+                )
+                .all(&self.db)
+                .await?)
+        })
+        .await
     }
 }
 

@@ -203,6 +203,7 @@ impl TestApp {
                 balance_ms: (minutes * 60_000.0) as i64,
                 credits,
                 webhook_url: None,
+                max_session_seconds: None,
             })
             .await
             .expect("create account");

@@ -8,6 +8,7 @@ mod helpers;
 
 mod agents;
 mod auth;
+mod cli;
 mod connect;
 mod deployments;
 mod links;

@@ -131,7 +131,7 @@ async fn max_duration_and_idle_timeout_end_sessions(db: Db) {
         .await;
     let id = r.body["session_id"].as_str().unwrap();
     let row = app
-        .wait_session(&acct.key, id, "stopped", Duration::from_secs(6))
+        .wait_session(&acct.key, id, "stopped", Duration::from_secs(10))
         .await;
     assert_eq!(row["end_reason"], "max_duration", "{row}");
     assert_eq!(row["max_duration_seconds"], 2);
@@ -140,6 +140,36 @@ async fn max_duration_and_idle_timeout_end_sessions(db: Db) {
         "{row}"
     );
     assert_eq!(app.account_info(&acct.key).await["live_sessions"], 0);
+
+    // The account's own maximum caps what a request asks for.
+    let capped = app
+        .state
+        .store
+        .create_account(avatar_supervisor::store::accounts::NewAccount {
+            name: "capped".into(),
+            concurrency_limit: 1,
+            balance_ms: 600_000,
+            credits: 1000,
+            webhook_url: None,
+            max_session_seconds: Some(30),
+        })
+        .await
+        .unwrap();
+    let agent = app.ready_agent(&capped.api_key, json!({})).await;
+    let r = app
+        .post(
+            "/v1/sessions",
+            &capped.api_key,
+            json!({"agent_id": agent, "max_duration_seconds": 600}),
+        )
+        .await;
+    let id = r.body["session_id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/sessions/{id}"), &capped.api_key)
+            .await
+            .body["data"]["max_duration_seconds"],
+        30
+    );
 }
 
 on_both_databases!(

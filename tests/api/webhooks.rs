@@ -122,6 +122,7 @@ async fn outbox_survives_a_restart(db: Db) {
             balance_ms: 0,
             credits: 0,
             webhook_url: Some(sink.url("/late")),
+            max_session_seconds: None,
         })
         .await
         .unwrap();

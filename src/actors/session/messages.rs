@@ -15,6 +15,7 @@ pub enum EndReason {
     RoomCreationFailed,
     RoomFailed,
     Shutdown,
+    StoppedByClient,
 }
 
 impl EndReason {
@@ -28,6 +29,7 @@ impl EndReason {
             EndReason::RoomCreationFailed => "room_creation_failed",
             EndReason::RoomFailed => "room_failed",
             EndReason::Shutdown => "shutdown",
+            EndReason::StoppedByClient => "stopped_by_client",
         }
     }
 }
@@ -42,6 +44,8 @@ pub enum SessionError {
     Ended,
     #[error("session did not answer in time")]
     Timeout,
+    #[error("session is not live (state: {0})")]
+    NotLive(&'static str),
 }
 
 /// Resolves once the session is live (with the room's access) or has failed.
@@ -105,12 +109,14 @@ pub struct SessionSnapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildKind {
     Room,
+    Voice,
 }
 
 impl ChildKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ChildKind::Room => "room",
+            ChildKind::Voice => "voice",
         }
     }
 }
@@ -126,4 +132,60 @@ pub struct RoomReady(pub RoomAccess);
 pub struct ChildExited {
     pub kind: ChildKind,
     pub reason: String,
+}
+
+/// From the VoiceBridge child.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum VoiceEvent {
+    SpeechStarted { utterance: u64 },
+    SpeechEnded { utterance: u64, interrupted: bool },
+    SpeechFailed { utterance: u64, error: String },
+}
+
+/// Make the avatar say `text` (queued after what it is saying, unless `interrupt`).
+/// Answers the utterance id; refused unless the session is live.
+#[derive(Message)]
+#[rtype(result = "Result<u64, SessionError>")]
+pub struct Speak {
+    pub text: String,
+    pub interrupt: bool,
+}
+
+/// Give the avatar knowledge; kept in the session's context and reported as `context_added`.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct AddContext {
+    pub text: String,
+}
+
+/// Cut what the avatar is saying.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct InterruptSpeech;
+
+/// A JSON text frame for a channel client (serialized once, shared by every subscriber).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    Frame(std::sync::Arc<str>),
+    /// The session is over: close the channel normally.
+    Close,
+}
+
+/// A channel client's subscription to a session's events. The session sends its current status
+/// at once; a client that cannot keep up (its bounded mailbox full) is dropped. `owns` marks a
+/// per-session channel: it counts as a present client, and is closed when the session ends.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct Subscribe {
+    pub subscriber: u64,
+    pub recipient: Recipient<Outbound>,
+    pub owns: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub subscriber: u64,
 }

@@ -6,13 +6,15 @@ pub mod messages;
 pub mod restart;
 pub mod room;
 pub mod state;
+pub mod voice;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::actors::quota::{Bill, Finish, Quota};
 use crate::actors::registry::{Registry, Unregister};
@@ -26,6 +28,20 @@ use messages::*;
 use restart::{Decision, RestartPolicy};
 use room::{CloseRoom, Room};
 use state::{Event, State};
+use voice::VoiceBridge;
+
+use crate::voice::PcmChunk;
+
+/// Entries of added context a session keeps (the oldest go first).
+const MAX_CONTEXT: usize = 200;
+/// Balance below which channel clients hear `minutes_low`.
+const MINUTES_LOW_MS: i64 = 60_000;
+
+struct Subscriber {
+    id: u64,
+    recipient: Recipient<Outbound>,
+    owns: bool,
+}
 
 /// What every session needs from the rest of the system.
 pub struct SessionDeps {
@@ -60,6 +76,14 @@ pub struct Session {
     ending: bool,
     /// Why it ended, for an `AwaitLive` that arrives after the fact.
     outcome: Option<SessionError>,
+    voice: Option<Addr<VoiceBridge>>,
+    /// The session's audio: what the voice says, for every consumer (preview, renderer, room).
+    audio: broadcast::Sender<PcmChunk>,
+    subscribers: Vec<Subscriber>,
+    context: Vec<String>,
+    next_utterance: u64,
+    speaking: Option<u64>,
+    minutes_low_sent: bool,
 }
 
 impl Session {
@@ -88,6 +112,13 @@ impl Session {
             clients: 0,
             ending: false,
             outcome: None,
+            voice: None,
+            audio: broadcast::channel(256).0,
+            subscribers: Vec::new(),
+            context: Vec::new(),
+            next_utterance: 1,
+            speaking: None,
+            minutes_low_sent: false,
         }
     }
 
@@ -105,20 +136,69 @@ impl Session {
         }
     }
 
+    /// The `status` frame: sent on connect and on every state change.
+    fn status(&self) -> Value {
+        json!({
+            "type": "status",
+            "session_id": self.row.id,
+            "agent_id": self.row.agent_id,
+            "room_name": self.row.room_name,
+            "state": self.state.as_str(),
+            "speaking": self.speaking.is_some(),
+            "users": self.users.len(),
+            "clients": self.clients,
+            "billed_seconds": self.billed_seconds,
+            "room_restarts": self.room_restarts,
+            "end_reason": self.outcome.as_ref().and_then(|_| self.row.end_reason.clone()),
+        })
+    }
+
+    /// Sends a frame to every channel client; one whose bounded mailbox is full (a slow reader)
+    /// or gone is dropped here, so it can neither slow the session nor grow without bound.
+    fn broadcast(&mut self, frame: Value) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let text: std::sync::Arc<str> = frame.to_string().into();
+        let mut dropped_owners = 0;
+        let metrics = self.deps.metrics.clone();
+        self.subscribers.retain(
+            |s| match s.recipient.try_send(Outbound::Frame(text.clone())) {
+                Ok(()) => true,
+                Err(e) => {
+                    if matches!(e, SendError::Full(_)) {
+                        metrics.ws_evictions.inc();
+                    }
+                    dropped_owners += s.owns as usize;
+                    false
+                }
+            },
+        );
+        if dropped_owners > 0 {
+            self.clients = self.clients.saturating_sub(dropped_owners);
+        }
+    }
+
+    fn broadcast_status(&mut self) {
+        let status = self.status();
+        self.broadcast(status);
+    }
+
     /// Writes the current state through to the database, then announces it; in order, because
     /// `ctx.wait` holds other messages back until the write is done. (Call it at most once per
     /// handler: actix polls the newest `ctx.wait` future first.)
-    fn persist_state(&self, ctx: &mut Context<Self>, event: Option<LifecycleEvent>) {
+    fn persist_state(&mut self, ctx: &mut Context<Self>, event: Option<LifecycleEvent>) {
         self.persist_state_then(ctx, event, |_, _| {});
     }
 
     /// As `persist_state`, then runs `then` once the write is done.
     fn persist_state_then(
-        &self,
+        &mut self,
         ctx: &mut Context<Self>,
         event: Option<LifecycleEvent>,
         then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) {
+        self.broadcast_status();
         let store = self.deps.store.clone();
         let webhooks = self.deps.webhooks.clone();
         let id = self.row.id.clone();
@@ -129,7 +209,10 @@ impl Session {
                     tracing::error!(session = %id, error = %e, "state write failed");
                 }
                 if let Some(event) = event {
-                    webhooks.do_send(Emit { session_id: id, event });
+                    webhooks.do_send(Emit {
+                        session_id: id,
+                        event,
+                    });
                 }
             }
             .into_actor(self)
@@ -192,7 +275,13 @@ impl Session {
                     Ok(Ok(balance_ms)) if balance_ms <= 0 => {
                         act.end(ctx, EndReason::MinutesExhausted, None)
                     }
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(balance_ms)) => {
+                        if balance_ms < MINUTES_LOW_MS && !act.minutes_low_sent {
+                            act.minutes_low_sent = true;
+                            let frame = json!({"type": "minutes_low", "session_id": act.row.id, "seconds_remaining": balance_ms / 1000});
+                            act.broadcast(frame);
+                        }
+                    }
                     Ok(Err(e)) => {
                         tracing::error!(session = %act.row.id, error = %e, "billing failed")
                     }
@@ -212,6 +301,10 @@ impl Session {
         }
         self.ending = true;
         self.disarm_idle_timer(ctx);
+        if let Some(voice) = self.voice.take() {
+            // Dropping the last address stops the child and its playout.
+            drop(voice);
+        }
         let failed = failure.is_some();
         self.outcome = Some(match (reason, &failure) {
             (EndReason::RoomCreationFailed, Some(f)) => SessionError::RoomCreationFailed(f.clone()),
@@ -312,6 +405,11 @@ impl Session {
             if act.live_since.is_some() {
                 metrics.sessions_live.dec();
             }
+            act.row.end_reason = Some(reason.as_str().to_string());
+            act.broadcast_status();
+            for s in act.subscribers.drain(..).filter(|s| s.owns) {
+                let _ = s.recipient.try_send(Outbound::Close);
+            }
             let error = act.outcome.clone().unwrap_or(SessionError::Ended);
             for waiter in act.live_waiters.drain(..) {
                 let _ = waiter.send(Err(error.clone()));
@@ -331,6 +429,12 @@ impl Actor for Session {
         self.transition(Event::Start);
         self.persist_state(ctx, Some(LifecycleEvent::Starting));
         self.spawn_room(ctx);
+        let voice = VoiceBridge::new(
+            self.deps.settings.voice.espeak_voice.clone(),
+            ctx.address().recipient(),
+            self.audio.clone(),
+        );
+        self.voice = Some(voice.start());
     }
 }
 
@@ -345,6 +449,7 @@ impl Handler<RoomReady> for Session {
         if self.state != State::Starting {
             // A restarted room child: the session stays live.
             tracing::info!(session = %self.row.id, "room restored");
+            self.broadcast_status();
             return;
         }
         self.transition(Event::RoomReady);
@@ -505,5 +610,137 @@ impl Handler<Snapshot> for Session {
             system_prompt: self.system_prompt.clone(),
             room_restarts: self.room_restarts,
         })
+    }
+}
+
+impl Session {
+    fn refuse_unless_live(&self) -> Result<(), SessionError> {
+        if self.state == State::Live && !self.ending {
+            Ok(())
+        } else {
+            Err(SessionError::NotLive(self.state.as_str()))
+        }
+    }
+}
+
+impl Handler<Speak> for Session {
+    type Result = Result<u64, SessionError>;
+
+    fn handle(&mut self, msg: Speak, _: &mut Self::Context) -> Self::Result {
+        self.refuse_unless_live()?;
+        let utterance = self.next_utterance;
+        self.next_utterance += 1;
+        if let Some(voice) = &self.voice {
+            voice.do_send(voice::Say {
+                utterance,
+                text: msg.text,
+                interrupt: msg.interrupt,
+            });
+        }
+        Ok(utterance)
+    }
+}
+
+impl Handler<AddContext> for Session {
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, msg: AddContext, _: &mut Self::Context) -> Self::Result {
+        self.refuse_unless_live()?;
+        if self.context.len() == MAX_CONTEXT {
+            self.context.remove(0);
+        }
+        self.context.push(msg.text.clone());
+        let frame = json!({"type": "context_added", "session_id": self.row.id, "text": msg.text, "entries": self.context.len()});
+        self.broadcast(frame);
+        Ok(())
+    }
+}
+
+impl Handler<InterruptSpeech> for Session {
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, _: InterruptSpeech, _: &mut Self::Context) -> Self::Result {
+        self.refuse_unless_live()?;
+        if let Some(voice) = &self.voice {
+            voice.do_send(voice::Interrupt);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<VoiceEvent> for Session {
+    type Result = ();
+
+    fn handle(&mut self, event: VoiceEvent, _: &mut Self::Context) {
+        let id = self.row.id.clone();
+        let frame = match event {
+            VoiceEvent::SpeechStarted { utterance } => {
+                self.speaking = Some(utterance);
+                json!({"type": "speech_started", "session_id": id, "utterance_id": utterance})
+            }
+            VoiceEvent::SpeechEnded {
+                utterance,
+                interrupted,
+            } => {
+                self.speaking = None;
+                json!({"type": "speech_ended", "session_id": id, "utterance_id": utterance, "interrupted": interrupted})
+            }
+            VoiceEvent::SpeechFailed { utterance, error } => {
+                self.speaking = None;
+                tracing::warn!(session = %id, %error, "speech failed");
+                json!({"type": "error", "session_id": id, "utterance_id": utterance, "code": "speech_failed", "message": error})
+            }
+        };
+        self.deps.metrics.actor_message("session", "voice_event");
+        self.broadcast(frame);
+    }
+}
+
+impl Handler<Subscribe> for Session {
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        if self.ending || self.state.is_terminal() {
+            return Err(SessionError::NotLive(self.state.as_str()));
+        }
+        let status: std::sync::Arc<str> = self.status().to_string().into();
+        let _ = msg.recipient.try_send(Outbound::Frame(status));
+        if msg.owns {
+            self.clients += 1;
+            self.disarm_idle_timer(ctx);
+        }
+        self.subscribers.push(Subscriber {
+            id: msg.subscriber,
+            recipient: msg.recipient,
+            owns: msg.owns,
+        });
+        Ok(())
+    }
+}
+
+impl Handler<Unsubscribe> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
+        let before = self.subscribers.len();
+        let mut owned = 0;
+        self.subscribers.retain(|s| {
+            let keep = s.id != msg.subscriber;
+            owned += (!keep && s.owns) as usize;
+            keep
+        });
+        if before != self.subscribers.len() && owned > 0 {
+            self.clients = self.clients.saturating_sub(owned);
+            if self.state == State::Live && !self.present() {
+                self.arm_idle_timer(ctx);
+            }
+        }
+    }
+}
+
+impl Session {
+    /// A receiver of the session's audio (16 kHz PCM chunks), for a media consumer.
+    pub fn audio(&self) -> broadcast::Receiver<PcmChunk> {
+        self.audio.subscribe()
     }
 }

@@ -1,0 +1,3 @@
+//! The WebSocket boundary: frames and their validation, and the channel actors.
+
+pub mod protocol;

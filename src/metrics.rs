@@ -86,10 +86,17 @@ impl Metrics {
         let billed_seconds =
             IntCounter::new(BILLED_SECONDS_TOTAL, "Session seconds billed").unwrap();
         registry.register(Box::new(billed_seconds.clone())).unwrap();
-        let ws_evictions = IntCounter::new(WS_EVICTIONS_TOTAL, "Channel clients dropped for reading too slowly").unwrap();
+        let ws_evictions = IntCounter::new(
+            WS_EVICTIONS_TOTAL,
+            "Channel clients dropped for reading too slowly",
+        )
+        .unwrap();
         registry.register(Box::new(ws_evictions.clone())).unwrap();
-        let ws_connections =
-            prometheus::IntGaugeVec::new(Opts::new(WS_CONNECTIONS, "Open WebSocket channels"), &["channel"]).unwrap();
+        let ws_connections = prometheus::IntGaugeVec::new(
+            Opts::new(WS_CONNECTIONS, "Open WebSocket channels"),
+            &["channel"],
+        )
+        .unwrap();
         registry.register(Box::new(ws_connections.clone())).unwrap();
         Self {
             http_requests: counter_vec(
@@ -132,7 +139,11 @@ impl Metrics {
             ws_connections,
             ws_frames: counter_vec(WS_FRAMES_TOTAL, "WebSocket frames", &["direction", "type"]),
             ws_evictions,
-            fanout_deliveries: counter_vec(FANOUT_DELIVERIES_TOTAL, "speak/add_context deliveries to sessions", &["kind"]),
+            fanout_deliveries: counter_vec(
+                FANOUT_DELIVERIES_TOTAL,
+                "speak/add_context deliveries to sessions",
+                &["kind"],
+            ),
             registry,
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::session::messages::{EndReason, Stop};
+use super::session::messages::{EndReason, SessionAppeared, Stop};
 use super::session::Session;
 use crate::metrics::Metrics;
 
@@ -58,11 +58,28 @@ pub struct Drain {
     pub grace: Duration,
 }
 
+/// An agent's channel asks to hear of the agent's sessions: answers those live now, and sends
+/// `SessionAppeared` for each that starts later.
+#[derive(Message)]
+#[rtype(result = "Vec<LiveSession>")]
+pub struct WatchAgent {
+    pub agent_id: String,
+    pub watcher: u64,
+    pub recipient: Recipient<SessionAppeared>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unwatch {
+    pub watcher: u64,
+}
+
 #[derive(Default)]
 pub struct Registry {
     sessions: HashMap<String, LiveSession>,
     by_agent: HashMap<String, HashSet<String>>,
     by_room: HashMap<String, String>,
+    watchers: HashMap<String, Vec<(u64, Recipient<SessionAppeared>)>>,
     metrics: Option<Metrics>,
 }
 
@@ -72,6 +89,19 @@ impl Registry {
             metrics: Some(metrics),
             ..Default::default()
         }
+    }
+
+    /// The live sessions of an agent on this node.
+    fn of_agent(&self, agent_id: &str) -> Vec<LiveSession> {
+        self.by_agent
+            .get(agent_id)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.sessions.get(id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn count(&self, message: &str) {
@@ -96,6 +126,11 @@ impl Handler<Register> for Registry {
             .insert(live.session_id.clone());
         self.by_room
             .insert(live.room_name.clone(), live.session_id.clone());
+        if let Some(watchers) = self.watchers.get_mut(&live.agent_id) {
+            // A watcher whose channel is gone drops out here, as well as by `Unwatch`.
+            watchers
+                .retain(|(_, recipient)| recipient.try_send(SessionAppeared(live.clone())).is_ok());
+        }
         self.sessions.insert(live.session_id.clone(), live);
     }
 }
@@ -143,15 +178,32 @@ impl Handler<AgentSessions> for Registry {
 
     fn handle(&mut self, msg: AgentSessions, _: &mut Self::Context) -> Self::Result {
         self.count("agent_sessions");
-        self.by_agent
-            .get(&msg.agent_id)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| self.sessions.get(id))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.of_agent(&msg.agent_id)
+    }
+}
+
+impl Handler<WatchAgent> for Registry {
+    type Result = Vec<LiveSession>;
+
+    fn handle(&mut self, msg: WatchAgent, _: &mut Self::Context) -> Self::Result {
+        self.count("watch_agent");
+        self.watchers
+            .entry(msg.agent_id.clone())
+            .or_default()
+            .push((msg.watcher, msg.recipient));
+        self.of_agent(&msg.agent_id)
+    }
+}
+
+impl Handler<Unwatch> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unwatch, _: &mut Self::Context) {
+        self.count("unwatch");
+        self.watchers.retain(|_, list| {
+            list.retain(|(id, _)| *id != msg.watcher);
+            !list.is_empty()
+        });
     }
 }
 

@@ -14,7 +14,7 @@ use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult};
 use super::views;
 use crate::actors::registry::AgentSessions;
-use crate::actors::session::messages::PromptUpdated;
+use crate::actors::session::messages::{AddContext, PromptUpdated, Speak};
 use crate::ids;
 use crate::jobs::generation::{self, MediaSource, Sources};
 use crate::state::AppState;
@@ -400,4 +400,147 @@ pub async fn asset(
         .content_type(asset.content_type)
         .insert_header(("Cache-Control", "private, max-age=3600"))
         .body(asset.data))
+}
+
+#[derive(Debug, Deserialize)]
+struct SpeakBody {
+    message: String,
+    room_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContextBody {
+    context: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    room_id: Option<String>,
+}
+
+enum Delivery {
+    Speak(String),
+    Context(String),
+}
+
+/// Sends to every live session of the agent (or the one in `room_id`); answers how many took it.
+async fn fan_out(
+    state: &AppState,
+    account_id: &str,
+    code: &str,
+    room_id: Option<String>,
+    delivery: Delivery,
+) -> ApiResult<usize> {
+    let agent = state
+        .store
+        .agent_of(account_id, code)
+        .await?
+        .ok_or_else(|| ApiError::agent_not_found(code))?;
+    let live = state
+        .registry
+        .send(AgentSessions { agent_id: agent.id })
+        .await
+        .unwrap_or_default();
+    let targets = live
+        .into_iter()
+        .filter(|s| room_id.as_ref().is_none_or(|room| *room == s.room_name));
+    let sends = targets.map(|s| {
+        let delivery = match &delivery {
+            Delivery::Speak(text) => Delivery::Speak(text.clone()),
+            Delivery::Context(text) => Delivery::Context(text.clone()),
+        };
+        async move {
+            match delivery {
+                Delivery::Speak(text) => matches!(
+                    s.addr
+                        .send(Speak {
+                            text,
+                            interrupt: false
+                        })
+                        .await,
+                    Ok(Ok(_))
+                ),
+                Delivery::Context(text) => {
+                    matches!(s.addr.send(AddContext { text }).await, Ok(Ok(())))
+                }
+            }
+        }
+    });
+    let delivered = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    if delivered == 0 {
+        let where_ = room_id
+            .map(|r| format!(" in room `{r}`"))
+            .unwrap_or_default();
+        return Err(ApiError::not_found(
+            "no_active_rooms",
+            format!("Agent `{code}` has no active session{where_}."),
+        ));
+    }
+    let kind = match delivery {
+        Delivery::Speak(_) => "speak",
+        Delivery::Context(_) => "add_context",
+    };
+    state
+        .metrics
+        .fanout_deliveries
+        .with_label_values(&[kind])
+        .inc_by(delivered as u64);
+    Ok(delivered)
+}
+
+fn spoken_text(field: &str, text: &str) -> ApiResult<()> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid_field(field, "must not be empty"));
+    }
+    max_len(field, text, crate::ws::protocol::MAX_TEXT_CHARS)
+}
+
+/// `POST /v1/agent/{code}/speak`.
+pub async fn speak(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    bithuman(async {
+        let principal = authenticate(&req, &state).await?;
+        let body: SpeakBody = body::json(payload, 64 * 1024).await?;
+        spoken_text("message", &body.message)?;
+        let n = fan_out(&state, &principal.account_id, &path, body.room_id, Delivery::Speak(body.message)).await?;
+        Ok(HttpResponse::Ok().json(json!({"agent_code": path.as_str(), "context_type": "speak", "delivered_to_rooms": n})))
+    }
+    .await)
+}
+
+/// `POST /v1/agent/{code}/add-context`: knowledge, or (`type: speak`) words to say.
+pub async fn add_context(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    bithuman(
+        async {
+            let principal = authenticate(&req, &state).await?;
+            let body: ContextBody = body::json(payload, 64 * 1024).await?;
+            spoken_text("context", &body.context)?;
+            let (kind, delivery) = match body.kind.as_deref().unwrap_or("add_context") {
+                "add_context" => ("add_context", Delivery::Context(body.context)),
+                "speak" => ("speak", Delivery::Speak(body.context)),
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        "type",
+                        "must be add_context or speak",
+                    ))
+                }
+            };
+            let n = fan_out(&state, &principal.account_id, &path, body.room_id, delivery).await?;
+            Ok(HttpResponse::Ok().json(
+                json!({"agent_code": path.as_str(), "context_type": kind, "delivered_to_rooms": n}),
+            ))
+        }
+        .await,
+    )
 }

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod auth;
 pub mod body;
 pub mod connect;
+pub mod control;
 pub mod deployments;
 pub mod error;
 pub mod links;
@@ -27,6 +28,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/agent/generate", web::post().to(agents::generate))
         .route("/v1/agent/status/{agent_id}", web::get().to(agents::get))
         .route("/v1/agents", web::get().to(agents::list))
+        .route("/v1/agent/{code}/speak", web::post().to(agents::speak))
+        .route(
+            "/v1/agent/{code}/add-context",
+            web::post().to(agents::add_context),
+        )
         .route("/v1/agent/{code}", web::get().to(agents::get))
         .route("/v1/agent/{code}", web::post().to(agents::update))
         .route("/v1/agent/{code}", web::delete().to(agents::delete))
@@ -66,6 +72,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/sessions/{id}/stop",
             web::post().to(sessions::stop_route),
         )
+        .route("/v1/sessions/{id}/control", web::get().to(control::session))
+        .route("/v1/agents/{code}/control", web::get().to(control::agent))
         .route("/v1/account", web::get().to(account::get))
         .route("/v1/account", web::patch().to(account::patch))
         .route("/v1/livekit/webhook", web::post().to(ops::livekit_webhook))

@@ -30,16 +30,24 @@ pub async fn synthesize(text: &str, voice: &str) -> Result<Vec<i16>, TtsError> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| TtsError::Spawn(e.to_string()))?;
-    let mut stdin = child.stdin.take().ok_or_else(|| TtsError::Spawn("no stdin".into()))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| TtsError::Spawn("no stdin".into()))?;
     let input = text.replace(['\r', '\n'], " ");
-    stdin.write_all(input.as_bytes()).await.map_err(|e| TtsError::Failed(e.to_string()))?;
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .map_err(|e| TtsError::Failed(e.to_string()))?;
     drop(stdin);
     let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .map_err(|_| TtsError::Failed("timed out".into()))?
         .map_err(|e| TtsError::Failed(e.to_string()))?;
     if !output.status.success() {
-        return Err(TtsError::Failed(String::from_utf8_lossy(&output.stderr).trim().to_string()));
+        return Err(TtsError::Failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
     }
     tokio::task::spawn_blocking(move || {
         let (rate, samples) = parse_wav(&output.stdout)?;
@@ -58,7 +66,12 @@ pub fn parse_wav(bytes: &[u8]) -> Result<(u32, Vec<i16>), TtsError> {
     let mut rate = None;
     while pos + 8 <= bytes.len() {
         let id = &bytes[pos..pos + 4];
-        let len = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]) as usize;
+        let len = u32::from_le_bytes([
+            bytes[pos + 4],
+            bytes[pos + 5],
+            bytes[pos + 6],
+            bytes[pos + 7],
+        ]) as usize;
         let body = pos + 8;
         match id {
             b"fmt " => {
@@ -69,14 +82,24 @@ pub fn parse_wav(bytes: &[u8]) -> Result<(u32, Vec<i16>), TtsError> {
                 let channels = u16::from_le_bytes([bytes[body + 2], bytes[body + 3]]);
                 let bits = u16::from_le_bytes([bytes[body + 14], bytes[body + 15]]);
                 if format != 1 || channels != 1 || bits != 16 {
-                    return Err(TtsError::BadAudio(format!("format {format}, {channels} channels, {bits} bits")));
+                    return Err(TtsError::BadAudio(format!(
+                        "format {format}, {channels} channels, {bits} bits"
+                    )));
                 }
-                rate = Some(u32::from_le_bytes([bytes[body + 4], bytes[body + 5], bytes[body + 6], bytes[body + 7]]));
+                rate = Some(u32::from_le_bytes([
+                    bytes[body + 4],
+                    bytes[body + 5],
+                    bytes[body + 6],
+                    bytes[body + 7],
+                ]));
                 pos = body + len;
             }
             b"data" => {
                 let rate = rate.ok_or_else(|| TtsError::BadAudio("data before fmt".into()))?;
-                let samples = bytes[body..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                let samples = bytes[body..]
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
                 return Ok((rate, samples));
             }
             _ => pos = body + len + (len & 1),
@@ -118,7 +141,14 @@ mod tests {
         out.extend(2u16.to_le_bytes());
         out.extend(16u16.to_le_bytes());
         out.extend(b"data");
-        out.extend(if bogus_len { u32::MAX } else { samples.len() as u32 * 2 }.to_le_bytes());
+        out.extend(
+            if bogus_len {
+                u32::MAX
+            } else {
+                samples.len() as u32 * 2
+            }
+            .to_le_bytes(),
+        );
         for s in samples {
             out.extend(s.to_le_bytes());
         }
@@ -142,9 +172,18 @@ mod tests {
     #[actix_web::test]
     async fn espeak_speaks() {
         // `make setup` installs espeak-ng; without it this fails with the sentence that says so.
-        let samples = synthesize("Hello there, this is a test.", "en").await.unwrap();
+        let samples = synthesize("Hello there, this is a test.", "en")
+            .await
+            .unwrap();
         // About two seconds of speech, and not silence.
         assert!(samples.len() > SAMPLE_RATE as usize, "{}", samples.len());
-        assert!(samples.iter().map(|s| s.unsigned_abs() as u64).max().unwrap() > 1000);
+        assert!(
+            samples
+                .iter()
+                .map(|s| s.unsigned_abs() as u64)
+                .max()
+                .unwrap()
+                > 1000
+        );
     }
 }

@@ -1,3 +1,4 @@
 //! The WebSocket boundary: frames and their validation, and the channel actors.
 
+pub mod control;
 pub mod protocol;

@@ -11,11 +11,24 @@ pub const MAX_TEXT_CHARS: usize = 5_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Speak { id: Option<String>, text: String, interrupt: bool },
-    AddContext { id: Option<String>, text: String },
-    Interrupt { id: Option<String> },
-    Stop { id: Option<String> },
-    Ping { id: Option<String> },
+    Speak {
+        id: Option<String>,
+        text: String,
+        interrupt: bool,
+    },
+    AddContext {
+        id: Option<String>,
+        text: String,
+    },
+    Interrupt {
+        id: Option<String>,
+    },
+    Stop {
+        id: Option<String>,
+    },
+    Ping {
+        id: Option<String>,
+    },
 }
 
 impl Command {
@@ -83,21 +96,36 @@ impl IdValue {
 }
 
 fn error(code: &'static str, message: impl Into<String>, id: Option<String>) -> FrameError {
-    FrameError { code, message: message.into(), id }
+    FrameError {
+        code,
+        message: message.into(),
+        id,
+    }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: Value, id: Option<String>) -> Result<T, FrameError> {
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    id: Option<String>,
+) -> Result<T, FrameError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let message = if path == "." { format!("Invalid frame: {inner}") } else { format!("Invalid value at .{path}: {inner}") };
+        let message = if path == "." {
+            format!("Invalid frame: {inner}")
+        } else {
+            format!("Invalid value at .{path}: {inner}")
+        };
         error("invalid_frame", message, id.clone())
     })
 }
 
 fn checked_text(text: String, id: &Option<String>) -> Result<String, FrameError> {
     if text.trim().is_empty() {
-        return Err(error("invalid_frame", "Invalid value at .text: must not be empty", id.clone()));
+        return Err(error(
+            "invalid_frame",
+            "Invalid value at .text: must not be empty",
+            id.clone(),
+        ));
     }
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(error(
@@ -112,21 +140,42 @@ fn checked_text(text: String, id: &Option<String>) -> Result<String, FrameError>
 /// Parses one text frame.
 pub fn parse(text: &str) -> Result<Command, FrameError> {
     if text.len() > MAX_FRAME_BYTES {
-        return Err(error("frame_too_large", format!("Frames are limited to {MAX_FRAME_BYTES} bytes."), None));
+        return Err(error(
+            "frame_too_large",
+            format!("Frames are limited to {MAX_FRAME_BYTES} bytes."),
+            None,
+        ));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| error("invalid_json", format!("Not JSON: {e}"), None))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| error("invalid_json", format!("Not JSON: {e}"), None))?;
     let Some(object) = value.as_object() else {
-        return Err(error("invalid_frame", "A frame must be a JSON object with a `type`.", None));
+        return Err(error(
+            "invalid_frame",
+            "A frame must be a JSON object with a `type`.",
+            None,
+        ));
     };
     let id = match object.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return Err(error("invalid_frame", "Invalid value at .id: must be a string or a number", None)),
+        Some(_) => {
+            return Err(error(
+                "invalid_frame",
+                "Invalid value at .id: must be a string or a number",
+                None,
+            ))
+        }
     };
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.clone(),
-        Some(_) => return Err(error("invalid_frame", "Invalid value at .type: must be a string", id)),
+        Some(_) => {
+            return Err(error(
+                "invalid_frame",
+                "Invalid value at .type: must be a string",
+                id,
+            ))
+        }
         None => return Err(error("invalid_frame", "Missing field `type`.", id)),
     };
     let id_of = |v: Option<IdValue>| v.map(IdValue::into_string);
@@ -170,34 +219,76 @@ mod tests {
     fn parses_every_command() {
         assert_eq!(
             parse(r#"{"type":"speak","id":"a1","text":"Hello","interrupt":true}"#).unwrap(),
-            Command::Speak { id: Some("a1".into()), text: "Hello".into(), interrupt: true }
+            Command::Speak {
+                id: Some("a1".into()),
+                text: "Hello".into(),
+                interrupt: true
+            }
         );
         assert_eq!(
             parse(r#"{"type":"add_context","id":7,"text":"VIP"}"#).unwrap(),
-            Command::AddContext { id: Some("7".into()), text: "VIP".into() }
+            Command::AddContext {
+                id: Some("7".into()),
+                text: "VIP".into()
+            }
         );
-        assert_eq!(parse(r#"{"type":"interrupt"}"#).unwrap(), Command::Interrupt { id: None });
-        assert_eq!(parse(r#"{"type":"stop","id":"s"}"#).unwrap(), Command::Stop { id: Some("s".into()) });
-        assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), Command::Ping { id: None });
+        assert_eq!(
+            parse(r#"{"type":"interrupt"}"#).unwrap(),
+            Command::Interrupt { id: None }
+        );
+        assert_eq!(
+            parse(r#"{"type":"stop","id":"s"}"#).unwrap(),
+            Command::Stop {
+                id: Some("s".into())
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"ping"}"#).unwrap(),
+            Command::Ping { id: None }
+        );
     }
 
     #[test]
     fn refuses_bad_frames_with_a_reason() {
         assert_eq!(parse("not json").unwrap_err().code, "invalid_json");
         assert_eq!(parse("[1]").unwrap_err().code, "invalid_frame");
-        assert_eq!(parse(r#"{"text":"x"}"#).unwrap_err().message, "Missing field `type`.");
+        assert_eq!(
+            parse(r#"{"text":"x"}"#).unwrap_err().message,
+            "Missing field `type`."
+        );
         let e = parse(r#"{"type":"dance","id":"d"}"#).unwrap_err();
         assert_eq!((e.code, e.id.as_deref()), ("unknown_type", Some("d")));
         let e = parse(r#"{"type":"speak","id":"x"}"#).unwrap_err();
         assert!(e.message.contains("missing field `text`"), "{}", e.message);
         assert_eq!(e.id.as_deref(), Some("x"));
         let e = parse(r#"{"type":"speak","text":5}"#).unwrap_err();
-        assert!(e.message.starts_with("Invalid value at .text"), "{}", e.message);
+        assert!(
+            e.message.starts_with("Invalid value at .text"),
+            "{}",
+            e.message
+        );
         let e = parse(r#"{"type":"speak","text":"hi","interrupt":"yes"}"#).unwrap_err();
         assert!(e.message.contains(".interrupt"), "{}", e.message);
-        assert!(parse(r#"{"type":"speak","text":"  "}"#).unwrap_err().message.contains("must not be empty"));
-        assert_eq!(parse(&format!(r#"{{"type":"speak","text":"{}"}}"#, "a".repeat(MAX_FRAME_BYTES))).unwrap_err().code, "frame_too_large");
-        assert!(parse(r#"{"type":"ping","extra":1}"#).unwrap_err().message.contains("unknown field"));
-        assert!(parse(r#"{"type":"ping","id":[1]}"#).unwrap_err().message.contains(".id"));
+        assert!(parse(r#"{"type":"speak","text":"  "}"#)
+            .unwrap_err()
+            .message
+            .contains("must not be empty"));
+        assert_eq!(
+            parse(&format!(
+                r#"{{"type":"speak","text":"{}"}}"#,
+                "a".repeat(MAX_FRAME_BYTES)
+            ))
+            .unwrap_err()
+            .code,
+            "frame_too_large"
+        );
+        assert!(parse(r#"{"type":"ping","extra":1}"#)
+            .unwrap_err()
+            .message
+            .contains("unknown field"));
+        assert!(parse(r#"{"type":"ping","id":[1]}"#)
+            .unwrap_err()
+            .message
+            .contains(".id"));
     }
 }

@@ -10,6 +10,7 @@ mod agents;
 mod auth;
 mod cli;
 mod connect;
+mod control;
 mod deployments;
 mod links;
 mod livekit;

@@ -189,3 +189,8 @@ pub struct Subscribe {
 pub struct Unsubscribe {
     pub subscriber: u64,
 }
+
+/// From the Registry to an agent's channel: a session of the agent started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionAppeared(pub crate::actors::registry::LiveSession);

@@ -4,6 +4,7 @@
 SETUP := $(CURDIR)/.setup
 export ORT_DYLIB_PATH := $(SETUP)/libonnxruntime.so
 export AVS_AGENTS__DEFAULT_AVATAR_IMAGE := $(SETUP)/default-avatar.png
+export AVS_MEDIA__FACE_MODEL := $(SETUP)/models/centerface.onnx
 ARGS ?=
 
 .PHONY: setup build run test lint clean-data

@@ -11,6 +11,7 @@ export AVS_TEST_ASSETS=${AVS_TEST_ASSETS:-$ROOT/.setup}
 # Also set by the Makefile; here too so that `bash scripts/test.sh` alone behaves the same.
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$ROOT/.setup/libonnxruntime.so}
 export AVS_AGENTS__DEFAULT_AVATAR_IMAGE=${AVS_AGENTS__DEFAULT_AVATAR_IMAGE:-$ROOT/.setup/default-avatar.png}
+export AVS_MEDIA__FACE_MODEL=${AVS_MEDIA__FACE_MODEL:-$ROOT/.setup/models/centerface.onnx}
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
 command -v pg_isready >/dev/null 2>&1 || { echo "test: pg_isready not found; install PostgreSQL (apt-get install postgresql)" >&2; exit 1; }

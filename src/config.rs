@@ -47,6 +47,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub voice: VoiceSettings,
     pub ws: WsSettings,
+    pub media: MediaSettings,
+    pub render: RenderSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +128,40 @@ pub struct WsSettings {
     pub heartbeat_interval_ms: u64,
     pub client_timeout_ms: u64,
     pub mailbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSettings {
+    /// onnxruntime's shared library; empty: the `ORT_DYLIB_PATH` environment variable.
+    pub onnxruntime: String,
+    pub face_model: String,
+    pub face_threshold: f64,
+}
+
+impl MediaSettings {
+    /// The onnxruntime library to load: the setting, else `ORT_DYLIB_PATH`.
+    pub fn onnxruntime_path(&self) -> Option<PathBuf> {
+        if !self.onnxruntime.is_empty() {
+            return Some(PathBuf::from(&self.onnxruntime));
+        }
+        std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderSettings {
+    /// Comma-separated: `cpu`, `cuda:0`, … (a device may be named twice for two workers).
+    pub devices: String,
+    pub slots_per_device: usize,
+    pub fps: u32,
+    pub max_side: u32,
+    pub jpeg_quality: u8,
+    /// A Wav2Lip-style ONNX model (`mel` + `face` → `face`); empty: the built-in renderer.
+    pub lipsync_model: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod ids;
 pub mod jobs;
 pub mod livekit;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod state;

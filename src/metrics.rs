@@ -22,6 +22,16 @@ pub const WS_CONNECTIONS: &str = "avs_ws_connections";
 pub const WS_FRAMES_TOTAL: &str = "avs_ws_frames_total";
 pub const WS_EVICTIONS_TOTAL: &str = "avs_ws_slow_reader_evictions_total";
 pub const FANOUT_DELIVERIES_TOTAL: &str = "avs_fanout_deliveries_total";
+pub const RENDER_SLOTS: &str = "avs_render_slots";
+pub const RENDER_FRAMES_TOTAL: &str = "avs_render_frames_total";
+pub const RENDER_DROPPED_FRAMES_TOTAL: &str = "avs_render_dropped_frames_total";
+pub const RENDER_FRAME_SECONDS: &str = "avs_render_frame_seconds";
+pub const RENDER_JPEG_SECONDS: &str = "avs_render_jpeg_seconds";
+pub const RENDER_BATCH_SECONDS: &str = "avs_render_batch_seconds";
+pub const RENDER_BATCH_SIZE: &str = "avs_render_batch_size";
+pub const RENDER_FIRST_FRAME_SECONDS: &str = "avs_render_first_frame_seconds";
+pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
+pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -43,6 +53,16 @@ pub struct Metrics {
     pub ws_frames: IntCounterVec,
     pub ws_evictions: IntCounter,
     pub fanout_deliveries: IntCounterVec,
+    pub render_slots: prometheus::IntGaugeVec,
+    pub render_frames: IntCounterVec,
+    pub render_dropped_frames: IntCounterVec,
+    pub render_frame_seconds: HistogramVec,
+    pub render_jpeg_seconds: Histogram,
+    pub render_batch_seconds: HistogramVec,
+    pub render_batch_size: Histogram,
+    pub render_first_frame_seconds: Histogram,
+    pub face_detection_seconds: Histogram,
+    pub preview_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,7 +118,78 @@ impl Metrics {
         )
         .unwrap();
         registry.register(Box::new(ws_connections.clone())).unwrap();
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                .unwrap();
+            registry.register(Box::new(h.clone())).unwrap();
+            h
+        };
+        let histogram_vec = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
+            .unwrap();
+            registry.register(Box::new(h.clone())).unwrap();
+            h
+        };
+        let frame_buckets = [
+            0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,
+        ];
+        let render_slots = prometheus::IntGaugeVec::new(
+            Opts::new(
+                RENDER_SLOTS,
+                "Render slots per device (state: total, in_use)",
+            ),
+            &["device", "state"],
+        )
+        .unwrap();
+        registry.register(Box::new(render_slots.clone())).unwrap();
         Self {
+            render_slots,
+            render_frames: counter_vec(RENDER_FRAMES_TOTAL, "Frames rendered", &["device"]),
+            render_dropped_frames: counter_vec(
+                RENDER_DROPPED_FRAMES_TOTAL,
+                "Frames not rendered because a tick overran",
+                &["device"],
+            ),
+            render_frame_seconds: histogram_vec(
+                RENDER_FRAME_SECONDS,
+                "Time to render one frame",
+                &frame_buckets,
+                &["device"],
+            ),
+            render_jpeg_seconds: histogram(
+                RENDER_JPEG_SECONDS,
+                "Time to encode one frame as JPEG",
+                &frame_buckets,
+            ),
+            render_batch_seconds: histogram_vec(
+                RENDER_BATCH_SECONDS,
+                "Time of one batched lip-sync model run",
+                &frame_buckets,
+                &["device"],
+            ),
+            render_batch_size: histogram(
+                RENDER_BATCH_SIZE,
+                "Sessions in one lip-sync batch",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+            ),
+            render_first_frame_seconds: histogram(
+                RENDER_FIRST_FRAME_SECONDS,
+                "Session start request to its first rendered frame",
+                &[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5],
+            ),
+            face_detection_seconds: histogram(
+                FACE_DETECTION_SECONDS,
+                "Face detection time per image",
+                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+            ),
+            preview_dropped: counter_vec(
+                PREVIEW_DROPPED_TOTAL,
+                "Preview frames or audio chunks skipped for a slow reader",
+                &["kind"],
+            ),
             http_requests: counter_vec(
                 HTTP_REQUESTS_TOTAL,
                 "HTTP requests",

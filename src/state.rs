@@ -7,11 +7,13 @@ use actix::prelude::*;
 
 use crate::actors::quota::Quota;
 use crate::actors::registry::Registry;
+use crate::actors::render_pool::RenderPool;
 use crate::actors::session::SessionDeps;
 use crate::actors::webhooks::Webhooks;
 use crate::api::views::Urls;
 use crate::config::Settings;
 use crate::livekit::RoomBackend;
+use crate::media::MediaRuntime;
 use crate::metrics::Metrics;
 use crate::net::UrlPolicy;
 use crate::store::Store;
@@ -24,6 +26,9 @@ pub struct AppState {
     pub quota: Addr<Quota>,
     pub webhooks: Addr<Webhooks>,
     pub rooms: Arc<RoomBackend>,
+    /// The ONNX runtime and the face detector (generation).
+    pub media: Arc<MediaRuntime>,
+    pub render_pool: Addr<RenderPool>,
     pub session_deps: Arc<SessionDeps>,
     /// Session actors live on their own arbiter, apart from the HTTP workers.
     pub sessions_arbiter: ArbiterHandle,

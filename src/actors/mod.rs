@@ -2,5 +2,6 @@
 
 pub mod quota;
 pub mod registry;
+pub mod render_pool;
 pub mod session;
 pub mod webhooks;

@@ -7,9 +7,12 @@ use serde_json::json;
 
 use super::auth::authenticate;
 use super::error::{ApiError, ApiResult};
-use crate::actors::registry::Lookup;
+use crate::actors::registry::{LiveSession, Lookup};
+use crate::actors::session::messages::MediaTap;
 use crate::state::AppState;
+use crate::store::entities::session;
 use crate::ws::control::{self, Scope};
+use crate::ws::preview;
 
 #[derive(Deserialize)]
 struct TokenQuery {
@@ -20,18 +23,17 @@ fn upgrade(result: Result<HttpResponse, actix_web::Error>) -> ApiResult<HttpResp
     result.map_err(|e| ApiError::validation(format!("Not a WebSocket upgrade: {e}")))
 }
 
-/// `GET /v1/sessions/{id}/control`: the API key of the session's account, or `?token=` with the
+/// The session `req` may open: with the API key of the session's account, or with `?token=`, the
 /// session's own participant token (which opens this session and no other).
-pub async fn session(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
+async fn authorize_session(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+) -> ApiResult<session::Model> {
     let token = web::Query::<TokenQuery>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.into_inner().token);
-    let row = match token {
+    match token {
         Some(token) => {
             let claims = state
                 .rooms
@@ -39,40 +41,58 @@ pub async fn session(
                 .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
             state
                 .store
-                .session(&path)
+                .session(id)
                 .await?
                 .filter(|row| row.room_name == claims.video.room && row.user_identity == claims.sub)
                 .ok_or_else(|| {
                     ApiError::forbidden("auth_failed", "This token does not open this session.")
-                })?
+                })
         }
         None => {
-            let principal = authenticate(&req, &state).await?;
+            let principal = authenticate(req, state).await?;
             state
                 .store
-                .session_of(&principal.account_id, &path)
+                .session_of(&principal.account_id, id)
                 .await?
-                .ok_or_else(|| ApiError::session_not_found(&path))?
+                .ok_or_else(|| ApiError::session_not_found(id))
         }
-    };
-    let live = state
+    }
+}
+
+/// The final status of a session that is no longer running here.
+fn ended_status(row: &session::Model) -> serde_json::Value {
+    json!({
+        "type": "status",
+        "session_id": row.id,
+        "agent_id": row.agent_id,
+        "room_name": row.room_name,
+        "state": row.state,
+        "end_reason": row.end_reason,
+    })
+}
+
+async fn live(state: &AppState, row: &session::Model) -> Option<LiveSession> {
+    state
         .registry
         .send(Lookup {
             session_id: row.id.clone(),
         })
         .await
         .ok()
-        .flatten();
-    let scope = match live {
+        .flatten()
+}
+
+/// `GET /v1/sessions/{id}/control`.
+pub async fn session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let row = authorize_session(&req, &state, &path).await?;
+    let scope = match live(&state, &row).await {
         Some(live) => Scope::Session(live),
-        None => Scope::Ended(json!({
-            "type": "status",
-            "session_id": row.id,
-            "agent_id": row.agent_id,
-            "room_name": row.room_name,
-            "state": row.state,
-            "end_reason": row.end_reason,
-        })),
+        None => Scope::Ended(ended_status(&row)),
     };
     upgrade(control::start(
         scope,
@@ -80,6 +100,29 @@ pub async fn session(
         &req,
         payload,
     ))
+}
+
+/// `GET /v1/sessions/{id}/preview`: the session's frames and audio (binary) and events (text).
+/// A session that has ended answers its final status and closes, as the control channel does.
+pub async fn preview(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let row = authorize_session(&req, &state, &path).await?;
+    let tapped = match live(&state, &row).await {
+        Some(live) => match live.addr.send(MediaTap).await {
+            Ok(Ok(streams)) => Some((live, streams)),
+            _ => None,
+        },
+        None => None,
+    };
+    let app = state.get_ref().clone();
+    upgrade(match tapped {
+        Some((live, streams)) => preview::start(live, streams, app, &req, payload),
+        None => control::start(Scope::Ended(ended_status(&row)), app, &req, payload),
+    })
 }
 
 /// `GET /v1/agents/{code}/control`: the API key; every live session of the agent.

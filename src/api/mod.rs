@@ -73,6 +73,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(sessions::stop_route),
         )
         .route("/v1/sessions/{id}/control", web::get().to(control::session))
+        .route("/v1/sessions/{id}/preview", web::get().to(control::preview))
         .route("/v1/agents/{code}/control", web::get().to(control::agent))
         .route("/v1/account", web::get().to(account::get))
         .route("/v1/account", web::patch().to(account::patch))

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::body;
 use super::error::{ApiError, ApiResult};
 use crate::actors::registry::LookupRoom;
+use crate::actors::render_pool::PoolStatus;
 use crate::actors::session::messages::{EndReason, ParticipantJoined, ParticipantLeft, Stop};
 use crate::state::AppState;
 
@@ -18,7 +19,18 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         tracing::warn!(error = %e, "not ready");
         ApiError::unavailable("Not ready: the database is unreachable or migrations are pending.")
     })?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready", "database": "ok", "rooms": if state.rooms.is_livekit() { "livekit" } else { "local" }})))
+    // The renderer is loaded when the pool answers with its devices (a worker per device).
+    let devices = state
+        .render_pool
+        .send(PoolStatus)
+        .await
+        .map_err(|_| ApiError::unavailable("Not ready: the render pool is not running."))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "database": "ok",
+        "rooms": if state.rooms.is_livekit() { "livekit" } else { "local" },
+        "render": devices,
+    })))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -12,8 +12,9 @@ use super::error::{ApiError, ApiResult};
 use super::views;
 use crate::actors::quota::Admit;
 use crate::actors::registry::{LiveSession, Lookup, Register};
+use crate::actors::render_pool::{Acquire, Release, RenderError};
 use crate::actors::session::messages::{AwaitLive, EndReason, SessionError, Stop};
-use crate::actors::session::Session;
+use crate::actors::session::{Session, SessionAgent};
 use crate::actors::webhooks::SessionWebhook;
 use crate::ids;
 use crate::livekit::RoomAccess;
@@ -50,12 +51,18 @@ pub struct Started {
     pub access: Option<RoomAccess>,
 }
 
-/// The agent must exist, be the caller's, and be ready.
+/// The agent must exist, be the caller's, and be ready (with the avatar generation made).
 pub fn ensure_ready(agent: &agent::Model) -> ApiResult<()> {
     if agent.status != "ready" {
         return Err(ApiError::conflict(format!(
             "Agent `{}` is not ready (status: {}).",
             agent.id, agent.status
+        )));
+    }
+    if agent.model_asset_id.is_none() {
+        return Err(ApiError::conflict(format!(
+            "Agent `{}` has no avatar model; generate it again.",
+            agent.id
         )));
     }
     Ok(())
@@ -109,10 +116,46 @@ pub async fn start(state: &AppState, req: StartRequest, mode: StartMode) -> ApiR
         failure_reason: None,
         billed_seconds: 0,
     };
-    let admission = state.quota.send(Admit(row)).await.map_err(|e| {
-        tracing::error!(error = %e, "quota unreachable");
-        ApiError::internal()
-    })??;
+    // A render slot first: with none free the start is refused before the quota is touched.
+    let lease = match state
+        .render_pool
+        .send(Acquire {
+            session_id: id.clone(),
+        })
+        .await
+    {
+        Ok(Ok(lease)) => lease,
+        Ok(Err(RenderError::NoCapacity)) => {
+            return Err(ApiError::too_many(
+                "no_capacity",
+                "Every render slot of this server is busy.",
+                settings.retry_after_seconds,
+            ))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "render pool refused");
+            return Err(ApiError::internal());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "render pool unreachable");
+            return Err(ApiError::internal());
+        }
+    };
+    let admission = match state.quota.send(Admit(row)).await {
+        Ok(Ok(admission)) => admission,
+        Ok(Err(e)) => {
+            state.render_pool.do_send(Release(lease));
+            return Err(e.into());
+        }
+        Err(e) => {
+            state.render_pool.do_send(Release(lease));
+            tracing::error!(error = %e, "quota unreachable");
+            return Err(ApiError::internal());
+        }
+    };
+    if !matches!(admission, Admission::Admitted(_)) {
+        state.render_pool.do_send(Release(lease.clone()));
+    }
     let row = match admission {
         Admission::Admitted(row) => *row,
         Admission::LinkUnavailable => {
@@ -138,9 +181,13 @@ pub async fn start(state: &AppState, req: StartRequest, mode: StartMode) -> ApiR
         }
     };
     let deps = state.session_deps.clone();
-    let (actor_row, prompt) = (row.clone(), req.agent.system_prompt.clone());
+    let actor_row = row.clone();
+    let agent = SessionAgent {
+        system_prompt: req.agent.system_prompt.clone(),
+        model_asset_id: req.agent.model_asset_id.clone().unwrap_or_default(),
+    };
     let addr = Session::start_in_arbiter(&state.sessions_arbiter, move |_| {
-        Session::new(actor_row, prompt, deps)
+        Session::new(actor_row, agent, Some(lease), deps)
     });
     state.registry.do_send(Register(LiveSession {
         session_id: row.id.clone(),

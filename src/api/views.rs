@@ -40,6 +40,14 @@ pub fn parse_json(text: &Option<String>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The framed crop once generation made it; the uploaded image until then.
+fn avatar_url(a: &agent::Model, urls: &Urls) -> Value {
+    match &a.avatar_asset_id {
+        Some(_) => urls.asset(&a.avatar_asset_id),
+        None => urls.asset(&a.image_asset_id),
+    }
+}
+
 pub fn agent(a: &agent::Model, urls: &Urls) -> Value {
     let image = urls.asset(&a.image_asset_id);
     json!({
@@ -54,7 +62,7 @@ pub fn agent(a: &agent::Model, urls: &Urls) -> Value {
         "video_url": urls.asset(&a.video_asset_id),
         "model_url": urls.asset(&a.model_asset_id),
         "name": a.name,
-        "avatar_image_url": image,
+        "avatar_image_url": avatar_url(a, urls),
         "voice_agent": parse_json(&a.voice_agent),
         "allowed_origins": parse_json(&Some(a.allowed_origins.clone())),
         "published": a.published,
@@ -70,7 +78,7 @@ pub fn link_agent(a: &agent::Model, urls: &Urls) -> Value {
     json!({
         "agent_id": a.id,
         "name": a.name,
-        "avatar_image_url": urls.asset(&a.image_asset_id),
+        "avatar_image_url": avatar_url(a, urls),
         "created_at": iso(a.created_at),
         "voice_agent": parse_json(&a.voice_agent),
     })

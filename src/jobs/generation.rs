@@ -1,6 +1,9 @@
 //! Agent generation: a background job with persisted progress. It fetches or decodes the image,
-//! checks its format and size, and stores it; a failure marks the agent `failed` and refunds its
-//! credits. Face detection and the renderer's avatar asset are not part of it yet (see README).
+//! checks its format and size, stores it (`image_fetched`), finds exactly one face with CenterFace
+//! (`face_detected`), frames it at the agent's aspect ratio (`avatar_cropped`), and stores the
+//! renderer's model of it: landmarks and mouth region (`lip_created`). A failure marks the agent
+//! `failed` with a sentence saying why, and refunds its credits. Decoding and inference run on
+//! the blocking pool, never on an actor or an HTTP worker.
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -9,6 +12,7 @@ use url::Url;
 
 use crate::actors::webhooks::EmitAgent;
 use crate::ids;
+use crate::media::avatar;
 use crate::net::read_limited;
 use crate::state::AppState;
 use crate::store::agents::Progress;
@@ -82,9 +86,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
         Some(source) => load(state, "image", source).await?,
         None => default_image(state).await?,
     };
-    let checked = tokio::task::spawn_blocking(move || inspect_image(bytes))
-        .await
-        .map_err(|_| "image check crashed".to_string())??;
+    let checked = blocking("image check", move || inspect_image(bytes)).await?;
     let image_id = store_asset(
         state,
         &agent,
@@ -94,20 +96,100 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
         checked.bytes,
     )
     .await?;
-    state
-        .store
-        .set_agent_asset(id, agent::Column::ImageAssetId, &image_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    set_asset(state, id, agent::Column::ImageAssetId, &image_id).await?;
+    step(
+        state,
+        id,
+        "generating",
+        0.3,
+        "Image fetched",
+        Some("image_fetched"),
+    )
+    .await?;
+
+    let faces = state.media.faces.clone();
+    let image = std::sync::Arc::new(checked.image);
+    let found = {
+        let image = image.clone();
+        let histogram = state.metrics.face_detection_seconds.clone();
+        blocking("face detection", move || {
+            let _timer = histogram.start_timer();
+            faces
+                .detect(&image)
+                .map_err(|e| format!("face detection failed: {e}"))
+        })
+        .await?
+    };
+    let face = match found.as_slice() {
+        [] => return Err("no face detected".into()),
+        [face] => face.clone(),
+        many => return Err(format!("{} faces detected", many.len())),
+    };
     step(
         state,
         id,
         "generating",
         0.5,
-        "Image fetched",
-        Some("image_fetched"),
+        "Face detected",
+        Some("face_detected"),
     )
     .await?;
+
+    let ratio = agent.aspect_ratio.clone();
+    let max_side = state.settings.render.max_side;
+    let (model, crop_png) = blocking("avatar crop", move || {
+        let (model, crop) = avatar::build(&image, &face, &ratio, max_side);
+        let mut png = Cursor::new(Vec::new());
+        crop.write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| format!("avatar crop could not be encoded: {e}"))?;
+        Ok((model, png.into_inner()))
+    })
+    .await?;
+    let avatar_id = store_asset(
+        state,
+        &agent,
+        "avatar",
+        "image/png",
+        Some((model.width, model.height)),
+        crop_png,
+    )
+    .await?;
+    set_asset(state, id, agent::Column::AvatarAssetId, &avatar_id).await?;
+    step(
+        state,
+        id,
+        "generating",
+        0.7,
+        "Avatar cropped",
+        Some("avatar_cropped"),
+    )
+    .await?;
+
+    let document = serde_json::to_vec(&ModelAsset {
+        avatar_asset_id: &avatar_id,
+        model: &model,
+    })
+    .map_err(|e| format!("internal error while describing the avatar ({e})"))?;
+    let model_id = store_asset(
+        state,
+        &agent,
+        "model",
+        "application/json",
+        Some((model.width, model.height)),
+        document,
+    )
+    .await?;
+    set_asset(state, id, agent::Column::ModelAssetId, &model_id).await?;
+    step(
+        state,
+        id,
+        "generating",
+        0.85,
+        "Lip region created",
+        Some("lip_created"),
+    )
+    .await?;
+
     for (kind, source, column) in [
         ("video", sources.video, agent::Column::VideoAssetId),
         ("audio", sources.audio, agent::Column::AudioAssetId),
@@ -116,11 +198,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
             let bytes = load(state, kind, source).await?;
             let content_type = sniff(&bytes, kind);
             let asset_id = store_asset(state, &agent, kind, content_type, None, bytes).await?;
-            state
-                .store
-                .set_agent_asset(id, column, &asset_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            set_asset(state, id, column, &asset_id).await?;
         }
     }
     step(
@@ -129,11 +207,42 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
         "completed",
         0.95,
         "Finishing",
-        Some("image_fetched"),
+        Some("lip_created"),
     )
     .await?;
-    step(state, id, "ready", 1.0, "Done", Some("image_fetched")).await?;
+    step(state, id, "ready", 1.0, "Done", Some("lip_created")).await?;
     Ok(())
+}
+
+/// The model asset as stored and served (`model_url`): the crop it belongs to, and its geometry.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ModelAsset<S, M> {
+    pub avatar_asset_id: S,
+    #[serde(flatten)]
+    pub model: M,
+}
+
+async fn set_asset(
+    state: &AppState,
+    id: &str,
+    column: agent::Column,
+    asset_id: &str,
+) -> Result<(), String> {
+    state
+        .store
+        .set_agent_asset(id, column, asset_id)
+        .await
+        .map_err(|e| format!("internal error while saving the agent ({e})"))
+}
+
+/// Runs `work` on the blocking pool; a panic there is a failed step, not a dead job.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| format!("{what} crashed"))?
 }
 
 async fn load(state: &AppState, kind: &str, source: MediaSource) -> Result<Vec<u8>, String> {
@@ -178,6 +287,7 @@ async fn default_image(state: &AppState) -> Result<Vec<u8>, String> {
 
 struct CheckedImage {
     bytes: Vec<u8>,
+    image: image::RgbImage,
     width: u32,
     height: u32,
     content_type: &'static str,
@@ -213,6 +323,7 @@ fn inspect_image(bytes: Vec<u8>) -> Result<CheckedImage, String> {
     }
     Ok(CheckedImage {
         bytes,
+        image: decoded.to_rgb8(),
         width,
         height,
         content_type,

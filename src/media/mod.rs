@@ -17,3 +17,49 @@ pub enum MediaError {
     #[error("{0}")]
     Model(String),
 }
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::MediaSettings;
+
+/// What generation and rendering share: the runtime and the face detector, loaded once at start.
+pub struct MediaRuntime {
+    pub onnx: onnx::Onnx,
+    pub faces: Arc<face::FaceDetector>,
+}
+
+impl MediaRuntime {
+    /// Loads onnxruntime and the face model, or says what to run to get them.
+    pub fn load(settings: &MediaSettings) -> Result<Self, MediaError> {
+        let onnx = onnx::Onnx::load(settings.onnxruntime_path())?;
+        let model = if settings.face_model.is_empty() {
+            PathBuf::from(".setup/models/centerface.onnx")
+        } else {
+            PathBuf::from(&settings.face_model)
+        };
+        if !model.exists() {
+            return Err(MediaError::Setup(format!(
+                "the face model {} is missing: run `make setup`, then start the server with \
+                 `make run` (or set media.face_model / AVS_MEDIA__FACE_MODEL)",
+                model.display()
+            )));
+        }
+        let faces = face::FaceDetector::load(&onnx, &model, settings.face_threshold as f32)?;
+        Ok(Self {
+            onnx,
+            faces: Arc::new(faces),
+        })
+    }
+}
+
+/// One encoded frame of a session's video, shared by every consumer.
+#[derive(Debug, Clone)]
+pub struct VideoFrame {
+    pub seq: u64,
+    /// Milliseconds since the session's renderer started.
+    pub pts_ms: u64,
+    pub width: u32,
+    pub height: u32,
+    pub jpeg: Arc<[u8]>,
+}

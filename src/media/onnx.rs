@@ -2,7 +2,7 @@
 //! `make setup` unpacks from the PyPI wheel, and sessions opened on a render device.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -86,12 +86,23 @@ impl Onnx {
                 library.display()
             )));
         }
+        // onnxruntime allows one environment per process (the library itself is process-wide):
+        // every app in the process shares it, whatever path a later one names.
+        static ENV: Mutex<Option<Arc<Environment>>> = Mutex::new(None);
+        let mut shared = ENV
+            .lock()
+            .map_err(|_| MediaError::Setup("onnxruntime environment lock poisoned".into()))?;
+        if let Some(env) = shared.as_ref() {
+            return Ok(Self { env: env.clone() });
+        }
         let env = ort::init_from(&library)
             .map_err(|e| MediaError::Setup(format!("cannot load onnxruntime: {e}")))?
             .with_name("avatar-supervisor")
             .build()
             .map_err(|e| MediaError::Setup(format!("cannot start onnxruntime: {e}")))?;
-        Ok(Self { env: Arc::new(env) })
+        let env = Arc::new(env);
+        *shared = Some(env.clone());
+        Ok(Self { env })
     }
 
     /// Opens `model` on `device` with `threads` intra-op threads.

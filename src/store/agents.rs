@@ -92,6 +92,7 @@ impl Store {
                 video_asset_id: Set(None),
                 audio_asset_id: Set(None),
                 model_asset_id: Set(None),
+                avatar_asset_id: Set(None),
                 credits_charged: Set(new.credits),
                 created_at: Set(now),
                 updated_at: Set(now),

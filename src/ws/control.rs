@@ -34,7 +34,7 @@ pub struct ControlSocket {
     last_heard: Instant,
 }
 
-fn next_id() -> u64 {
+pub fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)

@@ -37,7 +37,7 @@ async fn generate_poll_get_and_assets(db: Db) {
         .post(
             "/v1/agent/generate",
             &acct.key,
-            json!({"prompt": "Be kind.", "image": base64_png(400, 300), "name": "Ada"}),
+            json!({"prompt": "Be kind.", "image": base64_photo("astronaut.png"), "name": "Ada", "aspect_ratio": "9:16"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -51,7 +51,7 @@ async fn generate_poll_get_and_assets(db: Db) {
     let data = app.wait_agent(&acct.key, &id).await;
     assert_eq!(data["status"], "ready", "{data}");
     assert_eq!(data["progress"], 1.0);
-    assert_eq!(data["current_step"], "image_fetched");
+    assert_eq!(data["current_step"], "lip_created");
     assert_eq!(data["system_prompt"], "Be kind.");
     assert_eq!(data["name"], "Ada");
     assert!(data["error_message"].is_null());
@@ -71,7 +71,57 @@ async fn generate_poll_get_and_assets(db: Db) {
         .bytes()
         .await
         .unwrap();
-    assert_eq!(bytes.as_ref(), png(400, 300).as_slice());
+    assert_eq!(bytes.as_ref(), photo("astronaut.png").as_slice());
+
+    // The model: the face framed at the agent's 9:16, its landmarks and mouth, and the crop.
+    let fetch = |url: String| {
+        let client = app.client.clone();
+        let key = acct.key.clone();
+        async move {
+            let r = client
+                .get(&url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+            (kind, r.bytes().await.unwrap())
+        }
+    };
+    let (kind, model) = fetch(got.body["data"]["model_url"].as_str().unwrap().into()).await;
+    assert_eq!(kind, "application/json");
+    let model: serde_json::Value = serde_json::from_slice(&model).unwrap();
+    assert_eq!(model["aspect_ratio"], "9:16");
+    let (w, h) = (
+        model["width"].as_f64().unwrap(),
+        model["height"].as_f64().unwrap(),
+    );
+    assert!((w / h - 9.0 / 16.0).abs() < 0.01, "{model}");
+    let lm = &model["landmarks"];
+    let x = |p: &str| lm[p][0].as_f64().unwrap();
+    let y = |p: &str| lm[p][1].as_f64().unwrap();
+    assert!(
+        x("left_eye") < x("right_eye") && x("mouth_left") < x("mouth_right"),
+        "{model}"
+    );
+    assert!(
+        y("left_eye") < y("nose") && y("nose") < y("mouth_left"),
+        "{model}"
+    );
+    for p in ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"] {
+        assert!(
+            x(p) > 0.0 && x(p) < w && y(p) > 0.0 && y(p) < h,
+            "{p} outside: {model}"
+        );
+    }
+    assert!(model["mouth"]["region"]["w"].as_f64().unwrap() > 0.0);
+    let avatar_url = got.body["data"]["avatar_image_url"].as_str().unwrap();
+    assert_ne!(avatar_url, image_url);
+    let (kind, crop) = fetch(avatar_url.into()).await;
+    assert_eq!(kind, "image/png");
+    let crop = image::load_from_memory(&crop).unwrap();
+    assert_eq!((crop.width() as f64, crop.height() as f64), (w, h));
     let stranger = app.account(1, 1.0, 1000).await;
     let r = reply(
         app.client
@@ -150,6 +200,19 @@ async fn failures_are_reported_and_refunded(db: Db) {
             json!({"image": format!("data:image/png;base64,{}", base64_png(255, 400))}),
             "image too small: 255x400",
         ),
+        (
+            json!({"image": base64_photo("coffee.png")}),
+            "no face detected",
+        ),
+        (
+            json!({"image": base64_photo("chelsea.png")}),
+            "no face detected",
+        ),
+        (json!({"image": base64_png(400, 300)}), "no face detected"),
+        (
+            json!({"image": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, two_faces_png())}),
+            "2 faces detected",
+        ),
     ];
     for (body, expected) in cases {
         let r = app.post("/v1/agent/generate", &acct.key, body).await;
@@ -168,11 +231,11 @@ async fn failures_are_reported_and_refunded(db: Db) {
         .iter()
         .filter(|l| l.kind == "credits" && l.amount == 250 && l.reason.contains("refund"))
         .count();
-    assert_eq!(refunds, 4);
+    assert_eq!(refunds, 8);
 }
 
 async fn image_urls_are_fetched_and_private_ones_refused(db: Db) {
-    let url = serve_bytes(png(300, 320)).await;
+    let url = serve_bytes(photo("camera.png")).await;
     let app = spawn_app(db).await;
     let acct = app.account(1, 1.0, 1000).await;
     let r = app

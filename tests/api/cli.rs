@@ -36,6 +36,11 @@ fn serve(dir: &Path) -> (Child, String) {
         .arg(dir)
         .args(["serve", "--bind", "127.0.0.1:0", "--allow-private-urls"])
         .env("AVS_SESSIONS__IDLE_TIMEOUT_SECONDS", "600")
+        .env("ORT_DYLIB_PATH", assets().join("libonnxruntime.so"))
+        .env(
+            "AVS_MEDIA__FACE_MODEL",
+            assets().join("models/centerface.onnx"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -54,7 +59,7 @@ async fn live_session(client: &reqwest::Client, base: &str, key: &str) -> String
         client
             .post(format!("{base}/v1/agent/generate"))
             .header("api-secret", key)
-            .json(&json!({"image": base64_png(300, 300)}))
+            .json(&json!({"image": base64_photo("astronaut.png")}))
             .send()
             .await
             .unwrap(),

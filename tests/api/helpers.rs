@@ -90,17 +90,45 @@ pub fn png(w: u32, h: u32) -> Vec<u8> {
     out.into_inner()
 }
 
-/// The real portrait `make setup` provides, if set-up ran; else a generated image.
-pub fn default_avatar(dir: &std::path::Path) -> PathBuf {
-    if let Ok(assets) = std::env::var("AVS_TEST_ASSETS") {
-        let path = PathBuf::from(assets).join("default-avatar.png");
-        if path.exists() {
-            return path;
-        }
-    }
-    let path = dir.join("default-avatar.png");
-    std::fs::write(&path, png(320, 320)).expect("write default avatar");
-    path
+/// What `make setup` installs (onnxruntime, the face model, real photos): `make test` points
+/// `AVS_TEST_ASSETS` at it.
+pub fn assets() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("AVS_TEST_ASSETS")
+            .expect("AVS_TEST_ASSETS is not set: run the suite with `make test`"),
+    );
+    assert!(
+        dir.join("models/centerface.onnx").exists(),
+        "{} lacks the face model: run `make setup`",
+        dir.display()
+    );
+    dir
+}
+
+/// A real photo from scikit-image (`astronaut.png` and `camera.png` have one face each,
+/// `coffee.png` and `chelsea.png`, a cat, none).
+pub fn photo(name: &str) -> Vec<u8> {
+    let path = assets().join("images").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn base64_photo(name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(photo(name))
+}
+
+/// Two copies of the astronaut side by side: a photo with two faces.
+pub fn two_faces_png() -> Vec<u8> {
+    let one = image::load_from_memory(&photo("astronaut.png"))
+        .expect("astronaut")
+        .to_rgb8();
+    let mut two = image::RgbImage::new(one.width() * 2, one.height());
+    image::imageops::replace(&mut two, &one, 0, 0);
+    image::imageops::replace(&mut two, &one, one.width() as i64, 0);
+    let mut out = std::io::Cursor::new(Vec::new());
+    two.write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode png");
+    out.into_inner()
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -120,10 +148,15 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
         Db::Sqlite => String::new(),
         Db::Postgres => fresh_postgres().await,
     };
-    settings.agents.default_avatar_image = default_avatar(dir.path()).display().to_string();
+    let assets = assets();
+    settings.agents.default_avatar_image = assets.join("default-avatar.png").display().to_string();
+    settings.media.onnxruntime = assets.join("libonnxruntime.so").display().to_string();
+    settings.media.face_model = assets.join("models/centerface.onnx").display().to_string();
     settings.webhooks.poll_interval_ms = 50;
     settings.webhooks.initial_backoff_ms = 100;
     settings.sessions.room_check_interval_ms = 200;
+    // Races of 50 starts test the quota, not render capacity (a test of its own sets it low).
+    settings.render.slots_per_device = 64;
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -268,9 +301,10 @@ impl TestApp {
         .await
     }
 
-    /// Generates an agent from a real image and waits until it is ready.
+    /// Generates an agent from a real portrait and waits until it is ready.
     pub async fn ready_agent(&self, key: &str, extra: Value) -> String {
-        let mut body = json!({"prompt": "You are helpful.", "image": base64_png(300, 300)});
+        let mut body =
+            json!({"prompt": "You are helpful.", "image": base64_photo("astronaut.png")});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }

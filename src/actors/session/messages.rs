@@ -16,6 +16,8 @@ pub enum EndReason {
     RoomFailed,
     Shutdown,
     StoppedByClient,
+    RendererFailed,
+    VoiceFailed,
 }
 
 impl EndReason {
@@ -30,6 +32,8 @@ impl EndReason {
             EndReason::RoomFailed => "room_failed",
             EndReason::Shutdown => "shutdown",
             EndReason::StoppedByClient => "stopped_by_client",
+            EndReason::RendererFailed => "renderer_failed",
+            EndReason::VoiceFailed => "voice_failed",
         }
     }
 }
@@ -103,22 +107,68 @@ pub struct SessionSnapshot {
     pub billed_seconds: i64,
     pub system_prompt: String,
     pub room_restarts: u32,
+    pub renderer_restarts: u32,
 }
 
 /// Which child of the session a message concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildKind {
     Room,
+    Renderer,
     Voice,
 }
 
 impl ChildKind {
+    pub const ALL: [ChildKind; 3] = [ChildKind::Room, ChildKind::Renderer, ChildKind::Voice];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChildKind::Room => "room",
+            ChildKind::Renderer => "renderer",
             ChildKind::Voice => "voice",
         }
     }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// From the Renderer child.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum RendererReady {
+    /// Attached to its device's worker; frames of this size follow.
+    Attached {
+        device: String,
+        width: u32,
+        height: u32,
+        /// Where the mouth moves in the frame: `[x, y, w, h]`.
+        mouth: [f32; 4],
+    },
+    /// The first frame is out.
+    FirstFrame { after: std::time::Duration },
+}
+
+/// Makes a child fail as if it crashed: for operators checking supervision, and for tests.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct InjectFault(pub ChildKind);
+
+/// The session's media, for a preview client: its frames, its audio and what they are.
+#[derive(Message)]
+#[rtype(result = "Result<MediaStreams, SessionError>")]
+pub struct MediaTap;
+
+pub struct MediaStreams {
+    pub frames: tokio::sync::broadcast::Receiver<crate::media::VideoFrame>,
+    pub audio: tokio::sync::broadcast::Receiver<crate::voice::PcmChunk>,
+    /// `{"width", "height", "fps", "device"}` once the renderer is attached.
+    pub video: serde_json::Value,
 }
 
 /// From the Room child: the room exists and tokens are minted.

@@ -1,8 +1,10 @@
-//! One actor per live session. It supervises its children (today the Room; the renderer and the
-//! voice bridge join the same list), bills its time to the second, enforces its maximum duration
-//! and idle timeout itself, and releases what it holds in one place (`end`), exactly once.
+//! One actor per live session. It supervises its children (the Room, the Renderer on its render
+//! slot, the VoiceBridge), restarting a failed one under its `RestartPolicy`, bills its time to
+//! the second, enforces its maximum duration and idle timeout itself, and releases what it holds
+//! (slot, concurrency count, link use, room, minutes) in one place (`end`), exactly once.
 
 pub mod messages;
+pub mod renderer;
 pub mod restart;
 pub mod room;
 pub mod state;
@@ -18,13 +20,16 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::actors::quota::{Bill, Finish, Quota};
 use crate::actors::registry::{Registry, Unregister};
+use crate::actors::render_pool::{Release, RenderPool, SlotLease};
 use crate::actors::webhooks::{Emit, LifecycleEvent, Webhooks};
 use crate::config::Settings;
 use crate::livekit::{RoomAccess, RoomBackend};
+use crate::media::VideoFrame;
 use crate::metrics::Metrics;
 use crate::store::entities::session as session_row;
 use crate::store::Store;
 use messages::*;
+use renderer::{Renderer, RendererSpec};
 use restart::{Decision, RestartPolicy};
 use room::{CloseRoom, Room};
 use state::{Event, State};
@@ -50,8 +55,16 @@ pub struct SessionDeps {
     pub registry: Addr<Registry>,
     pub webhooks: Addr<Webhooks>,
     pub rooms: Arc<RoomBackend>,
+    pub render_pool: Addr<RenderPool>,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
+}
+
+/// What a session takes from its agent when it starts.
+pub struct SessionAgent {
+    pub system_prompt: String,
+    /// The avatar the renderer draws (generation made it).
+    pub model_asset_id: String,
 }
 
 pub struct Session {
@@ -59,9 +72,19 @@ pub struct Session {
     deps: Arc<SessionDeps>,
     state: State,
     system_prompt: String,
+    model_asset_id: String,
     room: Option<Addr<Room>>,
-    room_restarts: u32,
-    restarts: RestartPolicy,
+    /// Restart budgets and counts, by `ChildKind::index`.
+    restarts: [RestartPolicy; 3],
+    restart_counts: [u32; 3],
+    /// The render slot; taken (and released) by `end`.
+    lease: Option<SlotLease>,
+    renderer: Option<Addr<Renderer>>,
+    /// The renderer's frames, for every consumer (preview, room); outlives renderer restarts.
+    frames: broadcast::Sender<VideoFrame>,
+    /// `{"width", "height", "fps", "device"}` once the renderer attached.
+    video: Value,
+    first_frame_seen: bool,
     access: Option<RoomAccess>,
     live_waiters: Vec<oneshot::Sender<Result<RoomAccess, SessionError>>>,
     end_waiters: Vec<oneshot::Sender<()>>,
@@ -87,9 +110,14 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(row: session_row::Model, system_prompt: String, deps: Arc<SessionDeps>) -> Self {
+    pub fn new(
+        row: session_row::Model,
+        agent: SessionAgent,
+        lease: Option<SlotLease>,
+        deps: Arc<SessionDeps>,
+    ) -> Self {
         let s = &deps.settings.sessions;
-        let restarts = RestartPolicy::new(
+        let policy = RestartPolicy::new(
             s.max_child_restarts,
             Duration::from_secs(s.child_restart_window_seconds),
         );
@@ -97,10 +125,16 @@ impl Session {
             row,
             deps,
             state: State::Queued,
-            system_prompt,
+            system_prompt: agent.system_prompt,
+            model_asset_id: agent.model_asset_id,
             room: None,
-            room_restarts: 0,
-            restarts,
+            restarts: [policy.clone(), policy.clone(), policy],
+            restart_counts: [0; 3],
+            lease,
+            renderer: None,
+            frames: broadcast::channel(4).0,
+            video: Value::Null,
+            first_frame_seen: false,
             access: None,
             live_waiters: Vec::new(),
             end_waiters: Vec::new(),
@@ -148,7 +182,10 @@ impl Session {
             "users": self.users.len(),
             "clients": self.clients,
             "billed_seconds": self.billed_seconds,
-            "room_restarts": self.room_restarts,
+            "room_restarts": self.restart_counts[ChildKind::Room.index()],
+            "renderer_restarts": self.restart_counts[ChildKind::Renderer.index()],
+            "voice_restarts": self.restart_counts[ChildKind::Voice.index()],
+            "video": self.video,
             "end_reason": self.outcome.as_ref().and_then(|_| self.row.end_reason.clone()),
         })
     }
@@ -235,6 +272,41 @@ impl Session {
         self.room = Some(room.start());
     }
 
+    fn spawn_renderer(&mut self, ctx: &mut Context<Self>) {
+        let Some(lease) = self.lease.clone() else {
+            return;
+        };
+        let spec = RendererSpec {
+            pool: self.deps.render_pool.clone(),
+            lease,
+            session_id: self.row.id.clone(),
+            model_asset_id: self.model_asset_id.clone(),
+            aspect_ratio: self.row.aspect_ratio.clone(),
+            audio: self.audio.clone(),
+            frames: self.frames.clone(),
+            ready: ctx.address().recipient(),
+            exited: ctx.address().recipient(),
+        };
+        self.renderer = Some(Renderer::new(spec).start());
+    }
+
+    fn spawn_voice(&mut self, ctx: &mut Context<Self>) {
+        let voice = VoiceBridge::new(
+            self.deps.settings.voice.espeak_voice.clone(),
+            ctx.address().recipient(),
+            self.audio.clone(),
+        );
+        self.voice = Some(voice.start());
+    }
+
+    fn spawn_child(&mut self, kind: ChildKind, ctx: &mut Context<Self>) {
+        match kind {
+            ChildKind::Room => self.spawn_room(ctx),
+            ChildKind::Renderer => self.spawn_renderer(ctx),
+            ChildKind::Voice => self.spawn_voice(ctx),
+        }
+    }
+
     fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
         if self.idle_timer.is_some() || self.ending {
             return;
@@ -304,6 +376,12 @@ impl Session {
         if let Some(voice) = self.voice.take() {
             // Dropping the last address stops the child and its playout.
             drop(voice);
+        }
+        // The slot is free at once; its worker detaches, and the Renderer child, its notices
+        // channel closed, stops.
+        self.renderer = None;
+        if let Some(lease) = self.lease.take() {
+            self.deps.render_pool.do_send(Release(lease));
         }
         let failed = failure.is_some();
         self.outcome = Some(match (reason, &failure) {
@@ -429,12 +507,9 @@ impl Actor for Session {
         self.transition(Event::Start);
         self.persist_state(ctx, Some(LifecycleEvent::Starting));
         self.spawn_room(ctx);
-        let voice = VoiceBridge::new(
-            self.deps.settings.voice.espeak_voice.clone(),
-            ctx.address().recipient(),
-            self.audio.clone(),
-        );
-        self.voice = Some(voice.start());
+        // The renderer gets ready while the room is made: the first frame is not a second step.
+        self.spawn_renderer(ctx);
+        self.spawn_voice(ctx);
     }
 }
 
@@ -481,31 +556,123 @@ impl Handler<ChildExited> for Session {
         if self.ending {
             return;
         }
-        tracing::warn!(session = %self.row.id, child = msg.kind.as_str(), reason = %msg.reason, "child exited");
-        if self.state == State::Starting {
-            return self.end(ctx, EndReason::RoomCreationFailed, Some(msg.reason));
+        let kind = msg.kind;
+        tracing::warn!(session = %self.row.id, child = kind.as_str(), reason = %msg.reason, "child exited");
+        match kind {
+            ChildKind::Room if self.state == State::Starting => {
+                return self.end(ctx, EndReason::RoomCreationFailed, Some(msg.reason));
+            }
+            ChildKind::Room => self.room = None,
+            ChildKind::Renderer => self.renderer = None,
+            ChildKind::Voice => self.voice = None,
         }
-        match self.restarts.on_failure(Instant::now()) {
+        match self.restarts[kind.index()].on_failure(Instant::now()) {
             Decision::Restart { after } => {
                 self.deps
                     .metrics
                     .child_restarts
-                    .with_label_values(&[msg.kind.as_str()])
+                    .with_label_values(&[kind.as_str()])
                     .inc();
-                self.room_restarts += 1;
-                self.room = None;
-                ctx.run_later(after, |act, ctx| {
+                self.restart_counts[kind.index()] += 1;
+                let restarts = self.restart_counts[kind.index()];
+                let frame = match kind {
+                    ChildKind::Renderer => {
+                        json!({"type": "renderer_restarted", "session_id": self.row.id, "restarts": restarts, "reason": msg.reason})
+                    }
+                    ChildKind::Room => {
+                        json!({"type": "room_restarted", "session_id": self.row.id, "restarts": restarts, "reason": msg.reason})
+                    }
+                    ChildKind::Voice => {
+                        json!({"type": "voice_restarted", "session_id": self.row.id, "restarts": restarts, "reason": msg.reason})
+                    }
+                };
+                self.broadcast(frame);
+                self.broadcast_status();
+                ctx.run_later(after, move |act, ctx| {
                     if !act.ending {
-                        act.spawn_room(ctx);
+                        act.spawn_child(kind, ctx);
                     }
                 });
             }
             Decision::Escalate => {
-                let reason = format!("{} failed too often: {}", msg.kind.as_str(), msg.reason);
-                self.room = None;
-                self.end(ctx, EndReason::RoomFailed, Some(reason));
+                let reason = format!("{} failed too often: {}", kind.as_str(), msg.reason);
+                let end_reason = match kind {
+                    ChildKind::Room => EndReason::RoomFailed,
+                    ChildKind::Renderer => EndReason::RendererFailed,
+                    ChildKind::Voice => EndReason::VoiceFailed,
+                };
+                self.end(ctx, end_reason, Some(reason));
             }
         }
+    }
+}
+
+impl Handler<RendererReady> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: RendererReady, _: &mut Self::Context) {
+        match msg {
+            RendererReady::Attached {
+                device,
+                width,
+                height,
+                mouth,
+            } => {
+                self.video = json!({
+                    "width": width,
+                    "height": height,
+                    "mouth_region": mouth,
+                    "fps": self.deps.settings.render.fps,
+                    "device": device,
+                });
+                self.broadcast_status();
+            }
+            RendererReady::FirstFrame { .. } => {
+                if !std::mem::replace(&mut self.first_frame_seen, true) {
+                    self.deps
+                        .metrics
+                        .render_first_frame_seconds
+                        .observe(self.requested_at.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+}
+
+impl Handler<InjectFault> for Session {
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, InjectFault(kind): InjectFault, ctx: &mut Self::Context) -> Self::Result {
+        self.refuse_unless_live()?;
+        match kind {
+            ChildKind::Renderer => match &self.renderer {
+                Some(renderer) => renderer.do_send(renderer::Crash),
+                None => return Err(SessionError::Failed("no renderer is running".into())),
+            },
+            // The room and the voice have no failure of their own to simulate: report their death.
+            ChildKind::Room | ChildKind::Voice => {
+                ctx.address().do_send(ChildExited {
+                    kind,
+                    reason: "fault injected".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<MediaTap> for Session {
+    type Result = Result<MediaStreams, SessionError>;
+
+    fn handle(&mut self, _: MediaTap, _: &mut Self::Context) -> Self::Result {
+        if self.ending || self.state.is_terminal() {
+            return Err(SessionError::NotLive(self.state.as_str()));
+        }
+        Ok(MediaStreams {
+            frames: self.frames.subscribe(),
+            audio: self.audio.subscribe(),
+            video: self.video.clone(),
+        })
     }
 }
 
@@ -608,7 +775,8 @@ impl Handler<Snapshot> for Session {
             clients: self.clients,
             billed_seconds: self.billed_seconds,
             system_prompt: self.system_prompt.clone(),
-            room_restarts: self.room_restarts,
+            room_restarts: self.restart_counts[ChildKind::Room.index()],
+            renderer_restarts: self.restart_counts[ChildKind::Renderer.index()],
         })
     }
 }

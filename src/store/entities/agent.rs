@@ -25,6 +25,8 @@ pub struct Model {
     pub video_asset_id: Option<String>,
     pub audio_asset_id: Option<String>,
     pub model_asset_id: Option<String>,
+    /// The face framed at the agent's aspect ratio (PNG): the renderer's base.
+    pub avatar_asset_id: Option<String>,
     /// Credits debited for generation, refunded if it fails.
     pub credits_charged: i64,
     pub created_at: i64,

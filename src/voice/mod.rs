@@ -1,6 +1,7 @@
 //! Voices: the audio format every provider produces (16 kHz mono s16 PCM in 20 ms chunks), the
 //! local TTS (espeak-ng), and the ElevenLabs conversational-agent client.
 
+pub mod elevenlabs;
 pub mod tts;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 // Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod elevenlabs;
 pub mod livekit;
 pub mod webhook_sink;
 

@@ -157,6 +157,7 @@ impl Application {
             render_pool: render_pool.clone(),
             metrics: metrics.clone(),
             settings: settings.clone(),
+            http: http.clone(),
         });
         let state = AppState {
             settings: settings.clone(),

@@ -120,6 +120,10 @@ pub struct WebhookSettings {
 #[serde(deny_unknown_fields)]
 pub struct VoiceSettings {
     pub espeak_voice: String,
+    /// The operator's ElevenLabs key (`xi-api-key`), for agents whose `auth_method` is `signed`.
+    pub elevenlabs_api_key: Secret,
+    pub elevenlabs_http_base: String,
+    pub elevenlabs_ws_base: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +208,7 @@ impl Settings {
                 "LIVEKIT_URL" => "livekit.url".to_string(),
                 "LIVEKIT_API_KEY" => "livekit.api_key".to_string(),
                 "LIVEKIT_API_SECRET" => "livekit.api_secret".to_string(),
+                "ELEVENLABS_API_KEY" => "voice.elevenlabs_api_key".to_string(),
                 other => match other.strip_prefix("AVS_") {
                     Some(rest) if rest.contains("__") => rest.to_lowercase().replace("__", "."),
                     _ => continue,

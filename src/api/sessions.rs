@@ -185,6 +185,11 @@ pub async fn start(state: &AppState, req: StartRequest, mode: StartMode) -> ApiR
     let agent = SessionAgent {
         system_prompt: req.agent.system_prompt.clone(),
         model_asset_id: req.agent.model_asset_id.clone().unwrap_or_default(),
+        voice_agent: req
+            .agent
+            .voice_agent
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok()),
     };
     let addr = Session::start_in_arbiter(&state.sessions_arbiter, move |_| {
         Session::new(actor_row, agent, Some(lease), deps)

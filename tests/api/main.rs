@@ -18,4 +18,5 @@ mod media;
 mod ops;
 mod quota;
 mod sessions;
+mod voice;
 mod webhooks;

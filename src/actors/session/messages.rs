@@ -188,9 +188,33 @@ pub struct ChildExited {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum VoiceEvent {
-    SpeechStarted { utterance: u64 },
-    SpeechEnded { utterance: u64, interrupted: bool },
-    SpeechFailed { utterance: u64, error: String },
+    SpeechStarted {
+        utterance: u64,
+    },
+    SpeechEnded {
+        utterance: u64,
+        interrupted: bool,
+    },
+    SpeechFailed {
+        utterance: u64,
+        error: String,
+    },
+    /// The conversational agent's own turn started or ended.
+    AgentSpeech {
+        speaking: bool,
+        interrupted: bool,
+    },
+    /// What the agent said or heard, as text.
+    Transcript {
+        role: &'static str,
+        text: String,
+    },
+    /// The provider's connection: up, or down and retrying.
+    Provider {
+        provider: &'static str,
+        connected: bool,
+        detail: String,
+    },
 }
 
 /// Make the avatar say `text` (queued after what it is saying, unless `interrupt`).

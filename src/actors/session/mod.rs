@@ -22,18 +22,20 @@ use crate::actors::quota::{Bill, Finish, Quota};
 use crate::actors::registry::{Registry, Unregister};
 use crate::actors::render_pool::{Release, RenderPool, SlotLease};
 use crate::actors::webhooks::{Emit, LifecycleEvent, Webhooks};
+use crate::api::agents::{AuthMethod, VoiceAgent};
 use crate::config::Settings;
 use crate::livekit::{RoomAccess, RoomBackend};
 use crate::media::VideoFrame;
 use crate::metrics::Metrics;
 use crate::store::entities::session as session_row;
 use crate::store::Store;
+use crate::voice::elevenlabs;
 use messages::*;
 use renderer::{Renderer, RendererSpec};
 use restart::{Decision, RestartPolicy};
 use room::{CloseRoom, Room};
 use state::{Event, State};
-use voice::VoiceBridge;
+use voice::{ElevenLabsSpec, ProviderSpec, VoiceBridge};
 
 use crate::voice::PcmChunk;
 
@@ -58,6 +60,8 @@ pub struct SessionDeps {
     pub render_pool: Addr<RenderPool>,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
+    /// For voice providers (ElevenLabs' signed URLs).
+    pub http: reqwest::Client,
 }
 
 /// What a session takes from its agent when it starts.
@@ -65,6 +69,8 @@ pub struct SessionAgent {
     pub system_prompt: String,
     /// The avatar the renderer draws (generation made it).
     pub model_asset_id: String,
+    /// The agent's conversational voice; none: the local TTS alone.
+    pub voice_agent: Option<VoiceAgent>,
 }
 
 pub struct Session {
@@ -73,6 +79,9 @@ pub struct Session {
     state: State,
     system_prompt: String,
     model_asset_id: String,
+    voice_agent: Option<VoiceAgent>,
+    /// `{"provider", "connected", "detail"}` as the VoiceBridge last reported.
+    voice_status: Value,
     room: Option<Addr<Room>>,
     /// Restart budgets and counts, by `ChildKind::index`.
     restarts: [RestartPolicy; 3],
@@ -127,6 +136,8 @@ impl Session {
             state: State::Queued,
             system_prompt: agent.system_prompt,
             model_asset_id: agent.model_asset_id,
+            voice_agent: agent.voice_agent,
+            voice_status: Value::Null,
             room: None,
             restarts: [policy.clone(), policy.clone(), policy],
             restart_counts: [0; 3],
@@ -186,6 +197,7 @@ impl Session {
             "renderer_restarts": self.restart_counts[ChildKind::Renderer.index()],
             "voice_restarts": self.restart_counts[ChildKind::Voice.index()],
             "video": self.video,
+            "voice": self.voice_status,
             "end_reason": self.outcome.as_ref().and_then(|_| self.row.end_reason.clone()),
         })
     }
@@ -291,8 +303,46 @@ impl Session {
     }
 
     fn spawn_voice(&mut self, ctx: &mut Context<Self>) {
+        let settings = &self.deps.settings.voice;
+        let provider = match &self.voice_agent {
+            Some(agent) if agent.provider.eq_ignore_ascii_case("elevenlabs") => {
+                let auth = match agent.auth_method {
+                    AuthMethod::Public => elevenlabs::AuthMethod::Public,
+                    AuthMethod::Signed => elevenlabs::AuthMethod::Signed,
+                };
+                let mut conversation = elevenlabs::Conversation::new(agent.agent_id.clone(), auth)
+                    .with_prompt(self.system_prompt.clone());
+                // The session's `env` reaches the agent as its dynamic variables.
+                if let Some(env) =
+                    self.row.env.as_deref().and_then(|e| {
+                        serde_json::from_str::<serde_json::Map<String, Value>>(e).ok()
+                    })
+                {
+                    match conversation.clone().with_variables_json(&env) {
+                        Ok(with_env) => conversation = with_env,
+                        Err(e) => {
+                            tracing::warn!(session = %self.row.id, error = %e, "env not passed to the voice agent")
+                        }
+                    }
+                }
+                ProviderSpec::ElevenLabs(Box::new(ElevenLabsSpec {
+                    config: elevenlabs::ElevenLabsConfig {
+                        http_base: settings.elevenlabs_http_base.clone(),
+                        ws_base: settings.elevenlabs_ws_base.clone(),
+                        api_key: (!settings.elevenlabs_api_key.is_empty())
+                            .then(|| settings.elevenlabs_api_key.clone()),
+                        ..Default::default()
+                    },
+                    conversation,
+                    http: self.deps.http.clone(),
+                }))
+            }
+            _ => ProviderSpec::Local,
+        };
         let voice = VoiceBridge::new(
-            self.deps.settings.voice.espeak_voice.clone(),
+            settings.espeak_voice.clone(),
+            provider,
+            ctx.address().recipient(),
             ctx.address().recipient(),
             self.audio.clone(),
         );
@@ -374,8 +424,7 @@ impl Session {
         self.ending = true;
         self.disarm_idle_timer(ctx);
         if let Some(voice) = self.voice.take() {
-            // Dropping the last address stops the child and its playout.
-            drop(voice);
+            voice.do_send(voice::Shutdown);
         }
         // The slot is free at once; its worker detaches, and the Renderer child, its notices
         // channel closed, stops.
@@ -649,12 +698,20 @@ impl Handler<InjectFault> for Session {
                 Some(renderer) => renderer.do_send(renderer::Crash),
                 None => return Err(SessionError::Failed("no renderer is running".into())),
             },
-            // The room and the voice have no failure of their own to simulate: report their death.
-            ChildKind::Room | ChildKind::Voice => {
+            ChildKind::Voice => {
+                // The bridge stops as if its provider died, and reports it the same way.
+                if let Some(voice) = self.voice.take() {
+                    voice.do_send(voice::Shutdown);
+                }
                 ctx.address().do_send(ChildExited {
                     kind,
-                    reason: "fault injected".into(),
+                    reason: "voice fault injected".into(),
                 });
+            }
+            ChildKind::Room => {
+                return Err(SessionError::Failed(
+                    "a room fails when LiveKit loses it; delete the room there to test that".into(),
+                ))
             }
         }
         Ok(())
@@ -761,6 +818,11 @@ impl Handler<PromptUpdated> for Session {
 
     fn handle(&mut self, msg: PromptUpdated, _: &mut Self::Context) {
         tracing::info!(session = %self.row.id, revision = msg.revision, "prompt updated");
+        if let Some(voice) = &self.voice {
+            voice.do_send(voice::SetPrompt {
+                prompt: msg.system_prompt.clone(),
+            });
+        }
         self.system_prompt = msg.system_prompt;
     }
 }
@@ -818,6 +880,11 @@ impl Handler<AddContext> for Session {
             self.context.remove(0);
         }
         self.context.push(msg.text.clone());
+        if let Some(voice) = &self.voice {
+            voice.do_send(voice::AddContext {
+                text: msg.text.clone(),
+            });
+        }
         let frame = json!({"type": "context_added", "session_id": self.row.id, "text": msg.text, "entries": self.context.len()});
         self.broadcast(frame);
         Ok(())
@@ -844,19 +911,41 @@ impl Handler<VoiceEvent> for Session {
         let frame = match event {
             VoiceEvent::SpeechStarted { utterance } => {
                 self.speaking = Some(utterance);
-                json!({"type": "speech_started", "session_id": id, "utterance_id": utterance})
+                json!({"type": "speech_started", "session_id": id, "source": "speak", "utterance_id": utterance})
             }
             VoiceEvent::SpeechEnded {
                 utterance,
                 interrupted,
             } => {
                 self.speaking = None;
-                json!({"type": "speech_ended", "session_id": id, "utterance_id": utterance, "interrupted": interrupted})
+                json!({"type": "speech_ended", "session_id": id, "source": "speak", "utterance_id": utterance, "interrupted": interrupted})
             }
             VoiceEvent::SpeechFailed { utterance, error } => {
                 self.speaking = None;
                 tracing::warn!(session = %id, %error, "speech failed");
                 json!({"type": "error", "session_id": id, "utterance_id": utterance, "code": "speech_failed", "message": error})
+            }
+            VoiceEvent::AgentSpeech { speaking: true, .. } => {
+                json!({"type": "speech_started", "session_id": id, "source": "agent"})
+            }
+            VoiceEvent::AgentSpeech {
+                speaking: false,
+                interrupted,
+            } => {
+                json!({"type": "speech_ended", "session_id": id, "source": "agent", "interrupted": interrupted})
+            }
+            VoiceEvent::Transcript { role, text } => {
+                json!({"type": "transcript", "session_id": id, "role": role, "text": text})
+            }
+            VoiceEvent::Provider {
+                provider,
+                connected,
+                detail,
+            } => {
+                self.voice_status =
+                    json!({"provider": provider, "connected": connected, "detail": detail});
+                self.deps.metrics.actor_message("session", "voice_event");
+                return self.broadcast_status();
             }
         };
         self.deps.metrics.actor_message("session", "voice_event");

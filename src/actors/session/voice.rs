@@ -1,15 +1,25 @@
-//! The VoiceBridge child: turns `speak` text into 16 kHz PCM and plays it out in real time to the
-//! session's audio consumers, one utterance after another; `interrupt` cuts the current one and
-//! drops the queue. Synthesis and playout run off the actor; their progress comes back as messages.
+//! The VoiceBridge child: the session's voice. Everything it says goes through one real-time
+//! player into the session's audio channel (16 kHz PCM in 20 ms chunks, for the renderer, the
+//! preview and the room):
+//! - `speak` text, synthesised by the local TTS (espeak-ng) off the actor, played in order;
+//!   `interrupt` (or a `speak` with `interrupt: true`) cuts what plays and drops the queue;
+//! - with a conversational provider (ElevenLabs), the agent's own turns: its audio events are
+//!   queued as they arrive (faster than real time) and played out at real time; an `interruption`
+//!   drops what of the turn has not played yet. A `speak` cuts the agent's turn: the words are
+//!   said verbatim through the TTS, and the conversation is told they were said.
+//!
+//! Providers sit behind [`VoiceProvider`]; their events come back to the actor as a stream. The
+//! provider's reconnections are its own (with backoff); the session shows them in its status.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use super::messages::VoiceEvent;
+use super::messages::{ChildExited, ChildKind, VoiceEvent};
+use crate::voice::elevenlabs::{self, ElevenLabsHandle, ProviderEvent};
 use crate::voice::{tts, PcmChunk, CHUNK_MS, CHUNK_SAMPLES};
 
 /// Speak `text`; with `interrupt`, first cut what is playing and drop the queue.
@@ -21,102 +31,396 @@ pub struct Say {
     pub interrupt: bool,
 }
 
-/// Cut the current utterance and drop the queue.
+/// Cut the current utterance (or agent turn) and drop the queue.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Interrupt;
 
-/// From the playout task.
+/// The session is over: end the conversation and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
-enum Playout {
-    Started(u64),
-    Ended(u64),
-    Failed(u64, String),
+pub struct Shutdown;
+
+/// Knowledge for the conversation (the session keeps its own copy for status and later turns).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddContext {
+    pub text: String,
 }
 
-struct Utterance {
+/// The agent's prompt changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPrompt {
+    pub prompt: String,
+}
+
+/// What the bridge asks of a conversational voice provider.
+pub trait VoiceProvider {
+    fn name(&self) -> &'static str;
+    /// Knowledge for the live conversation.
+    fn add_context(&self, text: &str) -> Result<(), String>;
+    /// The agent's prompt changed: for the next conversation, and told to the live one.
+    fn set_prompt(&self, prompt: &str) -> Result<(), String>;
+    /// The avatar just said `text` verbatim: the conversation should know.
+    fn spoke(&self, text: &str) -> Result<(), String>;
+    /// Ends the conversation (politely, in the background).
+    fn close(self: Box<Self>);
+}
+
+/// The embedded default: no conversation, only `speak` through the local TTS.
+pub struct LocalVoice;
+
+impl VoiceProvider for LocalVoice {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    fn add_context(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_prompt(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn spoke(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn close(self: Box<Self>) {}
+}
+
+impl VoiceProvider for ElevenLabsHandle {
+    fn name(&self) -> &'static str {
+        "elevenlabs"
+    }
+    fn add_context(&self, text: &str) -> Result<(), String> {
+        self.contextual_update(text).map_err(|e| e.to_string())
+    }
+    fn set_prompt(&self, prompt: &str) -> Result<(), String> {
+        // The protocol fixes the prompt at initiation: the next conversation gets it, and the
+        // live one hears of the change.
+        ElevenLabsHandle::set_prompt(self, Some(prompt.to_string())).map_err(|e| e.to_string())?;
+        self.contextual_update(format!("Your instructions changed. From now on: {prompt}"))
+            .map_err(|e| e.to_string())
+    }
+    fn spoke(&self, text: &str) -> Result<(), String> {
+        self.contextual_update(format!("You just said, word for word: \"{text}\""))
+            .map_err(|e| e.to_string())
+    }
+    fn close(self: Box<Self>) {
+        // A close frame, then the task ends (bounded by the client's own grace period).
+        actix_web::rt::spawn(ElevenLabsHandle::close(*self));
+    }
+}
+
+/// Which provider a bridge starts with.
+pub enum ProviderSpec {
+    Local,
+    ElevenLabs(Box<ElevenLabsSpec>),
+}
+
+pub struct ElevenLabsSpec {
+    pub config: elevenlabs::ElevenLabsConfig,
+    pub conversation: elevenlabs::Conversation,
+    pub http: reqwest::Client,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The player: one task per bridge, real-time playout of whatever is queued.
+// ---------------------------------------------------------------------------------------------
+
+enum PlayerCommand {
+    Utterance(u64, Vec<i16>),
+    Agent(Vec<i16>),
+    /// Cut everything; answers which utterance (if any) was cut mid-play.
+    CutAll,
+    /// Drop the agent's unplayed audio (an interruption of its turn, or a `speak`).
+    CutAgent,
+}
+
+/// From the player to the bridge.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+enum Played {
+    UtteranceStarted(u64),
+    UtteranceEnded {
+        id: u64,
+        interrupted: bool,
+    },
+    /// The agent's turn played out, or was cut.
+    AgentEnded {
+        interrupted: bool,
+    },
+}
+
+enum Segment {
+    Utterance {
+        id: u64,
+        samples: Vec<i16>,
+        pos: usize,
+    },
+    Agent {
+        samples: VecDeque<i16>,
+        dry_ticks: u32,
+    },
+}
+
+/// Ticks an agent turn may run dry (audio arrives in bursts) before it counts as ended.
+const AGENT_DRY_TICKS: u32 = 10;
+
+fn started(segment: &Segment) -> bool {
+    match segment {
+        Segment::Utterance { pos, .. } => *pos > 0,
+        Segment::Agent { .. } => true,
+    }
+}
+
+fn ended(segment: &Segment, interrupted: bool) -> Played {
+    match segment {
+        Segment::Utterance { id, .. } => Played::UtteranceEnded {
+            id: *id,
+            interrupted,
+        },
+        Segment::Agent { .. } => Played::AgentEnded { interrupted },
+    }
+}
+
+async fn player(
+    mut commands: mpsc::UnboundedReceiver<PlayerCommand>,
+    audio: broadcast::Sender<PcmChunk>,
+    bridge: Addr<VoiceBridge>,
+) {
+    let mut queue: VecDeque<Segment> = VecDeque::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(CHUNK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // An utterance's last chunk plays for one more tick before it is over.
+    let mut finishing: Option<Played> = None;
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => return,
+                Some(PlayerCommand::Utterance(id, samples)) => {
+                    queue.push_back(Segment::Utterance { id, samples, pos: 0 })
+                }
+                Some(PlayerCommand::Agent(samples)) => match queue.back_mut() {
+                    Some(Segment::Agent { samples: held, dry_ticks }) => {
+                        held.extend(samples);
+                        *dry_ticks = 0;
+                    }
+                    _ => queue.push_back(Segment::Agent { samples: samples.into(), dry_ticks: 0 }),
+                },
+                Some(PlayerCommand::CutAll) => {
+                    if let Some(done) = finishing.take() {
+                        bridge.do_send(done);
+                    }
+                    if let Some(front) = queue.front().filter(|s| started(s)) {
+                        bridge.do_send(ended(front, true));
+                    }
+                    queue.clear();
+                }
+                Some(PlayerCommand::CutAgent) => {
+                    if let Some(front @ Segment::Agent { .. }) = queue.front() {
+                        bridge.do_send(ended(front, true));
+                    }
+                    queue.retain(|s| matches!(s, Segment::Utterance { .. }));
+                }
+            },
+            _ = tick.tick(), if !queue.is_empty() || finishing.is_some() => {
+                if let Some(done) = finishing.take() {
+                    bridge.do_send(done);
+                }
+                let Some(front) = queue.front_mut() else { continue };
+                let chunk: Option<Vec<i16>> = match front {
+                    Segment::Utterance { id, samples, pos } => {
+                        if *pos == 0 {
+                            bridge.do_send(Played::UtteranceStarted(*id));
+                        }
+                        let end = (*pos + CHUNK_SAMPLES).min(samples.len());
+                        let chunk = samples[*pos..end].to_vec();
+                        *pos = end;
+                        if end >= samples.len() {
+                            finishing = Some(Played::UtteranceEnded { id: *id, interrupted: false });
+                            queue.pop_front();
+                        }
+                        Some(chunk)
+                    }
+                    Segment::Agent { samples, dry_ticks } => {
+                        if samples.is_empty() {
+                            *dry_ticks += 1;
+                            if *dry_ticks > AGENT_DRY_TICKS || queue.len() > 1 {
+                                queue.pop_front();
+                                bridge.do_send(Played::AgentEnded { interrupted: false });
+                            }
+                            None
+                        } else {
+                            *dry_ticks = 0;
+                            let n = CHUNK_SAMPLES.min(samples.len());
+                            Some(samples.drain(..n).collect())
+                        }
+                    }
+                };
+                if let Some(chunk) = chunk {
+                    // No consumer is fine: audio is real time, not stored.
+                    let _ = audio.send(PcmChunk::from(chunk));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The actor
+// ---------------------------------------------------------------------------------------------
+
+struct Pending {
     id: u64,
     text: String,
 }
 
+/// A synthesised utterance, back from the TTS task.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Synthesized {
+    id: u64,
+    text: String,
+    result: Result<Vec<i16>, String>,
+}
+
 pub struct VoiceBridge {
-    voice: String,
+    espeak_voice: String,
+    spec: Option<ProviderSpec>,
+    provider: Box<dyn VoiceProvider>,
     events: Recipient<VoiceEvent>,
+    exited: Recipient<ChildExited>,
     audio: broadcast::Sender<PcmChunk>,
-    queue: VecDeque<Utterance>,
-    playing: Option<(u64, JoinHandle<()>)>,
+    player: Option<mpsc::UnboundedSender<PlayerCommand>>,
+    player_task: Option<JoinHandle<()>>,
+    /// Utterances waiting for synthesis, in order.
+    pending: VecDeque<Pending>,
+    synthesizing: Option<(u64, JoinHandle<()>)>,
+    agent_speaking: bool,
+    /// Stopping on purpose: the provider's events ending is no failure then.
+    dead: bool,
 }
 
 impl VoiceBridge {
     pub fn new(
-        voice: String,
+        espeak_voice: String,
+        provider: ProviderSpec,
         events: Recipient<VoiceEvent>,
+        exited: Recipient<ChildExited>,
         audio: broadcast::Sender<PcmChunk>,
     ) -> Self {
         Self {
-            voice,
+            espeak_voice,
+            spec: Some(provider),
+            provider: Box::new(LocalVoice),
             events,
+            exited,
             audio,
-            queue: VecDeque::new(),
-            playing: None,
+            player: None,
+            player_task: None,
+            pending: VecDeque::new(),
+            synthesizing: None,
+            agent_speaking: false,
+            dead: false,
         }
     }
 
-    fn next(&mut self, ctx: &mut Context<Self>) {
-        if self.playing.is_some() {
+    fn play(&self, command: PlayerCommand) {
+        if let Some(player) = &self.player {
+            let _ = player.send(command);
+        }
+    }
+
+    /// Synthesises the next pending utterance (one at a time, in order; playout runs behind).
+    fn synthesize_next(&mut self, ctx: &mut Context<Self>) {
+        if self.synthesizing.is_some() {
             return;
         }
-        let Some(utterance) = self.queue.pop_front() else {
+        let Some(next) = self.pending.pop_front() else {
             return;
         };
         let me = ctx.address();
-        let audio = self.audio.clone();
-        let voice = self.voice.clone();
-        let id = utterance.id;
+        let voice = self.espeak_voice.clone();
+        let id = next.id;
         let task = actix_web::rt::spawn(async move {
-            let samples = match tts::synthesize(&utterance.text, &voice).await {
-                Ok(samples) => samples,
-                Err(e) => return me.do_send(Playout::Failed(id, e.to_string())),
-            };
-            let mut tick = tokio::time::interval(Duration::from_millis(CHUNK_MS));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut first = true;
-            for chunk in samples.chunks(CHUNK_SAMPLES) {
-                tick.tick().await;
-                if first {
-                    me.do_send(Playout::Started(id));
-                    first = false;
-                }
-                // No consumer is fine: audio is real-time, not stored.
-                let _ = audio.send(PcmChunk::from(chunk));
-            }
-            // The last chunk plays for one more tick.
-            tick.tick().await;
-            me.do_send(Playout::Ended(id));
+            let result = tts::synthesize(&next.text, &voice)
+                .await
+                .map_err(|e| e.to_string());
+            me.do_send(Synthesized {
+                id,
+                text: next.text,
+                result,
+            });
         });
-        self.playing = Some((id, task));
+        self.synthesizing = Some((id, task));
     }
 
     fn cut(&mut self) {
-        self.queue.clear();
-        if let Some((id, task)) = self.playing.take() {
+        self.pending.clear();
+        if let Some((_, task)) = self.synthesizing.take() {
             task.abort();
-            self.events.do_send(VoiceEvent::SpeechEnded {
-                utterance: id,
-                interrupted: true,
-            });
         }
+        self.play(PlayerCommand::CutAll);
+    }
+
+    fn die(&mut self, ctx: &mut Context<Self>, reason: String) {
+        if std::mem::replace(&mut self.dead, true) {
+            return;
+        }
+        self.exited.do_send(ChildExited {
+            kind: ChildKind::Voice,
+            reason,
+        });
+        ctx.stop();
     }
 }
 
 impl Actor for VoiceBridge {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.player = Some(tx);
+        self.player_task = Some(actix_web::rt::spawn(player(
+            rx,
+            self.audio.clone(),
+            ctx.address(),
+        )));
+        match self.spec.take() {
+            None | Some(ProviderSpec::Local) => {
+                self.events.do_send(VoiceEvent::Provider {
+                    provider: "local",
+                    connected: true,
+                    detail: "local text-to-speech".into(),
+                });
+            }
+            Some(ProviderSpec::ElevenLabs(spec)) => {
+                match elevenlabs::start(spec.config, spec.conversation, spec.http) {
+                    Ok((handle, events)) => {
+                        self.provider = Box::new(handle);
+                        self.events.do_send(VoiceEvent::Provider {
+                            provider: "elevenlabs",
+                            connected: false,
+                            detail: "connecting".into(),
+                        });
+                        ctx.add_stream(futures_util::stream::unfold(events, |mut rx| async move {
+                            rx.recv().await.map(|event| (event, rx))
+                        }));
+                    }
+                    Err(e) => self.die(ctx, format!("voice provider could not start: {e}")),
+                }
+            }
+        }
+    }
+
     fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some((_, task)) = self.playing.take() {
+        if let Some((_, task)) = self.synthesizing.take() {
             task.abort();
         }
+        if let Some(task) = self.player_task.take() {
+            task.abort();
+        }
+        std::mem::replace(&mut self.provider, Box::new(LocalVoice)).close();
     }
 }
 
@@ -127,11 +431,22 @@ impl Handler<Say> for VoiceBridge {
         if msg.interrupt {
             self.cut();
         }
-        self.queue.push_back(Utterance {
+        // Verbatim words take the floor from the agent's own turn.
+        self.play(PlayerCommand::CutAgent);
+        self.pending.push_back(Pending {
             id: msg.utterance,
             text: msg.text,
         });
-        self.next(ctx);
+        self.synthesize_next(ctx);
+    }
+}
+
+impl Handler<Shutdown> for VoiceBridge {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.dead = true;
+        ctx.stop();
     }
 }
 
@@ -143,33 +458,127 @@ impl Handler<Interrupt> for VoiceBridge {
     }
 }
 
-impl Handler<Playout> for VoiceBridge {
+impl Handler<AddContext> for VoiceBridge {
     type Result = ();
 
-    fn handle(&mut self, msg: Playout, ctx: &mut Self::Context) {
-        let current = self.playing.as_ref().map(|(id, _)| *id);
-        match msg {
-            Playout::Started(id) if current == Some(id) => self
-                .events
-                .do_send(VoiceEvent::SpeechStarted { utterance: id }),
-            Playout::Ended(id) if current == Some(id) => {
-                self.playing = None;
-                self.events.do_send(VoiceEvent::SpeechEnded {
-                    utterance: id,
-                    interrupted: false,
-                });
-                self.next(ctx);
-            }
-            Playout::Failed(id, error) if current == Some(id) => {
-                self.playing = None;
-                self.events.do_send(VoiceEvent::SpeechFailed {
-                    utterance: id,
-                    error,
-                });
-                self.next(ctx);
-            }
-            // News of an utterance already cut.
-            _ => {}
+    fn handle(&mut self, msg: AddContext, _: &mut Self::Context) {
+        if let Err(e) = self.provider.add_context(&msg.text) {
+            tracing::warn!(provider = self.provider.name(), error = %e, "context not delivered");
         }
+    }
+}
+
+impl Handler<SetPrompt> for VoiceBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPrompt, _: &mut Self::Context) {
+        if let Err(e) = self.provider.set_prompt(&msg.prompt) {
+            tracing::warn!(provider = self.provider.name(), error = %e, "prompt not delivered");
+        }
+    }
+}
+
+impl Handler<Synthesized> for VoiceBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Synthesized, ctx: &mut Self::Context) {
+        if self.synthesizing.as_ref().map(|(id, _)| *id) != Some(msg.id) {
+            return; // cut while it was being made
+        }
+        self.synthesizing = None;
+        match msg.result {
+            Ok(samples) => {
+                self.play(PlayerCommand::Utterance(msg.id, samples));
+                if let Err(e) = self.provider.spoke(&msg.text) {
+                    tracing::debug!(error = %e, "provider not told of a speak");
+                }
+            }
+            Err(error) => self.events.do_send(VoiceEvent::SpeechFailed {
+                utterance: msg.id,
+                error,
+            }),
+        }
+        self.synthesize_next(ctx);
+    }
+}
+
+impl Handler<Played> for VoiceBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Played, _: &mut Self::Context) {
+        let event = match msg {
+            Played::UtteranceStarted(id) => VoiceEvent::SpeechStarted { utterance: id },
+            Played::UtteranceEnded { id, interrupted } => VoiceEvent::SpeechEnded {
+                utterance: id,
+                interrupted,
+            },
+            Played::AgentEnded { interrupted } => {
+                self.agent_speaking = false;
+                VoiceEvent::AgentSpeech {
+                    speaking: false,
+                    interrupted,
+                }
+            }
+        };
+        self.events.do_send(event);
+    }
+}
+
+impl StreamHandler<ProviderEvent> for VoiceBridge {
+    fn handle(&mut self, event: ProviderEvent, _: &mut Self::Context) {
+        match event {
+            ProviderEvent::Connected { conversation_id } => {
+                self.events.do_send(VoiceEvent::Provider {
+                    provider: "elevenlabs",
+                    connected: true,
+                    detail: format!("conversation {conversation_id}"),
+                })
+            }
+            ProviderEvent::Disconnected {
+                reason,
+                retry_in,
+                attempt,
+            } => self.events.do_send(VoiceEvent::Provider {
+                provider: "elevenlabs",
+                connected: false,
+                detail: format!(
+                    "{reason}; reconnecting in {} ms (attempt {attempt})",
+                    retry_in.as_millis()
+                ),
+            }),
+            ProviderEvent::Audio { pcm, .. } => {
+                if !self.agent_speaking {
+                    self.agent_speaking = true;
+                    self.events.do_send(VoiceEvent::AgentSpeech {
+                        speaking: true,
+                        interrupted: false,
+                    });
+                }
+                self.play(PlayerCommand::Agent(pcm));
+            }
+            ProviderEvent::Interrupted { .. } => self.play(PlayerCommand::CutAgent),
+            ProviderEvent::AgentResponse(text) => self.events.do_send(VoiceEvent::Transcript {
+                role: "agent",
+                text,
+            }),
+            ProviderEvent::AgentResponseCorrection { corrected, .. } => {
+                self.events.do_send(VoiceEvent::Transcript {
+                    role: "agent",
+                    text: corrected,
+                })
+            }
+            ProviderEvent::UserTranscript(text) => self
+                .events
+                .do_send(VoiceEvent::Transcript { role: "user", text }),
+            ProviderEvent::Dropped { .. } => {
+                tracing::warn!("voice provider events dropped for a slow bridge")
+            }
+            ProviderEvent::Error(error) => tracing::warn!(%error, "voice provider error"),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The provider's task ended on its own: this bridge can say no more.
+        self.die(ctx, "the voice provider's connection task ended".into());
     }
 }

@@ -2,9 +2,11 @@
 //! second on one core at 512×512, JPEG encoding per frame, and (with `--lipsync MODEL`) a batched
 //! lip-sync model run. Prints p50/p99 and throughput.
 //!
-//!     make bench-media                    # or:
-//!     cargo run --release --example media_bench -- [--assets .setup] [--frames 500]
-//!         [--lipsync MODEL] [--device cpu|cuda:0] [--dump DIR]
+//! ```text
+//! make bench-media                    # or:
+//! cargo run --release --example media_bench -- [--assets .setup] [--frames 500]
+//!     [--lipsync MODEL] [--device cpu|cuda:0] [--dump DIR]
+//! ```
 //!
 //! `--dump DIR` writes a few rendered frames (idle, blinking, speaking) as PNG to look at.
 

@@ -158,6 +158,7 @@ impl Application {
             metrics: metrics.clone(),
             settings: settings.clone(),
             http: http.clone(),
+            tts: Default::default(),
         });
         let state = AppState {
             settings: settings.clone(),

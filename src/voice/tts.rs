@@ -1,11 +1,13 @@
 //! Local text-to-speech through espeak-ng: a process per utterance (off the actors), its WAV read
 //! to the end (the header's length is bogus when streaming) and resampled to 16 kHz.
 
-use std::process::Stdio;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::sync::OnceCell;
 
 use super::SAMPLE_RATE;
 
@@ -19,42 +21,122 @@ pub enum TtsError {
     BadAudio(String),
 }
 
-/// Speaks `text` with `voice` (an espeak-ng voice name) into 16 kHz mono samples.
+/// Speaks `text` with `voice` (an espeak-ng voice name) into 16 kHz mono samples. The process
+/// (fork, exec, the wait) and the decoding run on the blocking pool, never on an actor's thread.
 pub async fn synthesize(text: &str, voice: &str) -> Result<Vec<i16>, TtsError> {
+    let (text, voice) = (text.replace(['\r', '\n'], " "), voice.to_string());
+    tokio::task::spawn_blocking(move || synthesize_blocking(&text, &voice))
+        .await
+        .map_err(|e| TtsError::Failed(e.to_string()))?
+}
+
+fn synthesize_blocking(text: &str, voice: &str) -> Result<Vec<i16>, TtsError> {
     let mut child = Command::new("espeak-ng")
         // Text comes on stdin, so nothing a client writes can be read as an option.
         .args(["--stdout", "-v", voice, "--stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| TtsError::Spawn(e.to_string()))?;
     let mut stdin = child
         .stdin
         .take()
         .ok_or_else(|| TtsError::Spawn("no stdin".into()))?;
-    let input = text.replace(['\r', '\n'], " ");
-    stdin
-        .write_all(input.as_bytes())
-        .await
+    let input = text.to_string();
+    // Written and read from threads of their own: a long text must not deadlock on a full pipe.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| TtsError::Spawn("no stdout".into()))?;
+    let reader = std::thread::spawn(move || {
+        let mut wav = Vec::new();
+        stdout.read_to_end(&mut wav).map(|_| wav)
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(TtsError::Failed(format!("timed out after {TIMEOUT:?}")));
+            }
+            Err(e) => return Err(TtsError::Failed(e.to_string())),
+        }
+    };
+    let _ = writer.join();
+    let wav = reader
+        .join()
+        .map_err(|_| TtsError::Failed("reading its output crashed".into()))?
         .map_err(|e| TtsError::Failed(e.to_string()))?;
-    drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .map_err(|_| TtsError::Failed("timed out".into()))?
-        .map_err(|e| TtsError::Failed(e.to_string()))?;
-    if !output.status.success() {
-        return Err(TtsError::Failed(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ));
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        return Err(TtsError::Failed(stderr.trim().to_string()));
     }
-    tokio::task::spawn_blocking(move || {
-        let (rate, samples) = parse_wav(&output.stdout)?;
-        Ok(resample(&samples, rate, SAMPLE_RATE))
-    })
-    .await
-    .map_err(|e| TtsError::Failed(e.to_string()))?
+    let (rate, samples) = parse_wav(&wav)?;
+    Ok(resample(&samples, rate, SAMPLE_RATE))
+}
+
+/// A synthesis that takes longer is killed.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+type Key = (String, String);
+type Slot = Arc<OnceCell<Result<Arc<[i16]>, TtsError>>>;
+/// The slots by key, and the keys oldest first (for eviction).
+type Entries = (HashMap<Key, Slot>, VecDeque<Key>);
+
+/// Recent syntheses, shared by every session of a server: a `speak` fanned out to a thousand
+/// sessions runs espeak-ng once, and the others wait for that one run (single flight).
+#[derive(Clone, Default)]
+pub struct TtsCache {
+    inner: Arc<Mutex<Entries>>,
+}
+
+/// Texts kept; the oldest goes first.
+const CACHE_ENTRIES: usize = 128;
+
+impl TtsCache {
+    pub async fn synthesize(&self, text: &str, voice: &str) -> Result<Arc<[i16]>, TtsError> {
+        let key = (voice.to_string(), text.to_string());
+        let slot = {
+            // unwrap: the lock is never held across a panic (plain map operations).
+            let mut guard = self.inner.lock().unwrap();
+            let (map, order) = &mut *guard;
+            match map.get(&key) {
+                Some(slot) => slot.clone(),
+                None => {
+                    let slot = Slot::default();
+                    map.insert(key.clone(), slot.clone());
+                    order.push_back(key.clone());
+                    while order.len() > CACHE_ENTRIES {
+                        if let Some(old) = order.pop_front() {
+                            map.remove(&old);
+                        }
+                    }
+                    slot
+                }
+            }
+        };
+        let result = slot
+            .get_or_init(|| async { synthesize(text, voice).await.map(Arc::from) })
+            .await
+            .clone();
+        if result.is_err() {
+            // A failure is not remembered: the next try runs again.
+            let mut guard = self.inner.lock().unwrap();
+            if guard.0.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                guard.0.remove(&key);
+                guard.1.retain(|k| k != &key);
+            }
+        }
+        result
+    }
 }
 
 /// Mono s16 samples and their rate from a WAV; the data chunk is read to the end of the bytes.

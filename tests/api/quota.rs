@@ -113,8 +113,9 @@ async fn max_duration_and_idle_timeout_end_sessions(db: Db) {
         .as_str()
         .unwrap()
         .to_string();
+    // The idle timer fires after 1 s; the rest is slack for a loaded machine.
     let row = app
-        .wait_session(&acct.key, &idle, "stopped", Duration::from_secs(5))
+        .wait_session(&acct.key, &idle, "stopped", Duration::from_secs(15))
         .await;
     assert_eq!(row["end_reason"], "idle_timeout", "{row}");
     assert!(row["ended_at"].is_string());

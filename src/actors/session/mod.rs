@@ -62,6 +62,8 @@ pub struct SessionDeps {
     pub settings: Arc<Settings>,
     /// For voice providers (ElevenLabs' signed URLs).
     pub http: reqwest::Client,
+    /// Syntheses shared by every session (a fanned-out `speak` is synthesised once).
+    pub tts: crate::voice::tts::TtsCache,
 }
 
 /// What a session takes from its agent when it starts.
@@ -341,6 +343,7 @@ impl Session {
         };
         let voice = VoiceBridge::new(
             settings.espeak_voice.clone(),
+            self.deps.tts.clone(),
             provider,
             ctx.address().recipient(),
             ctx.address().recipient(),

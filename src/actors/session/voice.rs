@@ -12,6 +12,7 @@
 //! provider's reconnections are its own (with backoff); the session shows them in its status.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -20,7 +21,8 @@ use tokio::task::JoinHandle;
 
 use super::messages::{ChildExited, ChildKind, VoiceEvent};
 use crate::voice::elevenlabs::{self, ElevenLabsHandle, ProviderEvent};
-use crate::voice::{tts, PcmChunk, CHUNK_MS, CHUNK_SAMPLES};
+use crate::voice::tts::TtsCache;
+use crate::voice::{PcmChunk, CHUNK_MS, CHUNK_SAMPLES};
 
 /// Speak `text`; with `interrupt`, first cut what is playing and drop the queue.
 #[derive(Message)]
@@ -128,7 +130,7 @@ pub struct ElevenLabsSpec {
 // ---------------------------------------------------------------------------------------------
 
 enum PlayerCommand {
-    Utterance(u64, Vec<i16>),
+    Utterance(u64, Arc<[i16]>),
     Agent(Vec<i16>),
     /// Cut everything; answers which utterance (if any) was cut mid-play.
     CutAll,
@@ -154,7 +156,7 @@ enum Played {
 enum Segment {
     Utterance {
         id: u64,
-        samples: Vec<i16>,
+        samples: Arc<[i16]>,
         pos: usize,
     },
     Agent {
@@ -281,11 +283,12 @@ struct Pending {
 struct Synthesized {
     id: u64,
     text: String,
-    result: Result<Vec<i16>, String>,
+    result: Result<Arc<[i16]>, String>,
 }
 
 pub struct VoiceBridge {
     espeak_voice: String,
+    tts: TtsCache,
     spec: Option<ProviderSpec>,
     provider: Box<dyn VoiceProvider>,
     events: Recipient<VoiceEvent>,
@@ -304,6 +307,7 @@ pub struct VoiceBridge {
 impl VoiceBridge {
     pub fn new(
         espeak_voice: String,
+        tts: TtsCache,
         provider: ProviderSpec,
         events: Recipient<VoiceEvent>,
         exited: Recipient<ChildExited>,
@@ -311,6 +315,7 @@ impl VoiceBridge {
     ) -> Self {
         Self {
             espeak_voice,
+            tts,
             spec: Some(provider),
             provider: Box::new(LocalVoice),
             events,
@@ -341,9 +346,11 @@ impl VoiceBridge {
         };
         let me = ctx.address();
         let voice = self.espeak_voice.clone();
+        let tts = self.tts.clone();
         let id = next.id;
         let task = actix_web::rt::spawn(async move {
-            let result = tts::synthesize(&next.text, &voice)
+            let result = tts
+                .synthesize(&next.text, &voice)
                 .await
                 .map_err(|e| e.to_string());
             me.do_send(Synthesized {

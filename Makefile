@@ -7,7 +7,7 @@ export AVS_AGENTS__DEFAULT_AVATAR_IMAGE := $(SETUP)/default-avatar.png
 export AVS_MEDIA__FACE_MODEL := $(SETUP)/models/centerface.onnx
 ARGS ?=
 
-.PHONY: setup build run test lint clean-data
+.PHONY: setup build run test lint bench bench-media bench-sessions clean-data
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,15 @@ run: setup
 
 test: setup
 	@bash scripts/test.sh
+
+# Benchmarks print p50/p99 and throughput (release builds; see load-tests/).
+bench: bench-media bench-sessions
+
+bench-media: setup
+	cargo run --release --locked --example media_bench -- --assets $(SETUP) --lipsync $(SETUP)/models/tiny_lipsync.onnx $(ARGS)
+
+bench-sessions: setup
+	cargo run --release --locked --example session_bench -- --assets $(SETUP) $(ARGS)
 
 lint:
 	cargo fmt --all -- --check

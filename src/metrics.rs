@@ -33,6 +33,37 @@ pub const RENDER_FIRST_FRAME_SECONDS: &str = "avs_render_first_frame_seconds";
 pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
 pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
 
+/// Every metric this server exports (the Grafana dashboard is checked against this list).
+pub const ALL: &[&str] = &[
+    HTTP_REQUESTS_TOTAL,
+    HTTP_REQUEST_DURATION_SECONDS,
+    SESSIONS_LIVE,
+    SESSIONS_STARTED_TOTAL,
+    SESSIONS_ENDED_TOTAL,
+    SESSION_START_SECONDS,
+    ADMISSIONS_REJECTED_TOTAL,
+    BILLED_SECONDS_TOTAL,
+    CHILD_RESTARTS_TOTAL,
+    WEBHOOK_DELIVERIES_TOTAL,
+    WEBHOOK_OUTBOX_PENDING,
+    AGENT_GENERATIONS_TOTAL,
+    ACTOR_MESSAGES_TOTAL,
+    WS_CONNECTIONS,
+    WS_FRAMES_TOTAL,
+    WS_EVICTIONS_TOTAL,
+    FANOUT_DELIVERIES_TOTAL,
+    RENDER_SLOTS,
+    RENDER_FRAMES_TOTAL,
+    RENDER_DROPPED_FRAMES_TOTAL,
+    RENDER_FRAME_SECONDS,
+    RENDER_JPEG_SECONDS,
+    RENDER_BATCH_SECONDS,
+    RENDER_BATCH_SIZE,
+    RENDER_FIRST_FRAME_SECONDS,
+    FACE_DETECTION_SECONDS,
+    PREVIEW_DROPPED_TOTAL,
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -258,5 +289,53 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every registered family is in `ALL`, and `ALL` names nothing unregistered.
+    #[test]
+    fn all_lists_exactly_the_registered_metrics() {
+        let m = Metrics::new();
+        // Touch every labelled family so that it shows in a scrape.
+        m.http_requests
+            .with_label_values(&["GET", "/", "200"])
+            .inc();
+        m.http_duration
+            .with_label_values(&["GET", "/"])
+            .observe(0.1);
+        m.sessions_started.with_label_values(&["api"]).inc();
+        m.sessions_ended.with_label_values(&["x"]).inc();
+        m.admissions_rejected.with_label_values(&["x"]).inc();
+        m.child_restarts.with_label_values(&["room"]).inc();
+        m.webhook_deliveries.with_label_values(&["ok"]).inc();
+        m.agent_generations.with_label_values(&["ready"]).inc();
+        m.actor_message("a", "b");
+        m.ws_connections.with_label_values(&["control"]).inc();
+        m.ws_frames.with_label_values(&["in", "ping"]).inc();
+        m.fanout_deliveries.with_label_values(&["ws"]).inc();
+        m.render_slots.with_label_values(&["cpu", "total"]).set(1);
+        m.render_frames.with_label_values(&["cpu"]).inc();
+        m.render_dropped_frames.with_label_values(&["cpu"]).inc();
+        m.render_frame_seconds
+            .with_label_values(&["cpu"])
+            .observe(0.1);
+        m.render_batch_seconds
+            .with_label_values(&["cpu"])
+            .observe(0.1);
+        m.preview_dropped.with_label_values(&["video"]).inc();
+        let mut registered: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        registered.sort();
+        let mut all: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
+        all.sort();
+        assert_eq!(registered, all);
     }
 }

@@ -228,3 +228,33 @@ async fn sigterm_drains_and_a_crash_is_reconciled() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Without what `make setup` installs, `serve` stops at once with a sentence saying what to run.
+#[test]
+fn serve_fails_fast_without_the_media_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("AVS_MEDIA__FACE_MODEL", "/nonexistent/centerface.onnx"),
+        ("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("ORT_DYLIB_PATH", assets().join("libonnxruntime.so"))
+            .env(
+                "AVS_MEDIA__FACE_MODEL",
+                assets().join("models/centerface.onnx"),
+            )
+            .env(var, value)
+            .current_dir(dir.path())
+            .output()
+            .expect("run the binary");
+        assert!(!out.status.success(), "{var}: started anyway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("make setup") && stderr.contains("/nonexistent/"),
+            "{var}: {stderr}"
+        );
+    }
+}

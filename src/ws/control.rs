@@ -3,7 +3,7 @@
 //! session, or to every live session of an agent, including sessions that start later.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web_actors::ws;
@@ -147,33 +147,22 @@ impl ControlSocket {
     }
 }
 
+impl super::Heard for ControlSocket {
+    fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+}
+
 impl Actor for ControlSocket {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let settings = &self.state.settings.ws;
-        ctx.set_mailbox_capacity(settings.mailbox_capacity);
+        super::keep_alive(ctx, &self.state.settings.ws, self.channel());
         self.state
             .metrics
             .ws_connections
             .with_label_values(&[self.channel()])
             .inc();
-        let timeout = Duration::from_millis(settings.client_timeout_ms);
-        ctx.run_interval(
-            Duration::from_millis(settings.heartbeat_interval_ms),
-            move |act, ctx| {
-                if act.last_heard.elapsed() > timeout {
-                    tracing::info!(channel = act.channel(), "dropping a silent channel client");
-                    ctx.close(Some(ws::CloseReason {
-                        code: ws::CloseCode::Policy,
-                        description: Some("heartbeat timeout".into()),
-                    }));
-                    ctx.stop();
-                } else {
-                    ctx.ping(b"");
-                }
-            },
-        );
         match self.scope.clone() {
             Scope::Session(live) => self.subscribe(live, ctx),
             Scope::Ended(status) => {

@@ -4,7 +4,7 @@
 //! A client that reads too slowly skips frames and chunks (media is live, not a backlog); its
 //! session's events come through the same bounded mailbox as the control channel's.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web_actors::ws;
@@ -61,32 +61,22 @@ fn media_stream<T: Clone + Send + 'static>(
     })
 }
 
+impl super::Heard for PreviewSocket {
+    fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+}
+
 impl Actor for PreviewSocket {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let settings = &self.state.settings.ws;
-        ctx.set_mailbox_capacity(settings.mailbox_capacity);
+        super::keep_alive(ctx, &self.state.settings.ws, "preview");
         self.state
             .metrics
             .ws_connections
             .with_label_values(&["preview"])
             .inc();
-        let timeout = Duration::from_millis(settings.client_timeout_ms);
-        ctx.run_interval(
-            Duration::from_millis(settings.heartbeat_interval_ms),
-            move |act, ctx| {
-                if act.last_heard.elapsed() > timeout {
-                    ctx.close(Some(ws::CloseReason {
-                        code: ws::CloseCode::Policy,
-                        description: Some("heartbeat timeout".into()),
-                    }));
-                    ctx.stop();
-                } else {
-                    ctx.ping(b"");
-                }
-            },
-        );
         let Some(streams) = self.streams.take() else {
             return;
         };

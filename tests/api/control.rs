@@ -477,15 +477,7 @@ async fn slow_readers_are_dropped_not_buffered(db: Db) {
         let (ack, _) = good.until("ack").await;
         assert_eq!(ack["delivered_to"], 1);
         if i % 50 == 0 {
-            let metrics = app
-                .client
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = app.metrics().await;
             if metrics.contains("avs_ws_slow_reader_evictions_total 1") {
                 evicted = true;
                 break;

@@ -343,6 +343,18 @@ impl TestApp {
         }
     }
 
+    /// The Prometheus scrape, as text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn account_info(&self, key: &str) -> Value {
         self.get("/v1/account", key).await.body
     }

@@ -214,15 +214,7 @@ async fn room_child_restarts_then_escalates(db: Db) {
         app.get(&format!("/v1/sessions/{id}"), &acct.key).await.body["data"]["status"],
         "live"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("avs_session_child_restarts_total{child=\"room\"} 1"),
         "{metrics}"

@@ -235,15 +235,7 @@ async fn preview_streams_frames_and_the_mouth_follows_speech(db: Db) {
     assert!(still < talking / 2.0, "{still} vs {talking}");
 
     // The time to first frame is measured.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("avs_render_first_frame_seconds_count 1"),
         "first frame not measured"
@@ -477,15 +469,7 @@ async fn a_lipsync_model_drives_the_mouth(db: Db) {
             .fold(0.0, f64::max),
     );
     assert!(change > 3.0 * rest.max(0.3), "{change:.2} vs {rest:.2}");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("avs_render_batch_size_count"),
         "no batch measured"

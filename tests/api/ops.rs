@@ -17,15 +17,7 @@ async fn health_ready_metrics_and_unknown_routes(db: Db) {
     .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.error_code(), "not_found");
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains("avs_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"),
         "{text}"

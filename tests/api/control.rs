@@ -489,6 +489,38 @@ async fn slow_readers_are_dropped_not_buffered(db: Db) {
     assert_eq!(good.until("pong").await.0["id"], "alive");
 }
 
+/// Under a minute left: `minutes_low` once; a TTS failure: an `error` frame naming the utterance.
+async fn minutes_low_and_speech_failures_are_reported(db: Db) {
+    let app = spawn_app_with(db, |s| s.voice.espeak_voice = "zz-no-such-voice".into()).await;
+    let acct = app.account(1, 0.5, 1000).await;
+    let agent = app.ready_agent(&acct.key, json!({})).await;
+    let id = app.start_session(&acct.key, &agent).await.body["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ws = connect(&app, &format!("/v1/sessions/{id}/control"), Some(&acct.key))
+        .await
+        .unwrap();
+    let (low, _) = ws.until("minutes_low").await;
+    let left = low["seconds_remaining"].as_i64().unwrap();
+    assert!((0..60).contains(&left), "{low}");
+    ws.send(json!({"type": "speak", "id": "s", "text": "Hello"}))
+        .await;
+    let (error, _) = ws.until("error").await;
+    assert_eq!(error["code"], "speech_failed", "{error}");
+    assert!(error["utterance_id"].is_u64(), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("voice does not exist"),
+        "{error}"
+    );
+    // The session goes on.
+    ws.send(json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(ws.until("pong").await.0["id"], "p");
+}
+
 /// The server pings; a client that never answers is dropped after the timeout.
 async fn silent_clients_are_dropped(db: Db) {
     let app = spawn_app_with(db, |s| {
@@ -526,4 +558,5 @@ on_both_databases!(
     a_connected_client_keeps_a_local_session_from_idling,
     slow_readers_are_dropped_not_buffered,
     silent_clients_are_dropped,
+    minutes_low_and_speech_failures_are_reported,
 );

@@ -69,6 +69,62 @@ pub fn ensure_ready(agent: &agent::Model) -> ApiResult<()> {
 }
 
 pub async fn start(state: &AppState, req: StartRequest, mode: StartMode) -> ApiResult<Started> {
+    // Admission runs to its end even if the client goes away mid-request: stopped half-way it
+    // would leave a render slot or a concurrency count held with no session to release it.
+    let (row, addr) = actix_web::rt::spawn(admit(state.clone(), req))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "admission task failed");
+            ApiError::internal()
+        })??;
+    match mode {
+        StartMode::Queued => Ok(Started { row, access: None }),
+        StartMode::WaitLive => match addr.send(AwaitLive).await {
+            Ok(Ok(access)) => {
+                let row = state.store.session(&row.id).await?.unwrap_or(row);
+                Ok(Started {
+                    row,
+                    access: Some(access),
+                })
+            }
+            Ok(Err(SessionError::RoomCreationFailed(why))) => {
+                tracing::warn!(session = %row.id, %why, "room creation failed");
+                Err(ApiError::bad_gateway(
+                    "room_creation_failed",
+                    "The room could not be created; nothing was charged.",
+                ))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(session = %row.id, error = %e, "session did not go live");
+                Err(ApiError::bad_gateway(
+                    "orchestrator_error",
+                    format!("The session did not start: {e}."),
+                ))
+            }
+            Err(_) => {
+                // The actor already ended (and stopped) before it could be asked: the row says why.
+                let ended = state.store.session(&row.id).await?;
+                if ended.as_ref().and_then(|r| r.end_reason.as_deref())
+                    == Some("room_creation_failed")
+                {
+                    return Err(ApiError::bad_gateway(
+                        "room_creation_failed",
+                        "The room could not be created; nothing was charged.",
+                    ));
+                }
+                tracing::error!(session = %row.id, "session ended before it went live");
+                Err(ApiError::bad_gateway(
+                    "orchestrator_error",
+                    "The session did not start.",
+                ))
+            }
+        },
+    }
+}
+
+/// A render slot, the quota's yes (one transaction), the Session actor and its registration.
+async fn admit(state: AppState, req: StartRequest) -> ApiResult<(session::Model, Addr<Session>)> {
+    let state = &state;
     let settings = &state.settings.sessions;
     let account = state
         .store
@@ -200,49 +256,7 @@ pub async fn start(state: &AppState, req: StartRequest, mode: StartMode) -> ApiR
         room_name: row.room_name.clone(),
         addr: addr.clone(),
     }));
-    match mode {
-        StartMode::Queued => Ok(Started { row, access: None }),
-        StartMode::WaitLive => match addr.send(AwaitLive).await {
-            Ok(Ok(access)) => {
-                let row = state.store.session(&row.id).await?.unwrap_or(row);
-                Ok(Started {
-                    row,
-                    access: Some(access),
-                })
-            }
-            Ok(Err(SessionError::RoomCreationFailed(why))) => {
-                tracing::warn!(session = %row.id, %why, "room creation failed");
-                Err(ApiError::bad_gateway(
-                    "room_creation_failed",
-                    "The room could not be created; nothing was charged.",
-                ))
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(session = %row.id, error = %e, "session did not go live");
-                Err(ApiError::bad_gateway(
-                    "orchestrator_error",
-                    format!("The session did not start: {e}."),
-                ))
-            }
-            Err(_) => {
-                // The actor already ended (and stopped) before it could be asked: the row says why.
-                let ended = state.store.session(&row.id).await?;
-                if ended.as_ref().and_then(|r| r.end_reason.as_deref())
-                    == Some("room_creation_failed")
-                {
-                    return Err(ApiError::bad_gateway(
-                        "room_creation_failed",
-                        "The room could not be created; nothing was charged.",
-                    ));
-                }
-                tracing::error!(session = %row.id, "session ended before it went live");
-                Err(ApiError::bad_gateway(
-                    "orchestrator_error",
-                    "The session did not start.",
-                ))
-            }
-        },
-    }
+    Ok((row, addr))
 }
 
 /// Ends a session if its actor runs here, then answers the stored row.

@@ -14,7 +14,8 @@ use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult};
 use super::views;
 use crate::actors::registry::AgentSessions;
-use crate::actors::session::messages::{AddContext, PromptUpdated, Speak};
+use crate::actors::session::messages::PromptUpdated;
+use crate::actors::session::{deliver, Directive};
 use crate::ids;
 use crate::jobs::generation::{self, MediaSource, Sources};
 use crate::state::AppState;
@@ -416,18 +417,13 @@ struct ContextBody {
     room_id: Option<String>,
 }
 
-enum Delivery {
-    Speak(String),
-    Context(String),
-}
-
 /// Sends to every live session of the agent (or the one in `room_id`); answers how many took it.
 async fn fan_out(
     state: &AppState,
     account_id: &str,
     code: &str,
     room_id: Option<String>,
-    delivery: Delivery,
+    directive: Directive,
 ) -> ApiResult<usize> {
     let agent = state
         .store
@@ -441,34 +437,9 @@ async fn fan_out(
         .unwrap_or_default();
     let targets = live
         .into_iter()
-        .filter(|s| room_id.as_ref().is_none_or(|room| *room == s.room_name));
-    let sends = targets.map(|s| {
-        let delivery = match &delivery {
-            Delivery::Speak(text) => Delivery::Speak(text.clone()),
-            Delivery::Context(text) => Delivery::Context(text.clone()),
-        };
-        async move {
-            match delivery {
-                Delivery::Speak(text) => matches!(
-                    s.addr
-                        .send(Speak {
-                            text,
-                            interrupt: false
-                        })
-                        .await,
-                    Ok(Ok(_))
-                ),
-                Delivery::Context(text) => {
-                    matches!(s.addr.send(AddContext { text }).await, Ok(Ok(())))
-                }
-            }
-        }
-    });
-    let delivered = futures_util::future::join_all(sends)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+        .filter(|s| room_id.as_ref().is_none_or(|room| *room == s.room_name))
+        .map(|s| s.addr);
+    let delivered = deliver(targets, &directive).await;
     if delivered == 0 {
         let where_ = room_id
             .map(|r| format!(" in room `{r}`"))
@@ -478,9 +449,9 @@ async fn fan_out(
             format!("Agent `{code}` has no active session{where_}."),
         ));
     }
-    let kind = match delivery {
-        Delivery::Speak(_) => "speak",
-        Delivery::Context(_) => "add_context",
+    let kind = match directive {
+        Directive::Speak { .. } => "speak",
+        _ => "add_context",
     };
     state
         .metrics
@@ -508,7 +479,10 @@ pub async fn speak(
         let principal = authenticate(&req, &state).await?;
         let body: SpeakBody = body::json(payload, 64 * 1024).await?;
         spoken_text("message", &body.message)?;
-        let n = fan_out(&state, &principal.account_id, &path, body.room_id, Delivery::Speak(body.message)).await?;
+        let n = fan_out(&state, &principal.account_id, &path, body.room_id, Directive::Speak {
+                text: body.message,
+                interrupt: false,
+            }).await?;
         Ok(HttpResponse::Ok().json(json!({"agent_code": path.as_str(), "context_type": "speak", "delivered_to_rooms": n})))
     }
     .await)
@@ -526,9 +500,15 @@ pub async fn add_context(
             let principal = authenticate(&req, &state).await?;
             let body: ContextBody = body::json(payload, 64 * 1024).await?;
             spoken_text("context", &body.context)?;
-            let (kind, delivery) = match body.kind.as_deref().unwrap_or("add_context") {
-                "add_context" => ("add_context", Delivery::Context(body.context)),
-                "speak" => ("speak", Delivery::Speak(body.context)),
+            let (kind, directive) = match body.kind.as_deref().unwrap_or("add_context") {
+                "add_context" => ("add_context", Directive::AddContext(body.context)),
+                "speak" => (
+                    "speak",
+                    Directive::Speak {
+                        text: body.context,
+                        interrupt: false,
+                    },
+                ),
                 _ => {
                     return Err(ApiError::invalid_field(
                         "type",
@@ -536,7 +516,14 @@ pub async fn add_context(
                     ))
                 }
             };
-            let n = fan_out(&state, &principal.account_id, &path, body.room_id, delivery).await?;
+            let n = fan_out(
+                &state,
+                &principal.account_id,
+                &path,
+                body.room_id,
+                directive,
+            )
+            .await?;
             Ok(HttpResponse::Ok().json(
                 json!({"agent_code": path.as_str(), "context_type": kind, "delivered_to_rooms": n}),
             ))

@@ -12,10 +12,9 @@ use serde_json::json;
 use super::protocol::{self, Command, FrameError};
 use crate::actors::registry::{LiveSession, Unwatch, WatchAgent};
 use crate::actors::session::messages::{
-    AddContext, EndReason, InterruptSpeech, Outbound, SessionAppeared, Speak, Stop, Subscribe,
-    Unsubscribe,
+    EndReason, Outbound, SessionAppeared, Subscribe, Unsubscribe,
 };
-use crate::actors::session::Session;
+use crate::actors::session::{deliver, Directive, Session};
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -96,40 +95,18 @@ impl ControlSocket {
         let id = command.id().map(str::to_string);
         let targets: Vec<Addr<Session>> = self.sessions.values().cloned().collect();
         let metrics = self.state.metrics.clone();
+        let directive = match command {
+            Command::Speak {
+                text, interrupt, ..
+            } => Directive::Speak { text, interrupt },
+            Command::AddContext { text, .. } => Directive::AddContext(text),
+            Command::Interrupt { .. } => Directive::Interrupt,
+            Command::Stop { .. } => Directive::Stop(EndReason::StoppedByClient),
+            // Answered by the socket itself (`pong`); never delivered.
+            Command::Ping { .. } => return,
+        };
         let work = async move {
-            let mut delivered = 0;
-            for session in targets {
-                let accepted = match &command {
-                    Command::Speak {
-                        text, interrupt, ..
-                    } => {
-                        matches!(
-                            session
-                                .send(Speak {
-                                    text: text.clone(),
-                                    interrupt: *interrupt
-                                })
-                                .await,
-                            Ok(Ok(_))
-                        )
-                    }
-                    Command::AddContext { text, .. } => {
-                        matches!(
-                            session.send(AddContext { text: text.clone() }).await,
-                            Ok(Ok(()))
-                        )
-                    }
-                    Command::Interrupt { .. } => {
-                        matches!(session.send(InterruptSpeech).await, Ok(Ok(())))
-                    }
-                    Command::Stop { .. } => {
-                        session.do_send(Stop(EndReason::StoppedByClient));
-                        true
-                    }
-                    Command::Ping { .. } => false,
-                };
-                delivered += accepted as usize;
-            }
+            let delivered = deliver(targets, &directive).await;
             metrics
                 .fanout_deliveries
                 .with_label_values(&["ws"])

@@ -50,6 +50,42 @@ struct Subscriber {
     owns: bool,
 }
 
+/// What a client asks of live sessions, on a control channel or through the REST fan-out.
+#[derive(Debug, Clone)]
+pub enum Directive {
+    Speak { text: String, interrupt: bool },
+    AddContext(String),
+    Interrupt,
+    Stop(EndReason),
+}
+
+/// Sends `directive` to every one of `targets` at once; answers how many took it.
+pub async fn deliver(
+    targets: impl IntoIterator<Item = Addr<Session>>,
+    directive: &Directive,
+) -> usize {
+    let sends = targets.into_iter().map(|session| async move {
+        match directive.clone() {
+            Directive::Speak { text, interrupt } => {
+                matches!(session.send(Speak { text, interrupt }).await, Ok(Ok(_)))
+            }
+            Directive::AddContext(text) => {
+                matches!(session.send(AddContext { text }).await, Ok(Ok(())))
+            }
+            Directive::Interrupt => matches!(session.send(InterruptSpeech).await, Ok(Ok(()))),
+            Directive::Stop(reason) => {
+                session.do_send(Stop(reason));
+                true
+            }
+        }
+    });
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|took| *took)
+        .count()
+}
+
 /// What every session needs from the rest of the system.
 pub struct SessionDeps {
     pub store: Store,

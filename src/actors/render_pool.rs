@@ -399,6 +399,14 @@ struct Attached {
     out: Vec<u8>,
 }
 
+impl Attached {
+    /// Someone takes its frames (a preview, a room publisher). Unwatched, nothing is drawn,
+    /// except the first frame, so that a session's time to first frame is known.
+    fn watched(&self) -> bool {
+        self.seq == 0 || self.frames.receiver_count() > 0
+    }
+}
+
 struct Worker {
     label: String,
     period: Duration,
@@ -478,15 +486,13 @@ impl Worker {
             ));
         }
         if let Some(model) = &mut self.lipsync {
-            // One batch for every speaking session on this device.
+            // One batch for every speaking session on this device that anyone watches.
             let speaking: Vec<usize> = (0..self.sessions.len())
-                .filter(|i| params[*i].0 > SPEAKING)
+                .filter(|i| params[*i].0 > SPEAKING && self.sessions[*i].watched())
                 .collect();
             for i in &speaking {
                 let s = &mut self.sessions[*i];
-                if s.lip.is_none() {
-                    s.lip = Some(LipFace::of(&s.prepared));
-                }
+                s.lip.get_or_insert_with(|| LipFace::of(&s.prepared));
             }
             let mels: Vec<Vec<f32>> = speaking
                 .iter()
@@ -569,12 +575,10 @@ struct Output<'a> {
 impl Output<'_> {
     /// Renders, encodes (if anyone watches) and hands out one frame of `s`.
     fn frame(&self, s: &mut Attached, p: &FrameParams) -> Result<(), String> {
-        let first = s.seq == 0;
-        if !first && s.frames.receiver_count() == 0 {
-            // Nobody watches (no preview, no room publisher): nothing to draw. The first frame is
-            // always made, so a session's time to first frame is known.
+        if !s.watched() {
             return Ok(());
         }
+        let first = s.seq == 0;
         let (w, h) = (s.prepared.width(), s.prepared.height());
         let started = Instant::now();
         let prepared = s.prepared.clone();

@@ -83,10 +83,7 @@ async fn session_channel_protocol(db: Db) {
     let app = spawn_app(db).await;
     let acct = app.account(5, 10.0, 1000).await;
     let agent = app.ready_agent(&acct.key, json!({})).await;
-    let id = app.start_session(&acct.key, &agent).await.body["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.started_session(&acct.key, &agent).await;
     let mut ws = connect(&app, &format!("/v1/sessions/{id}/control"), Some(&acct.key))
         .await
         .unwrap();
@@ -416,10 +413,7 @@ async fn a_connected_client_keeps_a_local_session_from_idling(db: Db) {
     let app = spawn_app_with(db, |s| s.sessions.idle_timeout_seconds = 1).await;
     let acct = app.account(5, 10.0, 1000).await;
     let agent = app.ready_agent(&acct.key, json!({})).await;
-    let id = app.start_session(&acct.key, &agent).await.body["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.started_session(&acct.key, &agent).await;
     let mut ws = connect(&app, &format!("/v1/sessions/{id}/control"), Some(&acct.key))
         .await
         .unwrap();
@@ -461,10 +455,7 @@ async fn slow_readers_are_dropped_not_buffered(db: Db) {
     let app = spawn_app_with(db, |s| s.ws.mailbox_capacity = 8).await;
     let acct = app.account(5, 10.0, 1000).await;
     let agent = app.ready_agent(&acct.key, json!({})).await;
-    let id = app.start_session(&acct.key, &agent).await.body["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.started_session(&acct.key, &agent).await;
     let path = format!("/v1/sessions/{id}/control");
     let _stuck = raw_upgrade(&app, &path, &acct.key).await;
     let mut good = connect(&app, &path, Some(&acct.key)).await.unwrap();
@@ -494,10 +485,7 @@ async fn minutes_low_and_speech_failures_are_reported(db: Db) {
     let app = spawn_app_with(db, |s| s.voice.espeak_voice = "zz-no-such-voice".into()).await;
     let acct = app.account(1, 0.5, 1000).await;
     let agent = app.ready_agent(&acct.key, json!({})).await;
-    let id = app.start_session(&acct.key, &agent).await.body["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.started_session(&acct.key, &agent).await;
     let mut ws = connect(&app, &format!("/v1/sessions/{id}/control"), Some(&acct.key))
         .await
         .unwrap();
@@ -530,10 +518,7 @@ async fn silent_clients_are_dropped(db: Db) {
     .await;
     let acct = app.account(5, 10.0, 1000).await;
     let agent = app.ready_agent(&acct.key, json!({})).await;
-    let id = app.start_session(&acct.key, &agent).await.body["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.started_session(&acct.key, &agent).await;
     let mut tcp = raw_upgrade(&app, &format!("/v1/sessions/{id}/control"), &acct.key).await;
     // Read (never answer) until the server closes the connection.
     let mut buf = vec![0u8; 64 * 1024];

@@ -363,6 +363,16 @@ impl TestApp {
         self.post("/v1/sessions", key, json!({"agent_id": agent}))
             .await
     }
+
+    /// Starts a session that must go live; its id.
+    pub async fn started_session(&self, key: &str, agent: &str) -> String {
+        let r = self.start_session(key, agent).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_string()
+    }
 }
 
 pub fn base64_png(w: u32, h: u32) -> String {

@@ -109,10 +109,7 @@ async fn max_duration_and_idle_timeout_end_sessions(db: Db) {
     let acct = app.account(5, 10.0, 1000).await;
     let agent = app.ready_agent(&acct.key, json!({})).await;
     // Nobody ever joins: the idle timer ends it.
-    let idle = app.start_session(&acct.key, &agent).await.body["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let idle = app.started_session(&acct.key, &agent).await;
     // The idle timer fires after 1 s; the rest is slack for a loaded machine.
     let row = app
         .wait_session(&acct.key, &idle, "stopped", Duration::from_secs(15))

@@ -28,10 +28,7 @@ async fn own_sessions_start_get_list_stop(db: Db) {
     assert_eq!(row["aspect_ratio"], "1:1");
     assert!(row["started_at"].is_string() && row["ended_at"].is_null());
 
-    let second = app.start_session(&acct.key, &agent).await.body["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let second = app.started_session(&acct.key, &agent).await;
     assert_eq!(
         app.get("/v1/sessions?status=live", &acct.key).await.body["data"]
             .as_array()

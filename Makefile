@@ -33,6 +33,7 @@ bench-sessions: setup
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
+	python3 scripts/check_layers.py
 
 clean-data:
 	rm -rf data

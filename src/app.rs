@@ -13,11 +13,13 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::quota::Quota;
 use crate::actors::registry::{Drain, Registry};
 use crate::actors::render_pool::RenderPool;
+use crate::actors::service::SessionService;
 use crate::actors::session::SessionDeps;
-use crate::actors::webhooks::{Emit, LifecycleEvent, Webhooks};
-use crate::api::views::Urls;
+use crate::actors::webhooks::{Emit, Webhooks};
 use crate::config::Settings;
 use crate::crypto::MasterKey;
+use crate::domain::events::LifecycleEvent;
+use crate::domain::views::Urls;
 use crate::livekit::RoomBackend;
 use crate::media::MediaRuntime;
 use crate::metrics::Metrics;
@@ -107,7 +109,7 @@ impl Application {
             if settings.database_url().starts_with("sqlite:") {
                 "local".to_string()
             } else {
-                format!("node_{}", crate::ids::random_token(10))
+                format!("node_{}", crate::domain::ids::random_token(10))
             }
         } else {
             settings.server.node_id.clone()
@@ -151,7 +153,7 @@ impl Application {
         let session_deps = Arc::new(SessionDeps {
             store: store.clone(),
             quota: quota.clone(),
-            registry: registry.clone(),
+            registry: registry.clone().recipient(),
             webhooks: webhooks.clone(),
             rooms: rooms.clone(),
             render_pool: render_pool.clone(),
@@ -160,6 +162,7 @@ impl Application {
             http: http.clone(),
             tts: Default::default(),
         });
+        let sessions = SessionService::new(session_deps, registry.clone(), node_id.clone());
         let state = AppState {
             settings: settings.clone(),
             store,
@@ -169,8 +172,7 @@ impl Application {
             rooms,
             media,
             render_pool,
-            session_deps,
-            sessions_arbiter: Arbiter::new().handle(),
+            sessions,
             metrics,
             http,
             urls,

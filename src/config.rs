@@ -87,6 +87,8 @@ pub struct SessionSettings {
     pub child_restart_window_seconds: u64,
     pub agent_identity: String,
     pub room_check_interval_ms: u64,
+    /// Arbiters (threads) sessions are spread over; 0: one per core.
+    pub arbiters: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

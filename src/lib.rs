@@ -1,15 +1,36 @@
 //! avatar-supervisor: a self-hostable control plane for live AI-avatar sessions.
 //!
-//! Map of the modules (the supervision tree of DESIGN.md is `actors/`):
-//! - [`app`]: `Application::build` / `run_until_stopped`: HTTP server + actor system.
-//! - [`cli`], [`config`]: the command line and layered settings.
+//! Map of the modules, layer by layer; imports only point down (`make lint` checks it with
+//! `scripts/check_layers.py`), and no files import each other in a circle.
+//!
+//! Wiring
+//! - [`app`]: `Application::build` / `run_until_stopped`: the HTTP server and the actor system.
+//! - [`cli`]: the command line (`serve`, `account …`, `migrate`).
+//!
+//! Boundaries (turn the outside world into calls of what is below)
 //! - [`api`]: the HTTP boundary, one file per dialect; `api::error` is the one error shape.
-//! - [`actors`]: `Registry`, `Quota`, `Webhooks`, and `session/` (the Session actor, its pure
-//!   state machine, restart policy, messages and its `Room` child).
-//! - [`store`]: the database (sea-orm, SQLite or PostgreSQL); every query lives there.
+//! - [`ws`]: the WebSocket boundary: the control and preview channels; `ws::protocol` is the one
+//!   place session events become wire JSON.
 //! - [`jobs`]: agent generation in the background.
-//! - [`livekit`]: rooms and tokens (LiveKit RoomService, or the local room).
-//! - [`net`]: the HTTP client and the private-address guard; [`crypto`], [`ids`]; [`metrics`].
+//! - [`state`]: what every handler gets (`AppState`).
+//!
+//! Actors (the supervision tree of DESIGN.md) and the session service
+//! - [`actors`]: `Registry`, `Quota`, `RenderPool` (and its device workers), `Webhooks`, the
+//!   `Session` actor with its children (`session/`), and `service` (start/stop, admission).
+//!
+//! Clients and codecs
+//! - [`store`]: the database (sea-orm, SQLite or PostgreSQL); every query lives there, and rows
+//!   render their views.
+//! - [`media`]: face detection, the avatar asset, the renderers, JPEG.
+//! - [`voice`]: local TTS (espeak-ng) and the ElevenLabs conversational-agent client.
+//! - [`livekit`]: rooms and tokens (LiveKit's RoomService, or the local room).
+//! - [`net`]: the one HTTP client and the private-address guard; [`crypto`]: secrets and
+//!   signatures.
+//!
+//! Foundation
+//! - [`domain`]: plain value types: ids, session states and end reasons, events and status, the
+//!   voice-agent config, the model asset, the views and URLs.
+//! - [`config`]: layered settings; [`metrics`]: the Prometheus registry.
 
 pub mod actors;
 pub mod api;
@@ -17,7 +38,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod crypto;
-pub mod ids;
+pub mod domain;
 pub mod jobs;
 pub mod livekit;
 pub mod media;

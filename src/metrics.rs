@@ -1,8 +1,8 @@
 //! One `Metrics` over its own Prometheus registry (no globals: several apps can share a process).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub const HTTP_REQUESTS_TOTAL: &str = "avs_http_requests_total";
@@ -30,6 +30,7 @@ pub const RENDER_JPEG_SECONDS: &str = "avs_render_jpeg_seconds";
 pub const RENDER_BATCH_SECONDS: &str = "avs_render_batch_seconds";
 pub const RENDER_BATCH_SIZE: &str = "avs_render_batch_size";
 pub const RENDER_FIRST_FRAME_SECONDS: &str = "avs_render_first_frame_seconds";
+pub const RENDER_WORKER_RESTARTS_TOTAL: &str = "avs_render_worker_restarts_total";
 pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
 pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
 
@@ -60,6 +61,7 @@ pub const ALL: &[&str] = &[
     RENDER_BATCH_SECONDS,
     RENDER_BATCH_SIZE,
     RENDER_FIRST_FRAME_SECONDS,
+    RENDER_WORKER_RESTARTS_TOTAL,
     FACE_DETECTION_SECONDS,
     PREVIEW_DROPPED_TOTAL,
 ];
@@ -80,11 +82,11 @@ pub struct Metrics {
     pub webhook_pending: IntGauge,
     pub agent_generations: IntCounterVec,
     pub actor_messages: IntCounterVec,
-    pub ws_connections: prometheus::IntGaugeVec,
+    pub ws_connections: IntGaugeVec,
     pub ws_frames: IntCounterVec,
     pub ws_evictions: IntCounter,
     pub fanout_deliveries: IntCounterVec,
-    pub render_slots: prometheus::IntGaugeVec,
+    pub render_slots: IntGaugeVec,
     pub render_frames: IntCounterVec,
     pub render_dropped_frames: IntCounterVec,
     pub render_frame_seconds: HistogramVec,
@@ -92,178 +94,130 @@ pub struct Metrics {
     pub render_batch_seconds: HistogramVec,
     pub render_batch_size: Histogram,
     pub render_first_frame_seconds: Histogram,
+    pub render_worker_restarts: IntCounterVec,
     pub face_detection_seconds: Histogram,
     pub preview_dropped: IntCounterVec,
 }
 
+/// Registers metrics on one registry. Names, help texts and labels are static and valid, and each
+/// is registered once, so registration cannot fail (hence the `unwrap`s below).
+struct Reg<'a>(&'a Registry);
+
+impl Reg<'_> {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        // unwrap: see the type's doc.
+        self.0.register(Box::new(c.clone())).unwrap();
+        c
+    }
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).unwrap())
+    }
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).unwrap())
+    }
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).unwrap())
+    }
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).unwrap())
+    }
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).unwrap())
+    }
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).unwrap())
+    }
+}
+
+/// Frame-scale timings: 0.5 ms to 128 ms.
+const FRAME_BUCKETS: [f64; 9] = [
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,
+];
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        // unwrap: metric names and labels below are static and valid, and each is registered once.
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
-            registry.register(Box::new(c.clone())).unwrap();
-            c
-        };
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(HTTP_REQUEST_DURATION_SECONDS, "HTTP request latency").buckets(
-                vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ],
+        let r = Reg(&registry);
+        Self {
+            http_requests: r.counters(HTTP_REQUESTS_TOTAL, "HTTP requests", &["method", "route", "status"]),
+            http_duration: r.histograms(
+                HTTP_REQUEST_DURATION_SECONDS,
+                "HTTP request latency",
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                &["method", "route"],
             ),
-            &["method", "route"],
-        )
-        .unwrap();
-        registry.register(Box::new(http_duration.clone())).unwrap();
-        let session_start_seconds = Histogram::with_opts(
-            HistogramOpts::new(SESSION_START_SECONDS, "Start request to live").buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-        )
-        .unwrap();
-        registry
-            .register(Box::new(session_start_seconds.clone()))
-            .unwrap();
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).unwrap();
-            registry.register(Box::new(g.clone())).unwrap();
-            g
-        };
-        let sessions_live = gauge(SESSIONS_LIVE, "Sessions with a running actor on this node");
-        let webhook_pending = gauge(
-            WEBHOOK_OUTBOX_PENDING,
-            "Webhook deliveries waiting in the outbox",
-        );
-        let billed_seconds =
-            IntCounter::new(BILLED_SECONDS_TOTAL, "Session seconds billed").unwrap();
-        registry.register(Box::new(billed_seconds.clone())).unwrap();
-        let ws_evictions = IntCounter::new(
-            WS_EVICTIONS_TOTAL,
-            "Channel clients dropped for reading too slowly",
-        )
-        .unwrap();
-        registry.register(Box::new(ws_evictions.clone())).unwrap();
-        let ws_connections = prometheus::IntGaugeVec::new(
-            Opts::new(WS_CONNECTIONS, "Open WebSocket channels"),
-            &["channel"],
-        )
-        .unwrap();
-        registry.register(Box::new(ws_connections.clone())).unwrap();
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-                .unwrap();
-            registry.register(Box::new(h.clone())).unwrap();
-            h
-        };
-        let histogram_vec = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-                labels,
-            )
-            .unwrap();
-            registry.register(Box::new(h.clone())).unwrap();
-            h
-        };
-        let frame_buckets = [
-            0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,
-        ];
-        let render_slots = prometheus::IntGaugeVec::new(
-            Opts::new(
+            sessions_live: r.gauge(SESSIONS_LIVE, "Sessions with a running actor on this node"),
+            sessions_started: r.counters(SESSIONS_STARTED_TOTAL, "Sessions admitted", &["source"]),
+            sessions_ended: r.counters(SESSIONS_ENDED_TOTAL, "Sessions ended", &["reason"]),
+            session_start_seconds: r.histogram(
+                SESSION_START_SECONDS,
+                "Start request to live",
+                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            ),
+            admissions_rejected: r.counters(ADMISSIONS_REJECTED_TOTAL, "Session starts refused", &["reason"]),
+            billed_seconds: r.counter(BILLED_SECONDS_TOTAL, "Session seconds billed"),
+            child_restarts: r.counters(CHILD_RESTARTS_TOTAL, "Session children restarted", &["child"]),
+            webhook_deliveries: r.counters(WEBHOOK_DELIVERIES_TOTAL, "Webhook delivery attempts", &["outcome"]),
+            webhook_pending: r.gauge(WEBHOOK_OUTBOX_PENDING, "Webhook deliveries waiting in the outbox"),
+            agent_generations: r.counters(AGENT_GENERATIONS_TOTAL, "Agent generations finished", &["outcome"]),
+            actor_messages: r.counters(ACTOR_MESSAGES_TOTAL, "Messages handled by actors", &["actor", "message"]),
+            ws_connections: r.gauges(WS_CONNECTIONS, "Open WebSocket channels", &["channel"]),
+            ws_frames: r.counters(WS_FRAMES_TOTAL, "WebSocket frames", &["direction", "type"]),
+            ws_evictions: r.counter(WS_EVICTIONS_TOTAL, "Channel clients dropped for reading too slowly"),
+            fanout_deliveries: r.counters(
+                FANOUT_DELIVERIES_TOTAL,
+                "speak/add_context deliveries to sessions",
+                &["kind"],
+            ),
+            render_slots: r.gauges(
                 RENDER_SLOTS,
                 "Render slots per device (state: total, in_use)",
+                &["device", "state"],
             ),
-            &["device", "state"],
-        )
-        .unwrap();
-        registry.register(Box::new(render_slots.clone())).unwrap();
-        Self {
-            render_slots,
-            render_frames: counter_vec(RENDER_FRAMES_TOTAL, "Frames rendered", &["device"]),
-            render_dropped_frames: counter_vec(
+            render_frames: r.counters(RENDER_FRAMES_TOTAL, "Frames rendered", &["device"]),
+            render_dropped_frames: r.counters(
                 RENDER_DROPPED_FRAMES_TOTAL,
                 "Frames not rendered because a tick overran",
                 &["device"],
             ),
-            render_frame_seconds: histogram_vec(
+            render_frame_seconds: r.histograms(
                 RENDER_FRAME_SECONDS,
                 "Time to render one frame",
-                &frame_buckets,
+                &FRAME_BUCKETS,
                 &["device"],
             ),
-            render_jpeg_seconds: histogram(
-                RENDER_JPEG_SECONDS,
-                "Time to encode one frame as JPEG",
-                &frame_buckets,
-            ),
-            render_batch_seconds: histogram_vec(
+            render_jpeg_seconds: r.histogram(RENDER_JPEG_SECONDS, "Time to encode one frame as JPEG", &FRAME_BUCKETS),
+            render_batch_seconds: r.histograms(
                 RENDER_BATCH_SECONDS,
                 "Time of one batched lip-sync model run",
-                &frame_buckets,
+                &FRAME_BUCKETS,
                 &["device"],
             ),
-            render_batch_size: histogram(
+            render_batch_size: r.histogram(
                 RENDER_BATCH_SIZE,
                 "Sessions in one lip-sync batch",
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             ),
-            render_first_frame_seconds: histogram(
+            render_first_frame_seconds: r.histogram(
                 RENDER_FIRST_FRAME_SECONDS,
                 "Session start request to its first rendered frame",
                 &[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5],
             ),
-            face_detection_seconds: histogram(
+            render_worker_restarts: r.counters(
+                RENDER_WORKER_RESTARTS_TOTAL,
+                "Render device workers restarted after a panic (their sessions restart their renderers)",
+                &["device"],
+            ),
+            face_detection_seconds: r.histogram(
                 FACE_DETECTION_SECONDS,
                 "Face detection time per image",
                 &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
             ),
-            preview_dropped: counter_vec(
+            preview_dropped: r.counters(
                 PREVIEW_DROPPED_TOTAL,
                 "Preview frames or audio chunks skipped for a slow reader",
-                &["kind"],
-            ),
-            http_requests: counter_vec(
-                HTTP_REQUESTS_TOTAL,
-                "HTTP requests",
-                &["method", "route", "status"],
-            ),
-            http_duration,
-            sessions_live,
-            sessions_started: counter_vec(SESSIONS_STARTED_TOTAL, "Sessions admitted", &["source"]),
-            sessions_ended: counter_vec(SESSIONS_ENDED_TOTAL, "Sessions ended", &["reason"]),
-            session_start_seconds,
-            admissions_rejected: counter_vec(
-                ADMISSIONS_REJECTED_TOTAL,
-                "Session starts refused",
-                &["reason"],
-            ),
-            billed_seconds,
-            child_restarts: counter_vec(
-                CHILD_RESTARTS_TOTAL,
-                "Session children restarted",
-                &["child"],
-            ),
-            webhook_deliveries: counter_vec(
-                WEBHOOK_DELIVERIES_TOTAL,
-                "Webhook delivery attempts",
-                &["outcome"],
-            ),
-            webhook_pending,
-            agent_generations: counter_vec(
-                AGENT_GENERATIONS_TOTAL,
-                "Agent generations finished",
-                &["outcome"],
-            ),
-            actor_messages: counter_vec(
-                ACTOR_MESSAGES_TOTAL,
-                "Messages handled by actors",
-                &["actor", "message"],
-            ),
-            ws_connections,
-            ws_frames: counter_vec(WS_FRAMES_TOTAL, "WebSocket frames", &["direction", "type"]),
-            ws_evictions,
-            fanout_deliveries: counter_vec(
-                FANOUT_DELIVERIES_TOTAL,
-                "speak/add_context deliveries to sessions",
                 &["kind"],
             ),
             registry,
@@ -327,6 +281,7 @@ mod tests {
             .with_label_values(&["cpu"])
             .observe(0.1);
         m.preview_dropped.with_label_values(&["video"]).inc();
+        m.render_worker_restarts.with_label_values(&["cpu"]).inc();
         let mut registered: Vec<String> = m
             .registry
             .gather()

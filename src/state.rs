@@ -8,10 +8,10 @@ use actix::prelude::*;
 use crate::actors::quota::Quota;
 use crate::actors::registry::Registry;
 use crate::actors::render_pool::RenderPool;
-use crate::actors::session::SessionDeps;
+use crate::actors::service::SessionService;
 use crate::actors::webhooks::Webhooks;
-use crate::api::views::Urls;
 use crate::config::Settings;
+use crate::domain::views::Urls;
 use crate::livekit::RoomBackend;
 use crate::media::MediaRuntime;
 use crate::metrics::Metrics;
@@ -29,9 +29,8 @@ pub struct AppState {
     /// The ONNX runtime and the face detector (generation).
     pub media: Arc<MediaRuntime>,
     pub render_pool: Addr<RenderPool>,
-    pub session_deps: Arc<SessionDeps>,
-    /// Session actors live on their own arbiter, apart from the HTTP workers.
-    pub sessions_arbiter: ArbiterHandle,
+    /// Starts and stops sessions (admission and its compensation live there).
+    pub sessions: SessionService,
     pub metrics: Metrics,
     pub http: reqwest::Client,
     pub urls: Urls,

@@ -3,5 +3,6 @@
 pub mod quota;
 pub mod registry;
 pub mod render_pool;
+pub mod service;
 pub mod session;
 pub mod webhooks;

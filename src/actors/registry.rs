@@ -5,28 +5,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::mpsc;
 
-use super::session::messages::{EndReason, SessionAppeared, Stop};
-use super::session::Session;
+use super::session::messages::{EndReason, Stop};
+pub use super::session::messages::{LiveSession, Unregister};
 use crate::metrics::Metrics;
-
-#[derive(Clone)]
-pub struct LiveSession {
-    pub session_id: String,
-    pub agent_id: String,
-    pub room_name: String,
-    pub addr: Addr<Session>,
-}
 
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Register(pub LiveSession);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unregister {
-    pub session_id: String,
-}
 
 #[derive(Message)]
 #[rtype(result = "Option<LiveSession>")]
@@ -59,13 +46,13 @@ pub struct Drain {
 }
 
 /// An agent's channel asks to hear of the agent's sessions: answers those live now, and sends
-/// `SessionAppeared` for each that starts later.
+/// each that starts later on `appeared`.
 #[derive(Message)]
 #[rtype(result = "Vec<LiveSession>")]
 pub struct WatchAgent {
     pub agent_id: String,
     pub watcher: u64,
-    pub recipient: Recipient<SessionAppeared>,
+    pub appeared: mpsc::UnboundedSender<LiveSession>,
 }
 
 #[derive(Message)]
@@ -79,7 +66,7 @@ pub struct Registry {
     sessions: HashMap<String, LiveSession>,
     by_agent: HashMap<String, HashSet<String>>,
     by_room: HashMap<String, String>,
-    watchers: HashMap<String, Vec<(u64, Recipient<SessionAppeared>)>>,
+    watchers: HashMap<String, Vec<(u64, mpsc::UnboundedSender<LiveSession>)>>,
     metrics: Option<Metrics>,
 }
 
@@ -128,8 +115,7 @@ impl Handler<Register> for Registry {
             .insert(live.room_name.clone(), live.session_id.clone());
         if let Some(watchers) = self.watchers.get_mut(&live.agent_id) {
             // A watcher whose channel is gone drops out here, as well as by `Unwatch`.
-            watchers
-                .retain(|(_, recipient)| recipient.try_send(SessionAppeared(live.clone())).is_ok());
+            watchers.retain(|(_, appeared)| appeared.send(live.clone()).is_ok());
         }
         self.sessions.insert(live.session_id.clone(), live);
     }
@@ -190,7 +176,7 @@ impl Handler<WatchAgent> for Registry {
         self.watchers
             .entry(msg.agent_id.clone())
             .or_default()
-            .push((msg.watcher, msg.recipient));
+            .push((msg.watcher, msg.appeared));
         self.of_agent(&msg.agent_id)
     }
 }

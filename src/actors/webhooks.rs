@@ -7,43 +7,15 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::json;
 
-use crate::api::views::{self, Urls};
 use crate::config::WebhookSettings;
 use crate::crypto::webhook_signature;
-use crate::ids;
+use crate::domain::events::{EventNaming, LifecycleEvent, SessionWebhook};
+use crate::domain::ids;
+use crate::domain::views::Urls;
 use crate::metrics::Metrics;
 use crate::net::UrlPolicy;
 use crate::store::entities::webhook;
 use crate::store::{iso, now_ms, Store, StoreResult};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleEvent {
-    Starting,
-    Started,
-    Stopping,
-    Stopped,
-    Failed,
-}
-
-impl LifecycleEvent {
-    fn suffix(self) -> &'static str {
-        match self {
-            LifecycleEvent::Starting => "starting",
-            LifecycleEvent::Started => "started",
-            LifecycleEvent::Stopping => "stopping",
-            LifecycleEvent::Stopped => "stopped",
-            LifecycleEvent::Failed => "failed",
-        }
-    }
-    /// This server's own name: `session.started`.
-    pub fn own_name(self) -> String {
-        format!("session.{}", self.suffix())
-    }
-    /// VideoSDK's name, for deployment sessions: `ai-deployment-session-started`.
-    pub fn videosdk_name(self) -> String {
-        format!("ai-deployment-session-{}", self.suffix())
-    }
-}
 
 /// A session changed state: tell the account's and the session's endpoints.
 #[derive(Message)]
@@ -65,14 +37,6 @@ pub struct EmitAgent {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Deliver;
-
-/// The per-session endpoint as stored on the session row.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SessionWebhook {
-    pub url: String,
-    /// Only these event names; all when absent.
-    pub events: Option<Vec<String>>,
-}
 
 pub struct Webhooks {
     store: Store,
@@ -157,14 +121,14 @@ async fn enqueue_session_event(
     let Some(account) = store.account(&session.account_id).await? else {
         return Ok(());
     };
-    let data = views::session(&session, urls);
+    let data = serde_json::to_value(session.view(urls)).unwrap_or_default();
     if let Some(url) = &account.webhook_url {
         store
             .enqueue_webhook(outbox_row(
                 &account.id,
                 Some(session_id),
                 url,
-                &event.own_name(),
+                &event.name(EventNaming::Own),
                 data.clone(),
             ))
             .await?;
@@ -174,11 +138,7 @@ async fn enqueue_session_event(
         .as_deref()
         .and_then(|w| serde_json::from_str(w).ok());
     if let Some(hook) = hook {
-        let name = if session.source == "deployment" {
-            event.videosdk_name()
-        } else {
-            event.own_name()
-        };
+        let name = event.name(EventNaming::of_source(&session.source));
         if hook
             .events
             .as_ref()
@@ -245,7 +205,7 @@ impl Handler<EmitAgent> for Webhooks {
                                 None,
                                 url,
                                 event,
-                                views::agent(&agent, &urls),
+                                serde_json::to_value(agent.view(&urls)).unwrap_or_default(),
                             ))
                             .await?;
                     }

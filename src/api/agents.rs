@@ -12,11 +12,10 @@ use serde_json::json;
 use super::auth::authenticate;
 use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult};
-use super::views;
-use crate::actors::registry::AgentSessions;
 use crate::actors::session::messages::PromptUpdated;
 use crate::actors::session::{deliver, Directive};
-use crate::ids;
+use crate::domain::agent::VoiceAgent;
+use crate::domain::ids;
 use crate::jobs::generation::{self, MediaSource, Sources};
 use crate::state::AppState;
 use crate::store::agents::{AgentChanges, CreateAgent, NewAgent};
@@ -29,42 +28,23 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct VoiceAgent {
-    pub provider: String,
-    pub agent_id: String,
-    #[serde(default = "default_auth_method")]
-    pub auth_method: AuthMethod,
-}
-
-fn default_auth_method() -> AuthMethod {
-    AuthMethod::Public
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMethod {
-    Public,
-    Signed,
-}
-
-impl VoiceAgent {
-    fn check(&self) -> ApiResult<()> {
-        let provider = self.provider.to_ascii_lowercase();
+/// A voice-agent config a client gave: a provider this server speaks, and an agent id for it.
+fn check_voice_agent(voice: &VoiceAgent) -> ApiResult<()> {
+    {
+        let provider = voice.provider.to_ascii_lowercase();
         if !matches!(provider.as_str(), "elevenlabs" | "local") {
             return Err(ApiError::invalid_field(
                 "voice_agent.provider",
                 "must be ElevenLabs or local",
             ));
         }
-        if self.agent_id.trim().is_empty() && provider == "elevenlabs" {
+        if voice.agent_id.trim().is_empty() && provider == "elevenlabs" {
             return Err(ApiError::invalid_field(
                 "voice_agent.agent_id",
                 "must not be empty",
             ));
         }
-        max_len("voice_agent.agent_id", &self.agent_id, 256)
+        max_len("voice_agent.agent_id", &voice.agent_id, 256)
     }
 }
 
@@ -228,7 +208,7 @@ async fn generate_inner(
         None => ids::agent_id(),
     };
     if let Some(voice) = &body.voice_agent {
-        voice.check()?;
+        check_voice_agent(voice)?;
     }
     let origins = check_origins("allowed_origins", &body.allowed_origins.unwrap_or_default())?;
     let sources = Sources {
@@ -281,8 +261,7 @@ pub async fn get(
                 .agent_of(&principal.account_id, &path)
                 .await?
                 .ok_or_else(|| ApiError::agent_not_found(&path))?;
-            Ok(HttpResponse::Ok()
-                .json(json!({"success": true, "data": views::agent(&agent, &state.urls)})))
+            Ok(HttpResponse::Ok().json(json!({"success": true, "data": agent.view(&state.urls)})))
         }
         .await,
     )
@@ -293,10 +272,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
         async {
             let principal = authenticate(&req, &state).await?;
             let agents = state.store.agents_of(&principal.account_id).await?;
-            let data: Vec<_> = agents
-                .iter()
-                .map(|a| views::agent(a, &state.urls))
-                .collect();
+            let data: Vec<_> = agents.iter().map(|a| a.view(&state.urls)).collect();
             Ok(HttpResponse::Ok().json(json!({"success": true, "data": data})))
         }
         .await,
@@ -320,7 +296,7 @@ pub async fn update(
                 max_len("name", n, 200)?;
             }
             if let Some(Some(v)) = &body.voice_agent {
-                v.check()?;
+                check_voice_agent(v)?;
             }
             let origins = match &body.allowed_origins {
                 Some(o) => Some(check_origins("allowed_origins", o)?),
@@ -340,13 +316,7 @@ pub async fn update(
                 .update_agent(&principal.account_id, &path, changes)
                 .await?
                 .ok_or_else(|| ApiError::agent_not_found(&path))?;
-            let live = state
-                .registry
-                .send(AgentSessions {
-                    agent_id: agent.id.clone(),
-                })
-                .await
-                .unwrap_or_default();
+            let live = state.sessions.of_agent(&agent.id).await?;
             let update = PromptUpdated {
                 system_prompt: agent.system_prompt.clone(),
                 revision: agent.revision,
@@ -430,11 +400,7 @@ async fn fan_out(
         .agent_of(account_id, code)
         .await?
         .ok_or_else(|| ApiError::agent_not_found(code))?;
-    let live = state
-        .registry
-        .send(AgentSessions { agent_id: agent.id })
-        .await
-        .unwrap_or_default();
+    let live = state.sessions.of_agent(&agent.id).await?;
     let targets = live
         .into_iter()
         .filter(|s| room_id.as_ref().is_none_or(|room| *room == s.room_name))

@@ -3,11 +3,10 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::authenticate;
 use super::error::{ApiError, ApiResult};
-use crate::actors::registry::{LiveSession, Lookup};
+use crate::actors::registry::LiveSession;
 use crate::actors::session::messages::MediaTap;
 use crate::state::AppState;
 use crate::store::entities::session;
@@ -59,27 +58,8 @@ async fn authorize_session(
     }
 }
 
-/// The final status of a session that is no longer running here.
-fn ended_status(row: &session::Model) -> serde_json::Value {
-    json!({
-        "type": "status",
-        "session_id": row.id,
-        "agent_id": row.agent_id,
-        "room_name": row.room_name,
-        "state": row.state,
-        "end_reason": row.end_reason,
-    })
-}
-
-async fn live(state: &AppState, row: &session::Model) -> Option<LiveSession> {
-    state
-        .registry
-        .send(Lookup {
-            session_id: row.id.clone(),
-        })
-        .await
-        .ok()
-        .flatten()
+async fn live(state: &AppState, row: &session::Model) -> ApiResult<Option<LiveSession>> {
+    Ok(state.sessions.live(&row.id).await?)
 }
 
 /// `GET /v1/sessions/{id}/control`.
@@ -90,9 +70,9 @@ pub async fn session(
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let row = authorize_session(&req, &state, &path).await?;
-    let scope = match live(&state, &row).await {
+    let scope = match live(&state, &row).await? {
         Some(live) => Scope::Session(live),
-        None => Scope::Ended(ended_status(&row)),
+        None => Scope::Ended(Box::new(row.status())),
     };
     upgrade(control::start(
         scope,
@@ -111,7 +91,7 @@ pub async fn preview(
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let row = authorize_session(&req, &state, &path).await?;
-    let tapped = match live(&state, &row).await {
+    let tapped = match live(&state, &row).await? {
         Some(live) => match live.addr.send(MediaTap).await {
             Ok(Ok(streams)) => Some((live, streams)),
             _ => None,
@@ -121,7 +101,7 @@ pub async fn preview(
     let app = state.get_ref().clone();
     upgrade(match tapped {
         Some((live, streams)) => preview::start(live, streams, app, &req, payload),
-        None => control::start(Scope::Ended(ended_status(&row)), app, &req, payload),
+        None => control::start(Scope::Ended(Box::new(row.status())), app, &req, payload),
     })
 }
 

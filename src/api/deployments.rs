@@ -8,8 +8,9 @@ use serde_json::{json, Map, Value};
 use super::auth::authenticate;
 use super::body;
 use super::error::{ApiError, ApiResult};
-use super::sessions::{ensure_ready, start, stop, StartMode, StartRequest};
-use crate::actors::webhooks::SessionWebhook;
+use super::sessions::{ensure_ready, start, StartMode, StartRequest};
+use crate::domain::events::SessionWebhook;
+use crate::domain::session::EndReason;
 use crate::state::AppState;
 use crate::store::entities::session;
 use crate::store::iso;
@@ -177,7 +178,7 @@ pub async fn end_route(
         .await?
         .filter(|s| s.source == "deployment")
         .ok_or_else(|| ApiError::session_not_found(&body.session_id))?;
-    let row = stop(&state, row).await?;
+    let row = state.sessions.stop(row, EndReason::StoppedByApi).await?;
     let deployment_id = row.agent_id.clone();
     Ok(HttpResponse::Ok().json(json!({
         "message": "Session ended successfully",

@@ -8,8 +8,7 @@ use super::auth::authenticate;
 use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult};
 use super::sessions::{aspect_ratio, ensure_ready, start, StartMode, StartRequest};
-use super::views;
-use crate::ids;
+use crate::domain::ids;
 use crate::state::AppState;
 use crate::store::entities::link;
 use crate::store::links::effective_status;
@@ -96,7 +95,7 @@ pub async fn create(
         })
         .await?;
     Ok(HttpResponse::Ok()
-        .json(json!({"success": true, "link": views::link(&link, Some(&agent), &state.urls)})))
+        .json(json!({"success": true, "link": link.view(Some(&agent), &state.urls)})))
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
@@ -105,7 +104,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
     let mut data = Vec::with_capacity(links.len());
     for l in &links {
         let agent = state.store.agent(&l.agent_id).await?;
-        data.push(views::link(l, agent.as_ref(), &state.urls));
+        data.push(l.view(agent.as_ref(), &state.urls));
     }
     Ok(HttpResponse::Ok().json(json!({"success": true, "links": data})))
 }
@@ -127,7 +126,7 @@ pub async fn get(
         .ok_or_else(|| link_not_found(&path))?;
     let agent = state.store.agent(&link.agent_id).await?;
     Ok(HttpResponse::Ok()
-        .json(json!({"success": true, "link": views::link(&link, agent.as_ref(), &state.urls)})))
+        .json(json!({"success": true, "link": link.view(agent.as_ref(), &state.urls)})))
 }
 
 pub async fn revoke(
@@ -143,7 +142,7 @@ pub async fn revoke(
         .ok_or_else(|| link_not_found(&path))?;
     let agent = state.store.agent(&link.agent_id).await?;
     Ok(HttpResponse::Ok()
-        .json(json!({"success": true, "link": views::link(&link, agent.as_ref(), &state.urls)})))
+        .json(json!({"success": true, "link": link.view(agent.as_ref(), &state.urls)})))
 }
 
 /// No API key: the link id is the credential.

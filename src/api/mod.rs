@@ -12,7 +12,6 @@ pub mod error;
 pub mod links;
 pub mod ops;
 pub mod sessions;
-pub mod views;
 
 use std::time::Instant;
 

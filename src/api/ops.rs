@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::body;
 use super::error::{ApiError, ApiResult};
-use crate::actors::registry::LookupRoom;
 use crate::actors::render_pool::PoolStatus;
 use crate::actors::session::messages::{EndReason, ParticipantJoined, ParticipantLeft, Stop};
 use crate::state::AppState;
@@ -67,12 +66,7 @@ pub async fn livekit_webhook(
         .as_ref()
         .map(|r| r.name.clone())
         .unwrap_or_default();
-    let live = state
-        .registry
-        .send(LookupRoom { room_name: room })
-        .await
-        .ok()
-        .flatten();
+    let live = state.sessions.in_room(&room).await?;
     if let Some(live) = live {
         let identity = event
             .participant

@@ -11,13 +11,21 @@ use std::time::Duration;
 use url::Url;
 
 use crate::actors::webhooks::EmitAgent;
-use crate::ids;
+use crate::domain::agent::ModelAsset;
+use crate::domain::ids;
 use crate::media::avatar;
 use crate::net::read_limited;
 use crate::state::AppState;
 use crate::store::agents::Progress;
 use crate::store::entities::{agent, asset};
 use crate::store::now_ms;
+
+/// A failure of this server rather than of the request: the detail goes to the log, the agent's
+/// `error_message` gets a stable sentence.
+fn internal(what: &str, detail: impl std::fmt::Display) -> String {
+    tracing::error!(%detail, "generation: internal error while {what}");
+    format!("internal error while {what}")
+}
 
 pub const MIN_SIDE: u32 = 256;
 const MAX_SIDE: u32 = 8192;
@@ -74,11 +82,16 @@ async fn step(
             },
         )
         .await
-        .map_err(|e| format!("internal error while saving progress ({e})"))
+        .map_err(|e| internal("saving progress", e))
 }
 
 async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String> {
-    let Some(agent) = state.store.agent(id).await.map_err(|e| e.to_string())? else {
+    let Some(agent) = state
+        .store
+        .agent(id)
+        .await
+        .map_err(|e| internal("reading the agent", e))?
+    else {
         return Err("agent was deleted".into());
     };
     step(state, id, "generating", 0.05, "Fetching image", None).await?;
@@ -116,7 +129,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
             let _timer = histogram.start_timer();
             faces
                 .detect(&image)
-                .map_err(|e| format!("face detection failed: {e}"))
+                .map_err(|e| internal("detecting faces", e))
         })
         .await?
     };
@@ -169,7 +182,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
         avatar_asset_id: &avatar_id,
         model: &model,
     })
-    .map_err(|e| format!("internal error while describing the avatar ({e})"))?;
+    .map_err(|e| internal("describing the avatar", e))?;
     let model_id = store_asset(
         state,
         &agent,
@@ -214,14 +227,6 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
     Ok(())
 }
 
-/// The model asset as stored and served (`model_url`): the crop it belongs to, and its geometry.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct ModelAsset<S, M> {
-    pub avatar_asset_id: S,
-    #[serde(flatten)]
-    pub model: M,
-}
-
 async fn set_asset(
     state: &AppState,
     id: &str,
@@ -232,7 +237,7 @@ async fn set_asset(
         .store
         .set_agent_asset(id, column, asset_id)
         .await
-        .map_err(|e| format!("internal error while saving the agent ({e})"))
+        .map_err(|e| internal("saving the agent", e))
 }
 
 /// Runs `work` on the blocking pool; a panic there is a failed step, not a dead job.
@@ -364,7 +369,7 @@ async fn store_asset(
             created_at: now_ms(),
         })
         .await
-        .map_err(|e| format!("internal error while storing the {kind} ({e})"))?;
+        .map_err(|e| internal(&format!("storing the {kind}"), e))?;
     Ok(id)
 }
 

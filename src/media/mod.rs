@@ -53,13 +53,18 @@ impl MediaRuntime {
     }
 }
 
-/// One encoded frame of a session's video, shared by every consumer.
+/// One rendered frame of a session's video, shared by every consumer: the raw picture for the
+/// transports (which encode it once per session), and JPEG when a preview client wants it.
 #[derive(Debug, Clone)]
 pub struct VideoFrame {
     pub seq: u64,
     /// Milliseconds since the session's renderer started.
     pub pts_ms: u64,
+    /// When it was drawn: the clock audio and video timestamps share.
+    pub captured: std::time::Instant,
     pub width: u32,
     pub height: u32,
-    pub jpeg: Arc<[u8]>,
+    /// RGB, 3 bytes a pixel, rows without padding.
+    pub rgb: Arc<[u8]>,
+    pub jpeg: Option<Arc<[u8]>>,
 }

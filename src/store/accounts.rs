@@ -9,7 +9,7 @@ use sea_orm::{
 use super::entities::{account, api_key, usage};
 use super::{now_ms, Store, StoreError, StoreResult};
 use crate::crypto::{constant_time_eq, sha256_hex};
-use crate::ids;
+use crate::domain::ids;
 
 pub struct NewAccount {
     pub name: String,

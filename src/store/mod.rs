@@ -7,6 +7,7 @@ pub mod agents;
 pub mod entities;
 pub mod links;
 pub mod sessions;
+pub mod views;
 pub mod webhooks;
 
 use std::future::Future;
@@ -150,17 +151,4 @@ fn housekeeping() -> &'static tokio::runtime::Handle {
         .handle()
 }
 
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// RFC 3339 with milliseconds and `Z`, as every timestamp in the API is rendered.
-pub fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-pub fn iso_opt(ms: Option<i64>) -> Option<String> {
-    ms.map(iso)
-}
+pub use crate::domain::time::{iso, iso_opt, now_ms};

@@ -148,14 +148,9 @@ impl Default for ElevenLabsConfig {
     }
 }
 
-/// How the agent is reached: its own access setting at ElevenLabs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// Anyone with the agent id may talk to it.
-    Public,
-    /// Private agent: each connection uses a signed URL fetched with the API key.
-    Signed,
-}
+/// How the agent is reached: its own access setting at ElevenLabs (public, or a signed URL per
+/// connection fetched with the API key); the agent's stored voice config says which.
+pub use crate::domain::agent::AuthMethod;
 
 /// A dynamic variable's value: ElevenLabs accepts strings, numbers and booleans only.
 #[derive(Debug, Clone, PartialEq, Serialize)]

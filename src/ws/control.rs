@@ -1,20 +1,23 @@
-//! The control channel: one actor per WebSocket connection (actix-web-actors; the glue lives in this
-//! module alone, so a later move to actix-ws touches nothing else). A connection is scoped to one
-//! session, or to every live session of an agent, including sessions that start later.
+//! The control channel: one task per WebSocket connection, scoped to one session, or to every live
+//! session of an agent (including sessions that start later). Commands are answered by `ack` in the
+//! order they came, while events keep flowing.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::pin::Pin;
 
 use actix::prelude::*;
-use actix_web_actors::ws;
-use serde_json::json;
+use actix_ws::{AggregatedMessage, CloseCode, Session as Socket};
+use futures_util::stream::FuturesOrdered;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::protocol::{self, Command, FrameError};
+use super::{close_reason, next_id, Heartbeat};
 use crate::actors::registry::{LiveSession, Unwatch, WatchAgent};
-use crate::actors::session::messages::{
-    EndReason, Outbound, SessionAppeared, Subscribe, Unsubscribe,
-};
+use crate::actors::session::messages::{EndReason, Outbound, Subscribe, Unsubscribe};
 use crate::actors::session::{deliver, Directive, Session};
+use crate::domain::events::SessionStatus;
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -22,76 +25,100 @@ pub enum Scope {
     Session(LiveSession),
     Agent(String),
     /// A session that has already ended: its final status is sent, then the channel closes.
-    Ended(serde_json::Value),
+    Ended(Box<SessionStatus>),
 }
 
-pub struct ControlSocket {
-    scope: Scope,
-    state: AppState,
-    id: u64,
-    sessions: HashMap<String, Addr<Session>>,
-    last_heard: Instant,
-}
-
-pub fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-impl ControlSocket {
-    pub fn new(scope: Scope, state: AppState) -> Self {
-        Self {
-            scope,
-            state,
-            id: next_id(),
-            sessions: HashMap::new(),
-            last_heard: Instant::now(),
-        }
-    }
-
+impl Scope {
     fn channel(&self) -> &'static str {
-        match self.scope {
+        match self {
             Scope::Session(_) | Scope::Ended(_) => "session",
             Scope::Agent(_) => "agent",
         }
     }
+}
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: serde_json::Value) {
+type Ack = Pin<Box<dyn std::future::Future<Output = Value>>>;
+
+struct Channel {
+    scope: Scope,
+    state: AppState,
+    socket: Socket,
+    id: u64,
+    sessions: HashMap<String, Addr<Session>>,
+    /// A per-session channel holds this weakly: once its session drops it (a reader too slow),
+    /// the inbox ends and the channel closes. An agent channel holds it for sessions to come.
+    events: Events,
+}
+
+enum Events {
+    Strong(mpsc::Sender<Outbound>),
+    Weak(mpsc::WeakSender<Outbound>),
+}
+
+impl Events {
+    fn sender(&self) -> Option<mpsc::Sender<Outbound>> {
+        match self {
+            Events::Strong(tx) => Some(tx.clone()),
+            Events::Weak(tx) => tx.upgrade(),
+        }
+    }
+}
+
+/// How a channel's loop goes on after one step.
+enum Next {
+    Continue,
+    Close(Option<actix_ws::CloseReason>),
+}
+
+impl Channel {
+    async fn send(&mut self, frame: Value) -> bool {
         let kind = frame["type"].as_str().unwrap_or("unknown").to_string();
         self.state
             .metrics
             .ws_frames
             .with_label_values(&["out", &kind])
             .inc();
-        ctx.text(frame.to_string());
+        self.socket.text(frame.to_string()).await.is_ok()
     }
 
-    fn subscribe(&mut self, live: LiveSession, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Subscribes to `live`'s events; a per-session channel whose session is already gone says so
+    /// and closes.
+    async fn subscribe(&mut self, live: LiveSession) -> Next {
         let owns = matches!(self.scope, Scope::Session(_));
+        let Some(sender) = self.events.sender() else {
+            return Next::Close(None);
+        };
         let request = Subscribe {
             subscriber: self.id,
-            recipient: ctx.address().recipient(),
+            sender,
             owns,
         };
-        self.sessions
-            .insert(live.session_id.clone(), live.addr.clone());
-        let session_id = live.session_id;
-        ctx.wait(live.addr.send(request).into_actor(self).map(move |reply, act, ctx| {
-            if !matches!(reply, Ok(Ok(()))) {
-                act.sessions.remove(&session_id);
-                if owns {
-                    // The session ended between look-up and subscription: say so and close.
-                    act.send(ctx, json!({"type": "status", "session_id": session_id, "state": "stopped"}));
-                    ctx.close(Some(ws::CloseCode::Normal.into()));
-                    ctx.stop();
-                }
-            }
-        }));
+        let reply = live.addr.send(request).await;
+        if matches!(reply, Ok(Ok(()))) {
+            self.sessions.insert(live.session_id, live.addr);
+            return Next::Continue;
+        }
+        if owns {
+            // The session ended between look-up and subscription: its row has the last word.
+            let ended = match self.state.store.session(&live.session_id).await {
+                Ok(Some(row)) => row.status(),
+                _ => SessionStatus::ended(
+                    &live.session_id,
+                    &live.agent_id,
+                    &live.room_name,
+                    crate::domain::session::SessionState::Stopped,
+                    0,
+                    None,
+                ),
+            };
+            self.send(protocol::status_frame(&ended)).await;
+            return Next::Close(close_reason(CloseCode::Normal, "session ended"));
+        }
+        Next::Continue
     }
 
-    /// Runs a command against every session in scope; answers `ack` with how many took it.
-    fn command(&mut self, command: Command, ctx: &mut ws::WebsocketContext<Self>) {
+    /// A command for the sessions in scope, as a future answering its `ack`.
+    fn command(&self, command: Command) -> Ack {
         let id = command.id().map(str::to_string);
         let targets: Vec<Addr<Session>> = self.sessions.values().cloned().collect();
         let metrics = self.state.metrics.clone();
@@ -102,78 +129,95 @@ impl ControlSocket {
             Command::AddContext { text, .. } => Directive::AddContext(text),
             Command::Interrupt { .. } => Directive::Interrupt,
             Command::Stop { .. } => Directive::Stop(EndReason::StoppedByClient),
-            // Answered by the socket itself (`pong`); never delivered.
-            Command::Ping { .. } => return,
+            Command::Ping { id } => {
+                return Box::pin(async move { protocol::pong(id.as_deref()) });
+            }
         };
-        let work = async move {
+        Box::pin(async move {
             let delivered = deliver(targets, &directive).await;
             metrics
                 .fanout_deliveries
                 .with_label_values(&["ws"])
                 .inc_by(delivered as u64);
-            delivered
-        };
-        // `wait` keeps acks in the order the commands came.
-        ctx.wait(work.into_actor(self).map(move |delivered, act, ctx| {
-            act.send(ctx, protocol::ack(id.as_deref(), delivered));
-        }));
+            protocol::ack(id.as_deref(), delivered)
+        })
     }
 
-    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, error: FrameError) {
-        self.send(ctx, protocol::error_frame(&error));
-    }
-}
-
-impl super::Heard for ControlSocket {
-    fn last_heard(&self) -> Instant {
-        self.last_heard
-    }
-}
-
-impl Actor for ControlSocket {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        super::keep_alive(ctx, &self.state.settings.ws, self.channel());
-        self.state
-            .metrics
-            .ws_connections
-            .with_label_values(&[self.channel()])
-            .inc();
-        match self.scope.clone() {
-            Scope::Session(live) => self.subscribe(live, ctx),
-            Scope::Ended(status) => {
-                self.send(ctx, status);
-                ctx.close(Some(ws::CloseCode::Normal.into()));
-                ctx.stop();
-            }
-            Scope::Agent(agent_id) => {
-                let watch = WatchAgent {
-                    agent_id,
-                    watcher: self.id,
-                    recipient: ctx.address().recipient(),
+    /// One frame from the client: a command to run (its ack queued in order), or a refusal.
+    async fn received(
+        &mut self,
+        message: AggregatedMessage,
+        acks: &mut FuturesOrdered<Ack>,
+    ) -> Next {
+        match message {
+            AggregatedMessage::Text(text) => {
+                let command = match protocol::parse(&text) {
+                    Ok(command) => command,
+                    Err(e) => return self.refuse(e).await,
                 };
-                ctx.wait(
-                    self.state
-                        .registry
-                        .send(watch)
-                        .into_actor(self)
-                        .map(|live, act, ctx| {
-                            for session in live.unwrap_or_default() {
-                                act.subscribe(session, ctx);
-                            }
-                        }),
-                );
+                self.state
+                    .metrics
+                    .ws_frames
+                    .with_label_values(&["in", command.kind()])
+                    .inc();
+                if let (Command::Stop { id }, Scope::Agent(_)) = (&command, &self.scope) {
+                    let refusal = FrameError {
+                        code: "not_allowed",
+                        message: "`stop` ends one session: send it on that session's channel."
+                            .into(),
+                        id: id.clone(),
+                    };
+                    return self.refuse(refusal).await;
+                }
+                acks.push_back(self.command(command));
+                Next::Continue
             }
+            AggregatedMessage::Binary(_) => {
+                self.refuse(FrameError {
+                    code: "binary_not_supported",
+                    message: "Send JSON text frames.".into(),
+                    id: None,
+                })
+                .await
+            }
+            AggregatedMessage::Ping(bytes) => {
+                let _ = self.socket.pong(&bytes).await;
+                Next::Continue
+            }
+            AggregatedMessage::Pong(_) => Next::Continue,
+            AggregatedMessage::Close(reason) => Next::Close(reason),
         }
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.state
-            .metrics
-            .ws_connections
-            .with_label_values(&[self.channel()])
-            .dec();
+    async fn refuse(&mut self, error: FrameError) -> Next {
+        if self.send(protocol::error_frame(&error)).await {
+            Next::Continue
+        } else {
+            Next::Close(None)
+        }
+    }
+
+    async fn outbound(&mut self, outbound: Option<Outbound>) -> Next {
+        match outbound {
+            Some(Outbound::Event(event)) => {
+                self.state
+                    .metrics
+                    .ws_frames
+                    .with_label_values(&["out", event.kind()])
+                    .inc();
+                let text = protocol::event_frame(&event).to_string();
+                if self.socket.text(text).await.is_err() {
+                    return Next::Close(None);
+                }
+                Next::Continue
+            }
+            Some(Outbound::Close) => Next::Close(close_reason(CloseCode::Normal, "session ended")),
+            // Every session dropped our sender (a reader too slow for them): nothing more comes.
+            None => Next::Close(close_reason(CloseCode::Policy, "too slow")),
+        }
+    }
+
+    fn leave(&self) {
         for session in self.sessions.values() {
             session.do_send(Unsubscribe {
                 subscriber: self.id,
@@ -185,95 +229,6 @@ impl Actor for ControlSocket {
     }
 }
 
-impl Handler<Outbound> for ControlSocket {
-    type Result = ();
-
-    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        match msg {
-            Outbound::Frame(text) => ctx.text(&*text),
-            Outbound::Close => {
-                ctx.close(Some(ws::CloseCode::Normal.into()));
-                ctx.stop();
-            }
-        }
-    }
-}
-
-impl Handler<SessionAppeared> for ControlSocket {
-    type Result = ();
-
-    fn handle(&mut self, SessionAppeared(live): SessionAppeared, ctx: &mut Self::Context) {
-        self.subscribe(live, ctx);
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ControlSocket {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
-        let msg = match msg {
-            Ok(msg) => msg,
-            Err(e) => {
-                // Oversized or malformed at the WebSocket level: the codec cannot resync.
-                tracing::info!(error = %e, "control channel protocol error");
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Size,
-                    description: Some(e.to_string()),
-                }));
-                ctx.stop();
-                return;
-            }
-        };
-        match msg {
-            ws::Message::Text(text) => {
-                let command = match protocol::parse(&text) {
-                    Ok(command) => command,
-                    Err(e) => return self.refuse(ctx, e),
-                };
-                let kind = match &command {
-                    Command::Speak { .. } => "speak",
-                    Command::AddContext { .. } => "add_context",
-                    Command::Interrupt { .. } => "interrupt",
-                    Command::Stop { .. } => "stop",
-                    Command::Ping { .. } => "ping",
-                };
-                self.state
-                    .metrics
-                    .ws_frames
-                    .with_label_values(&["in", kind])
-                    .inc();
-                match command {
-                    Command::Ping { id } => self.send(ctx, protocol::pong(id.as_deref())),
-                    Command::Stop { id } if matches!(self.scope, Scope::Agent(_)) => self.refuse(
-                        ctx,
-                        FrameError {
-                            code: "not_allowed",
-                            message: "`stop` ends one session: send it on that session's channel."
-                                .into(),
-                            id,
-                        },
-                    ),
-                    command => self.command(command, ctx),
-                }
-            }
-            ws::Message::Binary(_) => self.refuse(
-                ctx,
-                FrameError {
-                    code: "binary_not_supported",
-                    message: "Send JSON text frames.".into(),
-                    id: None,
-                },
-            ),
-            ws::Message::Ping(bytes) => ctx.pong(&bytes),
-            ws::Message::Pong(_) => {}
-            ws::Message::Close(reason) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            ws::Message::Continuation(_) | ws::Message::Nop => {}
-        }
-    }
-}
-
 /// Starts a control channel on `req` (the upgrade is already authorised by the caller).
 pub fn start(
     scope: Scope,
@@ -281,7 +236,99 @@ pub fn start(
     req: &actix_web::HttpRequest,
     payload: actix_web::web::Payload,
 ) -> Result<actix_web::HttpResponse, actix_web::Error> {
-    ws::WsResponseBuilder::new(ControlSocket::new(scope, state), req, payload)
-        .frame_size(protocol::MAX_FRAME_BYTES * 4)
-        .start()
+    let (response, socket, stream) = actix_ws::handle(req, payload)?;
+    let stream = stream
+        .max_frame_size(protocol::MAX_FRAME_BYTES * 4)
+        .aggregate_continuations()
+        .max_continuation_size(protocol::MAX_FRAME_BYTES * 4);
+    actix_web::rt::spawn(run(scope, state, socket, stream));
+    Ok(response)
+}
+
+async fn run(
+    scope: Scope,
+    state: AppState,
+    socket: Socket,
+    mut stream: actix_ws::AggregatedMessageStream,
+) {
+    let channel_name = scope.channel();
+    let metrics = state.metrics.clone();
+    metrics
+        .ws_connections
+        .with_label_values(&[channel_name])
+        .inc();
+    let (events_tx, mut inbox) = mpsc::channel(state.settings.ws.mailbox_capacity.max(1));
+    let events = match scope {
+        Scope::Agent(_) => Events::Strong(events_tx.clone()),
+        _ => Events::Weak(events_tx.downgrade()),
+    };
+    let mut heartbeat = Heartbeat::new(&state.settings.ws);
+    let mut channel = Channel {
+        scope: scope.clone(),
+        id: next_id(),
+        socket,
+        sessions: HashMap::new(),
+        events,
+        state,
+    };
+    let (appeared_tx, mut appeared) = mpsc::unbounded_channel();
+    let mut acks: FuturesOrdered<Ack> = FuturesOrdered::new();
+    let mut next = match scope {
+        Scope::Session(live) => channel.subscribe(live).await,
+        Scope::Ended(status) => {
+            channel.send(protocol::status_frame(&status)).await;
+            Next::Close(close_reason(CloseCode::Normal, "session ended"))
+        }
+        Scope::Agent(agent_id) => {
+            let watch = WatchAgent {
+                agent_id,
+                watcher: channel.id,
+                appeared: appeared_tx,
+            };
+            let live = channel.state.registry.send(watch).await.unwrap_or_default();
+            for session in live {
+                channel.subscribe(session).await;
+            }
+            Next::Continue
+        }
+    };
+    // From here the session (or, for an agent channel, `events`) holds the only senders.
+    drop(events_tx);
+    while let Next::Continue = next {
+        next = tokio::select! {
+            message = stream.next() => match message {
+                Some(Ok(message)) => {
+                    heartbeat.heard();
+                    channel.received(message, &mut acks).await
+                }
+                Some(Err(e)) => {
+                    // Oversized or malformed at the WebSocket level: the codec cannot resync.
+                    tracing::info!(error = %e, "control channel protocol error");
+                    Next::Close(close_reason(CloseCode::Size, &e.to_string()))
+                }
+                None => Next::Close(None),
+            },
+            Some(ack) = acks.next(), if !acks.is_empty() => {
+                if channel.send(ack).await { Next::Continue } else { Next::Close(None) }
+            },
+            // Events wait while an ack is owed: a client hears `ack` before what its command caused.
+            outbound = inbox.recv(), if acks.is_empty() => channel.outbound(outbound).await,
+            Some(live) = appeared.recv() => channel.subscribe(live).await,
+            _ = heartbeat.tick() => {
+                if heartbeat.beat(&mut channel.socket, channel_name).await {
+                    Next::Continue
+                } else {
+                    Next::Close(close_reason(CloseCode::Policy, "heartbeat timeout"))
+                }
+            },
+        };
+    }
+    channel.leave();
+    metrics
+        .ws_connections
+        .with_label_values(&[channel_name])
+        .dec();
+    if let Next::Close(reason) = next {
+        let _ = channel.socket.close(reason).await;
+    }
 }

@@ -1,4 +1,7 @@
-//! The WebSocket boundary: frames and their validation, and the channel actors.
+//! The WebSocket boundary (actix-ws): frames and their validation (`protocol`), and one task per
+//! connection for the control and preview channels. A connection's task owns its socket and a
+//! bounded channel its sessions send events into; a reader too slow to drain it is dropped by the
+//! session (the channel fills), a silent client by the heartbeat.
 
 pub mod control;
 pub mod preview;
@@ -6,38 +9,58 @@ pub mod protocol;
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use actix_web_actors::ws;
+use actix_ws::{CloseCode, CloseReason, Session as Socket};
 
 use crate::config::WsSettings;
 
-/// A channel actor that remembers when its client was last heard from.
-pub trait Heard: Actor<Context = ws::WebsocketContext<Self>> {
-    fn last_heard(&self) -> Instant;
+/// The server's side of the heartbeat: a ping every interval, and a verdict on a silent client.
+pub struct Heartbeat {
+    interval: tokio::time::Interval,
+    timeout: Duration,
+    last_heard: Instant,
 }
 
-/// What every channel does on start: bounds its mailbox (a slow reader's fills up, and it is
-/// dropped), and pings its client every interval, closing it once it has been silent too long.
-pub fn keep_alive<A: Heard>(
-    ctx: &mut ws::WebsocketContext<A>,
-    settings: &WsSettings,
-    channel: &'static str,
-) {
-    ctx.set_mailbox_capacity(settings.mailbox_capacity);
-    let timeout = Duration::from_millis(settings.client_timeout_ms);
-    ctx.run_interval(
-        Duration::from_millis(settings.heartbeat_interval_ms),
-        move |act, ctx| {
-            if act.last_heard().elapsed() > timeout {
-                tracing::info!(channel, "dropping a silent channel client");
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some("heartbeat timeout".into()),
-                }));
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        },
-    );
+impl Heartbeat {
+    pub fn new(settings: &WsSettings) -> Self {
+        let period = Duration::from_millis(settings.heartbeat_interval_ms.max(1));
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            interval,
+            timeout: Duration::from_millis(settings.client_timeout_ms),
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// Anything from the client counts as a sign of life.
+    pub fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    pub async fn tick(&mut self) {
+        self.interval.tick().await;
+    }
+
+    /// Pings the client, or answers false once it has been silent too long.
+    pub async fn beat(&self, socket: &mut Socket, channel: &'static str) -> bool {
+        if self.last_heard.elapsed() > self.timeout {
+            tracing::info!(channel, "dropping a silent channel client");
+            return false;
+        }
+        socket.ping(b"").await.is_ok()
+    }
+}
+
+pub fn close_reason(code: CloseCode, description: &str) -> Option<CloseReason> {
+    Some(CloseReason {
+        code,
+        description: Some(description.to_string()),
+    })
+}
+
+/// A process-wide id for channel subscriptions.
+pub fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }

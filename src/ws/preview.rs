@@ -1,191 +1,32 @@
-//! The preview channel: one actor per WebSocket connection, sending the session's media as binary
+//! The preview channel: one task per WebSocket connection, sending the session's media as binary
 //! messages (`0x01` + a JPEG frame, `0x02` + a PCM chunk: s16le, 16 kHz, mono) and its metadata
-//! and events as JSON text. It is the media path of the local room and what a session page plays.
-//! A client that reads too slowly skips frames and chunks (media is live, not a backlog); its
-//! session's events come through the same bounded mailbox as the control channel's.
+//! and events as JSON text. It is the simplest media sink, for tools and tests. A client that reads
+//! too slowly skips frames and chunks (media is live, not a backlog); its session's events come
+//! through the same bounded channel as the control channel's.
 
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use actix::prelude::*;
-use actix_web_actors::ws;
+use actix_ws::{AggregatedMessage, CloseCode, Session as Socket};
+use futures_util::StreamExt;
 use serde_json::json;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
+use super::{close_reason, next_id, protocol, Heartbeat};
 use crate::actors::registry::LiveSession;
 use crate::actors::session::messages::{MediaStreams, Outbound, Subscribe, Unsubscribe};
-use crate::media::VideoFrame;
 use crate::state::AppState;
-use crate::voice::{PcmChunk, SAMPLE_RATE};
+use crate::voice::SAMPLE_RATE;
 
 pub const VIDEO: u8 = 0x01;
 pub const AUDIO: u8 = 0x02;
 
-enum Media {
-    Frame(VideoFrame),
-    Audio(PcmChunk),
-    Skipped(&'static str, u64),
-}
+/// Gives back the preview's claim on JPEG frames however the task ends.
+struct JpegClaim(Arc<std::sync::atomic::AtomicUsize>);
 
-pub struct PreviewSocket {
-    live: LiveSession,
-    streams: Option<MediaStreams>,
-    state: AppState,
-    id: u64,
-    last_heard: Instant,
-}
-
-impl PreviewSocket {
-    pub fn new(live: LiveSession, streams: MediaStreams, state: AppState) -> Self {
-        Self {
-            live,
-            streams: Some(streams),
-            state,
-            id: super::control::next_id(),
-            last_heard: Instant::now(),
-        }
-    }
-}
-
-/// A broadcast receiver as a stream of media; lagging shows up as one `Skipped`.
-fn media_stream<T: Clone + Send + 'static>(
-    rx: broadcast::Receiver<T>,
-    wrap: fn(T) -> Media,
-    kind: &'static str,
-) -> impl futures_util::Stream<Item = Media> {
-    futures_util::stream::unfold(rx, move |mut rx| async move {
-        match rx.recv().await {
-            Ok(item) => Some((wrap(item), rx)),
-            Err(broadcast::error::RecvError::Lagged(n)) => Some((Media::Skipped(kind, n), rx)),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    })
-}
-
-impl super::Heard for PreviewSocket {
-    fn last_heard(&self) -> Instant {
-        self.last_heard
-    }
-}
-
-impl Actor for PreviewSocket {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        super::keep_alive(ctx, &self.state.settings.ws, "preview");
-        self.state
-            .metrics
-            .ws_connections
-            .with_label_values(&["preview"])
-            .inc();
-        let Some(streams) = self.streams.take() else {
-            return;
-        };
-        ctx.text(
-            json!({
-                "type": "preview",
-                "session_id": self.live.session_id,
-                "video": streams.video,
-                "audio": {"sample_rate": SAMPLE_RATE, "channels": 1, "format": "s16le"},
-                "binary": {"0x01": "jpeg frame", "0x02": "pcm chunk"},
-            })
-            .to_string(),
-        );
-        ctx.add_stream(media_stream(streams.frames, Media::Frame, "video"));
-        ctx.add_stream(media_stream(streams.audio, Media::Audio, "audio"));
-        // Status and events as text; the preview counts as a present client of its session.
-        let subscribe = Subscribe {
-            subscriber: self.id,
-            recipient: ctx.address().recipient(),
-            owns: true,
-        };
-        ctx.wait(
-            self.live
-                .addr
-                .send(subscribe)
-                .into_actor(self)
-                .map(|reply, _, ctx| {
-                    if !matches!(reply, Ok(Ok(()))) {
-                        ctx.close(Some(ws::CloseCode::Normal.into()));
-                        ctx.stop();
-                    }
-                }),
-        );
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.state
-            .metrics
-            .ws_connections
-            .with_label_values(&["preview"])
-            .dec();
-        self.live.addr.do_send(Unsubscribe {
-            subscriber: self.id,
-        });
-    }
-}
-
-impl StreamHandler<Media> for PreviewSocket {
-    fn handle(&mut self, media: Media, ctx: &mut Self::Context) {
-        match media {
-            Media::Frame(frame) => {
-                let mut message = Vec::with_capacity(frame.jpeg.len() + 1);
-                message.push(VIDEO);
-                message.extend_from_slice(&frame.jpeg);
-                ctx.binary(message);
-            }
-            Media::Audio(chunk) => {
-                let mut message = Vec::with_capacity(chunk.len() * 2 + 1);
-                message.push(AUDIO);
-                for s in chunk.iter() {
-                    message.extend_from_slice(&s.to_le_bytes());
-                }
-                ctx.binary(message);
-            }
-            Media::Skipped(kind, n) => {
-                self.state
-                    .metrics
-                    .preview_dropped
-                    .with_label_values(&[kind])
-                    .inc_by(n);
-            }
-        }
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {
-        // One media stream ended (the session is gone); `Outbound::Close` closes the socket.
-    }
-}
-
-impl Handler<Outbound> for PreviewSocket {
-    type Result = ();
-
-    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        match msg {
-            Outbound::Frame(text) => ctx.text(&*text),
-            Outbound::Close => {
-                ctx.close(Some(ws::CloseCode::Normal.into()));
-                ctx.stop();
-            }
-        }
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for PreviewSocket {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
-        match msg {
-            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(ws::Message::Text(_)) | Ok(ws::Message::Binary(_)) => ctx.text(
-                json!({"type": "error", "code": "read_only", "message": "The preview channel takes no commands: use /control."})
-                    .to_string(),
-            ),
-            Ok(_) => {}
-            Err(_) => ctx.stop(),
-        }
+impl Drop for JpegClaim {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -197,7 +38,128 @@ pub fn start(
     req: &actix_web::HttpRequest,
     payload: actix_web::web::Payload,
 ) -> Result<actix_web::HttpResponse, actix_web::Error> {
-    ws::WsResponseBuilder::new(PreviewSocket::new(live, streams, state), req, payload)
-        .frame_size(64 * 1024)
-        .start()
+    let (response, socket, stream) = actix_ws::handle(req, payload)?;
+    let stream = stream
+        .max_frame_size(64 * 1024)
+        .aggregate_continuations()
+        .max_continuation_size(64 * 1024);
+    actix_web::rt::spawn(run(live, streams, state, socket, stream));
+    Ok(response)
+}
+
+async fn run(
+    live: LiveSession,
+    streams: MediaStreams,
+    state: AppState,
+    mut socket: Socket,
+    mut stream: actix_ws::AggregatedMessageStream,
+) {
+    let metrics = state.metrics.clone();
+    metrics.ws_connections.with_label_values(&["preview"]).inc();
+    streams.jpeg_watchers.fetch_add(1, Ordering::Relaxed);
+    let _claim = JpegClaim(streams.jpeg_watchers.clone());
+    let video = streams.video.as_ref().map(|v| {
+        json!({"width": v.width, "height": v.height, "mouth_region": v.mouth_region, "fps": v.fps, "device": v.device})
+    });
+    let hello = json!({
+        "type": "preview",
+        "session_id": live.session_id,
+        "video": video,
+        "audio": {"sample_rate": SAMPLE_RATE, "channels": 1, "format": "s16le"},
+        "binary": {"0x01": "jpeg frame", "0x02": "pcm chunk"},
+    });
+    let id = next_id();
+    let (events_tx, mut inbox) = mpsc::channel(state.settings.ws.mailbox_capacity.max(1));
+    // Status and events as text; the preview counts as a present client of its session.
+    let subscribe = Subscribe {
+        subscriber: id,
+        sender: events_tx,
+        owns: true,
+    };
+    let mut open = socket.text(hello.to_string()).await.is_ok()
+        && matches!(live.addr.send(subscribe).await, Ok(Ok(())));
+    let (mut frames, mut audio) = (streams.frames, streams.audio);
+    let mut heartbeat = Heartbeat::new(&state.settings.ws);
+    let mut close = close_reason(CloseCode::Normal, "session ended");
+    // The media channels close when the session stops; its last status still comes on `inbox`,
+    // followed by `Close`.
+    let (mut video_on, mut audio_on) = (true, true);
+    while open {
+        open = tokio::select! {
+            frame = frames.recv(), if video_on => match frame {
+                Ok(frame) => match &frame.jpeg {
+                    Some(jpeg) => {
+                        let mut message = Vec::with_capacity(jpeg.len() + 1);
+                        message.push(VIDEO);
+                        message.extend_from_slice(jpeg);
+                        socket.binary(message).await.is_ok()
+                    }
+                    // Drawn before this preview's claim reached the renderer.
+                    None => true,
+                },
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics.preview_dropped.with_label_values(&["video"]).inc_by(n);
+                    true
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    video_on = false;
+                    true
+                }
+            },
+            chunk = audio.recv(), if audio_on => match chunk {
+                Ok(chunk) => {
+                    let mut message = Vec::with_capacity(chunk.len() * 2 + 1);
+                    message.push(AUDIO);
+                    for s in chunk.iter() {
+                        message.extend_from_slice(&s.to_le_bytes());
+                    }
+                    socket.binary(message).await.is_ok()
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics.preview_dropped.with_label_values(&["audio"]).inc_by(n);
+                    true
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    audio_on = false;
+                    true
+                }
+            },
+            outbound = inbox.recv() => match outbound {
+                Some(Outbound::Event(event)) => {
+                    socket.text(protocol::event_frame(&event).to_string()).await.is_ok()
+                }
+                Some(Outbound::Close) => false,
+                None => {
+                    close = close_reason(CloseCode::Policy, "too slow");
+                    false
+                }
+            },
+            message = stream.next() => {
+                heartbeat.heard();
+                match message {
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => socket.pong(&bytes).await.is_ok(),
+                    Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
+                        let refusal = json!({"type": "error", "code": "read_only", "message": "The preview channel takes no commands: use /control."});
+                        socket.text(refusal.to_string()).await.is_ok()
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => true,
+                    Some(Ok(AggregatedMessage::Close(reason))) => {
+                        close = reason;
+                        false
+                    }
+                    Some(Err(_)) | None => false,
+                }
+            },
+            _ = heartbeat.tick() => {
+                let alive = heartbeat.beat(&mut socket, "preview").await;
+                if !alive {
+                    close = close_reason(CloseCode::Policy, "heartbeat timeout");
+                }
+                alive
+            },
+        };
+    }
+    metrics.ws_connections.with_label_values(&["preview"]).dec();
+    live.addr.do_send(Unsubscribe { subscriber: id });
+    let _ = socket.close(close).await;
 }

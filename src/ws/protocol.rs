@@ -1,8 +1,11 @@
 //! The control channel's frames (API.md, "WebSocket control channel"): parsing and validation of
-//! what clients send, and the shapes of what the server sends.
+//! what clients send, and the shapes of what the server sends. This is the one place a session's
+//! typed events become wire JSON.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::domain::events::{SessionEvent, SessionStatus, SpeechSource};
 
 /// Largest text frame a client may send.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
@@ -32,6 +35,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// The frame's `type` (the metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Speak { .. } => "speak",
+            Command::AddContext { .. } => "add_context",
+            Command::Interrupt { .. } => "interrupt",
+            Command::Stop { .. } => "stop",
+            Command::Ping { .. } => "ping",
+        }
+    }
+
     pub fn id(&self) -> Option<&str> {
         match self {
             Command::Speak { id, .. }
@@ -209,6 +223,115 @@ pub fn pong(id: Option<&str>) -> Value {
 
 pub fn error_frame(e: &FrameError) -> Value {
     json!({"type": "error", "id": e.id, "code": e.code, "message": e.message})
+}
+
+/// The `status` frame: the one shape of a session's status on the wire.
+pub fn status_frame(s: &SessionStatus) -> Value {
+    use crate::domain::session::ChildKind;
+    json!({
+        "type": "status",
+        "session_id": s.session_id,
+        "agent_id": s.agent_id,
+        "room_name": s.room_name,
+        "state": s.state.as_str(),
+        "speaking": s.speaking,
+        "users": s.users,
+        "clients": s.clients,
+        "viewers": s.viewers,
+        "billed_seconds": s.billed_seconds,
+        "room_restarts": s.restarts_of(ChildKind::Room),
+        "renderer_restarts": s.restarts_of(ChildKind::Renderer),
+        "voice_restarts": s.restarts_of(ChildKind::Voice),
+        "video": s.video.as_ref().map(|v| json!({
+            "width": v.width,
+            "height": v.height,
+            "mouth_region": v.mouth_region,
+            "fps": v.fps,
+            "device": v.device,
+        })),
+        "voice": s.voice.as_ref().map(|v| json!({
+            "provider": v.provider,
+            "connected": v.connected,
+            "listening": v.listening,
+            "detail": v.detail,
+        })),
+        "room": s.room.as_ref().map(|r| json!({
+            "joined": r.joined,
+            "published": r.published,
+            "participants": r.participants,
+        })),
+        "end_reason": s.end_reason,
+    })
+}
+
+/// A session event as the frame channel clients receive.
+pub fn event_frame(event: &SessionEvent) -> Value {
+    let kind = event.kind();
+    match event {
+        SessionEvent::Status(status) => status_frame(status),
+        SessionEvent::SpeechStarted { session_id, source } => {
+            let mut frame = json!({"type": kind, "session_id": session_id});
+            speech_source(&mut frame, source);
+            frame
+        }
+        SessionEvent::SpeechEnded {
+            session_id,
+            source,
+            interrupted,
+        } => {
+            let mut frame =
+                json!({"type": kind, "session_id": session_id, "interrupted": interrupted});
+            speech_source(&mut frame, source);
+            frame
+        }
+        SessionEvent::SpeechFailed {
+            session_id,
+            utterance,
+            message,
+        } => json!({
+            "type": "error",
+            "session_id": session_id,
+            "utterance_id": utterance,
+            "code": "speech_failed",
+            "message": message,
+        }),
+        SessionEvent::ContextAdded {
+            session_id,
+            text,
+            entries,
+        } => json!({"type": kind, "session_id": session_id, "text": text, "entries": entries}),
+        SessionEvent::Transcript {
+            session_id,
+            speaker,
+            text,
+        } => {
+            json!({"type": kind, "session_id": session_id, "role": speaker.as_str(), "text": text})
+        }
+        SessionEvent::MinutesLow {
+            session_id,
+            seconds_remaining,
+        } => {
+            json!({"type": kind, "session_id": session_id, "seconds_remaining": seconds_remaining})
+        }
+        SessionEvent::ChildRestarted {
+            session_id,
+            restarts,
+            reason,
+            ..
+        } => {
+            json!({"type": kind, "session_id": session_id, "restarts": restarts, "reason": reason})
+        }
+    }
+}
+
+fn speech_source(frame: &mut Value, source: &SpeechSource) {
+    match source {
+        SpeechSource::Speak { utterance } => {
+            frame["source"] = json!("speak");
+            frame["utterance_id"] = json!(utterance);
+        }
+        SpeechSource::Agent => frame["source"] = json!("agent"),
+    }
 }
 
 #[cfg(test)]

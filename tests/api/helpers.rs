@@ -64,7 +64,7 @@ pub async fn fresh_postgres() -> String {
     let admin = postgres_admin_url();
     let name = format!(
         "avs_test_{}",
-        avatar_supervisor::ids::random_token(12).to_lowercase()
+        avatar_supervisor::domain::ids::random_token(12).to_lowercase()
     );
     let conn = Database::connect(&admin)
         .await

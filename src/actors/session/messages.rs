@@ -1,41 +1,28 @@
 //! Messages of the Session actor: from handlers and the registry (inbound), and from its children.
 
 use actix::prelude::*;
+use tokio::sync::mpsc;
 
+use super::Session;
+pub use crate::domain::events::SessionEvent;
+pub use crate::domain::session::{ChildKind, EndReason};
 use crate::livekit::RoomAccess;
 
-/// Why a session ended; stored as `end_reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    StoppedByApi,
-    MaxDuration,
-    IdleTimeout,
-    MinutesExhausted,
-    RoomClosed,
-    RoomCreationFailed,
-    RoomFailed,
-    Shutdown,
-    StoppedByClient,
-    RendererFailed,
-    VoiceFailed,
+/// A running session as the registry and the channels know it.
+#[derive(Clone)]
+pub struct LiveSession {
+    pub session_id: String,
+    pub agent_id: String,
+    pub room_name: String,
+    pub addr: Addr<Session>,
 }
 
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::StoppedByApi => "stopped_by_api",
-            EndReason::MaxDuration => "max_duration",
-            EndReason::IdleTimeout => "idle_timeout",
-            EndReason::MinutesExhausted => "minutes_exhausted",
-            EndReason::RoomClosed => "room_closed",
-            EndReason::RoomCreationFailed => "room_creation_failed",
-            EndReason::RoomFailed => "room_failed",
-            EndReason::Shutdown => "shutdown",
-            EndReason::StoppedByClient => "stopped_by_client",
-            EndReason::RendererFailed => "renderer_failed",
-            EndReason::VoiceFailed => "voice_failed",
-        }
-    }
+/// The session is over and everything it held is released: forget it. (The session's last word
+/// to the registry; defined here so the session needs nothing of the registry but a recipient.)
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub session_id: String,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,34 +97,6 @@ pub struct SessionSnapshot {
     pub renderer_restarts: u32,
 }
 
-/// Which child of the session a message concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildKind {
-    Room,
-    Renderer,
-    Voice,
-}
-
-impl ChildKind {
-    pub const ALL: [ChildKind; 3] = [ChildKind::Room, ChildKind::Renderer, ChildKind::Voice];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChildKind::Room => "room",
-            ChildKind::Renderer => "renderer",
-            ChildKind::Voice => "voice",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == raw)
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
 /// From the Renderer child.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -159,6 +118,12 @@ pub enum RendererReady {
 #[rtype(result = "Result<(), SessionError>")]
 pub struct InjectFault(pub ChildKind);
 
+/// Makes the render worker of this session's device panic in its next tick, outside any one
+/// frame's render: every session on that device goes through its renderer restart.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct InjectWorkerPanic;
+
 /// The session's media, for a preview client: its frames, its audio and what they are.
 #[derive(Message)]
 #[rtype(result = "Result<MediaStreams, SessionError>")]
@@ -167,8 +132,10 @@ pub struct MediaTap;
 pub struct MediaStreams {
     pub frames: tokio::sync::broadcast::Receiver<crate::media::VideoFrame>,
     pub audio: tokio::sync::broadcast::Receiver<crate::voice::PcmChunk>,
-    /// `{"width", "height", "fps", "device"}` once the renderer is attached.
-    pub video: serde_json::Value,
+    /// What the frames are, once the renderer is attached.
+    pub video: Option<crate::domain::events::VideoInfo>,
+    /// Counts the preview clients that want JPEG frames: the renderer encodes JPEG only for them.
+    pub jpeg_watchers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// From the Room child: the room exists and tokens are minted.
@@ -206,13 +173,14 @@ pub enum VoiceEvent {
     },
     /// What the agent said or heard, as text.
     Transcript {
-        role: &'static str,
+        speaker: crate::domain::events::Speaker,
         text: String,
     },
-    /// The provider's connection: up, or down and retrying.
+    /// The provider's connection: up, or down and retrying; and whether it hears the user.
     Provider {
         provider: &'static str,
         connected: bool,
+        listening: bool,
         detail: String,
     },
 }
@@ -238,23 +206,22 @@ pub struct AddContext {
 #[rtype(result = "Result<(), SessionError>")]
 pub struct InterruptSpeech;
 
-/// A JSON text frame for a channel client (serialized once, shared by every subscriber).
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
+/// What a session sends a channel client: an event (shared by every subscriber), or the end.
+#[derive(Debug, Clone)]
 pub enum Outbound {
-    Frame(std::sync::Arc<str>),
+    Event(std::sync::Arc<SessionEvent>),
     /// The session is over: close the channel normally.
     Close,
 }
 
 /// A channel client's subscription to a session's events. The session sends its current status
-/// at once; a client that cannot keep up (its bounded mailbox full) is dropped. `owns` marks a
+/// at once; a client that cannot keep up (its bounded channel full) is dropped. `owns` marks a
 /// per-session channel: it counts as a present client, and is closed when the session ends.
 #[derive(Message)]
 #[rtype(result = "Result<(), SessionError>")]
 pub struct Subscribe {
     pub subscriber: u64,
-    pub recipient: Recipient<Outbound>,
+    pub sender: mpsc::Sender<Outbound>,
     pub owns: bool,
 }
 
@@ -263,8 +230,3 @@ pub struct Subscribe {
 pub struct Unsubscribe {
     pub subscriber: u64,
 }
-
-/// From the Registry to an agent's channel: a session of the agent started.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionAppeared(pub crate::actors::registry::LiveSession);

@@ -3,21 +3,27 @@
 //! frame channels to its slot's worker, and reports the first frame, or a failure, to the Session.
 //! The frames themselves never pass through an actor.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use super::messages::{ChildExited, ChildKind, RendererReady};
-use crate::actors::render_pool::{Attach, Detach, Prepare, RenderNotice, RenderPool, SlotLease};
+use crate::actors::render_pool::{
+    Attach, Detach, Prepare, RenderNotice, RenderPool, SlotLease, FAULT_FRAME, FAULT_WORKER_PANIC,
+};
 use crate::media::VideoFrame;
 use crate::voice::PcmChunk;
 
-/// Make rendering fail as if it crashed (fault injection for operators and tests).
-#[derive(Message)]
+/// Make rendering fail as if it crashed (fault injection for operators and tests): this session's
+/// next frame, or its device's whole worker (a panic in its tick).
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Crash;
+pub enum Crash {
+    Frame,
+    Worker,
+}
 
 pub struct Renderer {
     pool: Addr<RenderPool>,
@@ -27,9 +33,10 @@ pub struct Renderer {
     aspect_ratio: String,
     audio: broadcast::Sender<PcmChunk>,
     frames: broadcast::Sender<VideoFrame>,
+    jpeg_watchers: Arc<AtomicUsize>,
     ready: Recipient<RendererReady>,
     exited: Recipient<ChildExited>,
-    fault: Arc<AtomicBool>,
+    fault: Arc<AtomicU8>,
     dead: bool,
 }
 
@@ -42,6 +49,7 @@ pub struct RendererSpec {
     pub aspect_ratio: String,
     pub audio: broadcast::Sender<PcmChunk>,
     pub frames: broadcast::Sender<VideoFrame>,
+    pub jpeg_watchers: Arc<AtomicUsize>,
     pub ready: Recipient<RendererReady>,
     pub exited: Recipient<ChildExited>,
 }
@@ -56,9 +64,10 @@ impl Renderer {
             aspect_ratio: spec.aspect_ratio,
             audio: spec.audio,
             frames: spec.frames,
+            jpeg_watchers: spec.jpeg_watchers,
             ready: spec.ready,
             exited: spec.exited,
-            fault: Arc::new(AtomicBool::new(false)),
+            fault: Arc::new(AtomicU8::new(0)),
             dead: false,
         }
     }
@@ -102,6 +111,7 @@ impl Actor for Renderer {
                 frames: act.frames.clone(),
                 notices: tx,
                 fault: act.fault.clone(),
+                jpeg_watchers: act.jpeg_watchers.clone(),
             };
             ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|notice| (notice, rx))
@@ -146,7 +156,11 @@ impl StreamHandler<RenderNotice> for Renderer {
 impl Handler<Crash> for Renderer {
     type Result = ();
 
-    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
-        self.fault.store(true, Ordering::Relaxed);
+    fn handle(&mut self, crash: Crash, _: &mut Self::Context) {
+        let fault = match crash {
+            Crash::Frame => FAULT_FRAME,
+            Crash::Worker => FAULT_WORKER_PANIC,
+        };
+        self.fault.store(fault, Ordering::Relaxed);
     }
 }

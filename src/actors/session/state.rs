@@ -1,16 +1,7 @@
 //! The life of a session as a pure state machine; the actor applies it and does the I/O.
 
-use std::fmt;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Queued,
-    Starting,
-    Live,
-    Stopping,
-    Stopped,
-    Failed,
-}
+/// The states are the domain's; the transitions between them are this module's.
+pub use crate::domain::session::SessionState as State;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -33,21 +24,6 @@ pub struct InvalidTransition {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Starting => "starting",
-            State::Live => "live",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-            State::Failed => "failed",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, State::Stopped | State::Failed)
-    }
-
     pub fn next(self, event: Event) -> Result<State, InvalidTransition> {
         use {Event as E, State as S};
         match (self, event) {
@@ -58,12 +34,6 @@ impl State {
             (S::Queued | S::Starting | S::Live | S::Stopping, E::Fail) => Ok(S::Failed),
             (from, event) => Err(InvalidTransition { from, event }),
         }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use super::messages::{ChildExited, ChildKind, VoiceEvent};
+use crate::domain::events::Speaker;
 use crate::voice::elevenlabs::{self, ElevenLabsHandle, ProviderEvent};
 use crate::voice::tts::TtsCache;
 use crate::voice::{PcmChunk, CHUNK_MS, CHUNK_SAMPLES};
@@ -57,9 +58,17 @@ pub struct SetPrompt {
     pub prompt: String,
 }
 
+/// The user's speech, 16 kHz mono, from whichever transport hears them (the LiveKit room, the
+/// local room's WebRTC viewers): for a provider that listens.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hear(pub PcmChunk);
+
 /// What the bridge asks of a conversational voice provider.
 pub trait VoiceProvider {
     fn name(&self) -> &'static str;
+    /// The user's speech (16 kHz mono); a provider without ears ignores it.
+    fn hear(&self, pcm: &[i16]) -> Result<(), String>;
     /// Knowledge for the live conversation.
     fn add_context(&self, text: &str) -> Result<(), String>;
     /// The agent's prompt changed: for the next conversation, and told to the live one.
@@ -77,6 +86,9 @@ impl VoiceProvider for LocalVoice {
     fn name(&self) -> &'static str {
         "local"
     }
+    fn hear(&self, _: &[i16]) -> Result<(), String> {
+        Ok(())
+    }
     fn add_context(&self, _: &str) -> Result<(), String> {
         Ok(())
     }
@@ -92,6 +104,9 @@ impl VoiceProvider for LocalVoice {
 impl VoiceProvider for ElevenLabsHandle {
     fn name(&self) -> &'static str {
         "elevenlabs"
+    }
+    fn hear(&self, pcm: &[i16]) -> Result<(), String> {
+        self.user_audio(pcm).map_err(|e| e.to_string())
     }
     fn add_context(&self, text: &str) -> Result<(), String> {
         self.contextual_update(text).map_err(|e| e.to_string())
@@ -398,6 +413,8 @@ impl Actor for VoiceBridge {
                 self.events.do_send(VoiceEvent::Provider {
                     provider: "local",
                     connected: true,
+                    // The local TTS speaks; it has no ears.
+                    listening: false,
                     detail: "local text-to-speech".into(),
                 });
             }
@@ -408,6 +425,7 @@ impl Actor for VoiceBridge {
                         self.events.do_send(VoiceEvent::Provider {
                             provider: "elevenlabs",
                             connected: false,
+                            listening: false,
                             detail: "connecting".into(),
                         });
                         ctx.add_stream(futures_util::stream::unfold(events, |mut rx| async move {
@@ -475,6 +493,16 @@ impl Handler<AddContext> for VoiceBridge {
     }
 }
 
+impl Handler<Hear> for VoiceBridge {
+    type Result = ();
+
+    fn handle(&mut self, Hear(pcm): Hear, _: &mut Self::Context) {
+        if let Err(e) = self.provider.hear(&pcm) {
+            tracing::debug!(provider = self.provider.name(), error = %e, "user audio not delivered");
+        }
+    }
+}
+
 impl Handler<SetPrompt> for VoiceBridge {
     type Result = ();
 
@@ -538,6 +566,7 @@ impl StreamHandler<ProviderEvent> for VoiceBridge {
                 self.events.do_send(VoiceEvent::Provider {
                     provider: "elevenlabs",
                     connected: true,
+                    listening: true,
                     detail: format!("conversation {conversation_id}"),
                 })
             }
@@ -548,6 +577,7 @@ impl StreamHandler<ProviderEvent> for VoiceBridge {
             } => self.events.do_send(VoiceEvent::Provider {
                 provider: "elevenlabs",
                 connected: false,
+                listening: false,
                 detail: format!(
                     "{reason}; reconnecting in {} ms (attempt {attempt})",
                     retry_in.as_millis()
@@ -565,18 +595,19 @@ impl StreamHandler<ProviderEvent> for VoiceBridge {
             }
             ProviderEvent::Interrupted { .. } => self.play(PlayerCommand::CutAgent),
             ProviderEvent::AgentResponse(text) => self.events.do_send(VoiceEvent::Transcript {
-                role: "agent",
+                speaker: Speaker::Agent,
                 text,
             }),
             ProviderEvent::AgentResponseCorrection { corrected, .. } => {
                 self.events.do_send(VoiceEvent::Transcript {
-                    role: "agent",
+                    speaker: Speaker::Agent,
                     text: corrected,
                 })
             }
-            ProviderEvent::UserTranscript(text) => self
-                .events
-                .do_send(VoiceEvent::Transcript { role: "user", text }),
+            ProviderEvent::UserTranscript(text) => self.events.do_send(VoiceEvent::Transcript {
+                speaker: Speaker::User,
+                text,
+            }),
             ProviderEvent::Dropped { .. } => {
                 tracing::warn!("voice provider events dropped for a slow bridge")
             }

@@ -5,9 +5,10 @@
 //! frame, memory stays flat in the number of sessions (base frames are shared per avatar), and a
 //! released slot is free at once.
 
+mod worker;
+
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -16,16 +17,18 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::RenderSettings;
-use crate::jobs::generation::ModelAsset;
-use crate::media::audio::{AudioWindow, MelSpec, MouthDriver, MEL_SAMPLES};
+use crate::domain::agent::ModelAsset;
+use crate::media::audio::{AudioWindow, MelSpec, MouthDriver};
 use crate::media::avatar::{self, AvatarModel};
-use crate::media::lipsync::{LipFace, LipSync};
+use crate::media::lipsync::LipSync;
 use crate::media::onnx::{Device, Onnx};
-use crate::media::render::{blink_at, render_into, FrameParams, Prepared};
-use crate::media::{jpeg, MediaError, VideoFrame};
+use crate::media::render::Prepared;
+use crate::media::{MediaError, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::voice::PcmChunk;
+use worker::{Attached, Command, Worker};
+pub use worker::{FAULT_FRAME, FAULT_NONE, FAULT_WORKER_PANIC};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
@@ -84,8 +87,10 @@ pub struct Attach {
     pub audio: broadcast::Receiver<PcmChunk>,
     pub frames: broadcast::Sender<VideoFrame>,
     pub notices: mpsc::UnboundedSender<RenderNotice>,
-    /// Set to make rendering fail as if it crashed (fault injection).
-    pub fault: Arc<AtomicBool>,
+    /// An injected fault (`FAULT_*`): for operators checking supervision, and for tests.
+    pub fault: Arc<AtomicU8>,
+    /// Preview clients wanting JPEG frames.
+    pub jpeg_watchers: Arc<AtomicUsize>,
 }
 
 /// Stops rendering on a slot (the slot stays claimed).
@@ -106,6 +111,7 @@ pub struct DeviceStatus {
     pub renderer: &'static str,
     pub slots: usize,
     pub in_use: usize,
+    pub alive: bool,
 }
 
 struct DeviceState {
@@ -114,6 +120,8 @@ struct DeviceState {
     slots: usize,
     leases: HashMap<u64, String>,
     worker: std_mpsc::Sender<Command>,
+    /// False once the worker's thread has ended: no slot is handed out on this device then.
+    alive: Arc<AtomicBool>,
 }
 
 pub struct RenderPool {
@@ -159,6 +167,7 @@ impl RenderPool {
                 "builtin"
             };
             let (tx, rx) = std_mpsc::channel();
+            let alive = Arc::new(AtomicBool::new(true));
             let worker = Worker {
                 label: label.clone(),
                 period: Duration::from_secs_f64(1.0 / settings.fps as f64),
@@ -170,7 +179,10 @@ impl RenderPool {
             };
             std::thread::Builder::new()
                 .name(format!("render-{label}"))
-                .spawn(move || worker.run(rx))
+                .spawn({
+                    let alive = alive.clone();
+                    move || worker.run(rx, alive)
+                })
                 .map_err(|e| MediaError::Setup(format!("cannot start a render worker: {e}")))?;
             metrics
                 .render_slots
@@ -186,6 +198,7 @@ impl RenderPool {
                 slots: settings.slots_per_device,
                 leases: HashMap::new(),
                 worker: tx,
+                alive,
             });
         }
         Ok(Self {
@@ -226,7 +239,7 @@ impl Handler<Acquire> for RenderPool {
             .devices
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.leases.len() < d.slots)
+            .filter(|(_, d)| d.leases.len() < d.slots && d.alive.load(Ordering::Acquire))
             .max_by_key(|(i, d)| (d.slots - d.leases.len(), usize::MAX - i))
             .map(|(i, _)| i);
         let Some(device) = best else {
@@ -274,23 +287,23 @@ impl Handler<Prepare> for RenderPool {
         let store = self.store.clone();
         let max_side = self.settings.max_side;
         let load = async move {
-            let bad = |what: String| RenderError::Avatar(what);
+            let bad = unrenderable;
             let model = store
                 .asset(&msg.model_asset_id)
                 .await
-                .map_err(|e| bad(format!("model could not be read ({e})")))?
-                .ok_or_else(|| bad("the agent's model asset is gone".into()))?;
+                .map_err(|e| bad("the model could not be read", &e))?
+                .ok_or_else(|| bad("the agent's model asset is gone", &"missing"))?;
             let described: ModelAsset<String, AvatarModel> = serde_json::from_slice(&model.data)
-                .map_err(|e| bad(format!("model asset is not valid ({e})")))?;
+                .map_err(|e| bad("the model asset is not valid", &e))?;
             let crop = store
                 .asset(&described.avatar_asset_id)
                 .await
-                .map_err(|e| bad(format!("avatar could not be read ({e})")))?
-                .ok_or_else(|| bad("the agent's avatar asset is gone".into()))?;
+                .map_err(|e| bad("the avatar could not be read", &e))?
+                .ok_or_else(|| bad("the agent's avatar asset is gone", &"missing"))?;
             let aspect = msg.aspect_ratio;
             tokio::task::spawn_blocking(move || {
                 let image = image::load_from_memory(&crop.data)
-                    .map_err(|e| bad(format!("avatar image is not valid ({e})")))?
+                    .map_err(|e| bad("the avatar image is not valid", &e))?
                     .to_rgb8();
                 let (model, base) = avatar::prepare(&described.model, &image, &aspect, max_side);
                 Ok(Arc::new(Prepared::new(model, base)))
@@ -306,6 +319,12 @@ impl Handler<Prepare> for RenderPool {
             result
         }))
     }
+}
+
+/// The client sees a stable sentence; what went wrong goes to the log.
+fn unrenderable(what: &str, detail: &dyn std::fmt::Display) -> RenderError {
+    tracing::error!(%detail, "avatar not renderable: {what}");
+    RenderError::Avatar(what.to_string())
 }
 
 impl Handler<Attach> for RenderPool {
@@ -332,6 +351,7 @@ impl Handler<Attach> for RenderPool {
             frames: msg.frames,
             notices: msg.notices,
             fault: msg.fault,
+            jpeg_watchers: msg.jpeg_watchers,
             started: Instant::now(),
             seq: 0,
             seed,
@@ -367,257 +387,9 @@ impl Handler<PoolStatus> for RenderPool {
                     renderer: d.renderer,
                     slots: d.slots,
                     in_use: d.leases.len(),
+                    alive: d.alive.load(Ordering::Acquire),
                 })
                 .collect(),
         )
-    }
-}
-
-enum Command {
-    Attach(Box<Attached>),
-    Detach(u64),
-    Stop,
-}
-
-/// A session being rendered on a worker.
-struct Attached {
-    slot: u64,
-    prepared: Arc<Prepared>,
-    /// The lip-sync model's view of the face, made on first use.
-    lip: Option<LipFace>,
-    audio: broadcast::Receiver<PcmChunk>,
-    window: AudioWindow,
-    mouth: MouthDriver,
-    frames: broadcast::Sender<VideoFrame>,
-    notices: mpsc::UnboundedSender<RenderNotice>,
-    fault: Arc<AtomicBool>,
-    started: Instant,
-    seq: u64,
-    seed: u32,
-    /// The frame's source when a lip-sync model pasted a mouth into a copy of the base.
-    src: Vec<u8>,
-    out: Vec<u8>,
-}
-
-impl Attached {
-    /// Someone takes its frames (a preview, a room publisher). Unwatched, nothing is drawn,
-    /// except the first frame, so that a session's time to first frame is known.
-    fn watched(&self) -> bool {
-        self.seq == 0 || self.frames.receiver_count() > 0
-    }
-}
-
-struct Worker {
-    label: String,
-    period: Duration,
-    jpeg_quality: u8,
-    lipsync: Option<LipSync>,
-    mel: MelSpec,
-    sessions: Vec<Attached>,
-    metrics: Metrics,
-}
-
-/// Loudness above which a lip-sync model is asked for a mouth.
-const SPEAKING: f32 = 0.02;
-
-impl Worker {
-    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
-        let mut next = Instant::now() + self.period;
-        loop {
-            let wait = next.saturating_duration_since(Instant::now());
-            match commands.recv_timeout(wait) {
-                Ok(Command::Attach(a)) => {
-                    self.sessions.retain(|s| s.slot != a.slot);
-                    self.sessions.push(*a);
-                    continue;
-                }
-                Ok(Command::Detach(slot)) => {
-                    self.sessions.retain(|s| s.slot != slot);
-                    continue;
-                }
-                Ok(Command::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            }
-            let now = Instant::now();
-            let late = now.saturating_duration_since(next);
-            if late >= self.period {
-                // The last tick overran: the frames it should have made are dropped, not queued.
-                let missed = (late.as_secs_f64() / self.period.as_secs_f64()) as u64;
-                self.metrics
-                    .render_dropped_frames
-                    .with_label_values(&[&self.label])
-                    .inc_by(missed * self.sessions.len() as u64);
-                next = now;
-            }
-            next += self.period;
-            if !self.sessions.is_empty() {
-                self.tick();
-            }
-        }
-    }
-
-    fn tick(&mut self) {
-        let mut failed: Vec<(u64, String)> = Vec::new();
-        // Hear what each session said since the last tick.
-        let mut params = Vec::with_capacity(self.sessions.len());
-        for s in &mut self.sessions {
-            if s.fault.load(Ordering::Relaxed) {
-                failed.push((s.slot, "renderer fault injected".into()));
-            }
-            loop {
-                match s.audio.try_recv() {
-                    Ok(chunk) => s.window.push(&chunk),
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
-                    Err(_) => break,
-                }
-            }
-            let (loud, bright) = s.window.features();
-            s.window.tick();
-            let (open, shape) = s.mouth.step(loud, bright);
-            let t = s.started.elapsed().as_secs_f32();
-            params.push((
-                loud,
-                FrameParams {
-                    t,
-                    open,
-                    shape,
-                    blink: blink_at(t, s.seed),
-                },
-            ));
-        }
-        if let Some(model) = &mut self.lipsync {
-            // One batch for every speaking session on this device that anyone watches.
-            let speaking: Vec<usize> = (0..self.sessions.len())
-                .filter(|i| params[*i].0 > SPEAKING && self.sessions[*i].watched())
-                .collect();
-            for i in &speaking {
-                let s = &mut self.sessions[*i];
-                s.lip.get_or_insert_with(|| LipFace::of(&s.prepared));
-            }
-            let mels: Vec<Vec<f32>> = speaking
-                .iter()
-                .map(|i| {
-                    self.mel
-                        .compute(&self.sessions[*i].window.last(MEL_SAMPLES))
-                })
-                .collect();
-            if !speaking.is_empty() {
-                let batch: Vec<(&[f32], &LipFace)> = speaking
-                    .iter()
-                    .zip(&mels)
-                    .filter_map(|(i, m)| self.sessions[*i].lip.as_ref().map(|l| (m.as_slice(), l)))
-                    .collect();
-                let started = Instant::now();
-                let result = model.run(&batch);
-                self.metrics
-                    .render_batch_seconds
-                    .with_label_values(&[&self.label])
-                    .observe(started.elapsed().as_secs_f64());
-                self.metrics.render_batch_size.observe(batch.len() as f64);
-                match result {
-                    Ok(faces) => {
-                        for (i, face) in speaking.iter().zip(faces) {
-                            let s = &mut self.sessions[*i];
-                            let (w, h) = (s.prepared.width(), s.prepared.height());
-                            s.src.clear();
-                            s.src
-                                .extend_from_slice(s.prepared.base.as_slice().unwrap_or(&[]));
-                            if let Some(lip) = &s.lip {
-                                lip.paste(&face, &mut s.src, w, h);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        for i in &speaking {
-                            failed.push((self.sessions[*i].slot, e.to_string()));
-                        }
-                    }
-                }
-            }
-            // The model moves the mouth; the built-in pass adds only idle motion.
-            for (i, (_, p)) in params.iter_mut().enumerate() {
-                p.open = 0.0;
-                if !speaking.contains(&i) {
-                    self.sessions[i].src.clear();
-                }
-            }
-        }
-        let out = Output {
-            label: &self.label,
-            jpeg_quality: self.jpeg_quality,
-            metrics: &self.metrics,
-        };
-        for (s, (_, p)) in self.sessions.iter_mut().zip(&params) {
-            if failed.iter().any(|(slot, _)| *slot == s.slot) {
-                continue;
-            }
-            if let Err(reason) = out.frame(s, p) {
-                failed.push((s.slot, reason));
-            }
-        }
-        for (slot, reason) in failed {
-            if let Some(pos) = self.sessions.iter().position(|s| s.slot == slot) {
-                let s = self.sessions.remove(pos);
-                tracing::warn!(device = %self.label, slot, %reason, "render failed");
-                let _ = s.notices.send(RenderNotice::Failed(reason));
-            }
-        }
-    }
-}
-
-/// What making one frame needs from its worker.
-struct Output<'a> {
-    label: &'a str,
-    jpeg_quality: u8,
-    metrics: &'a Metrics,
-}
-
-impl Output<'_> {
-    /// Renders, encodes (if anyone watches) and hands out one frame of `s`.
-    fn frame(&self, s: &mut Attached, p: &FrameParams) -> Result<(), String> {
-        if !s.watched() {
-            return Ok(());
-        }
-        let first = s.seq == 0;
-        let (w, h) = (s.prepared.width(), s.prepared.height());
-        let started = Instant::now();
-        let prepared = s.prepared.clone();
-        let src: &[u8] = if s.src.is_empty() {
-            prepared.base.as_slice().unwrap_or(&[])
-        } else {
-            &s.src
-        };
-        let out = &mut s.out;
-        std::panic::catch_unwind(AssertUnwindSafe(|| render_into(&prepared, src, p, out)))
-            .map_err(|_| "the renderer panicked".to_string())?;
-        self.metrics
-            .render_frame_seconds
-            .with_label_values(&[self.label])
-            .observe(started.elapsed().as_secs_f64());
-        {
-            let started = Instant::now();
-            let jpeg = jpeg::encode(&s.out, w, h, self.jpeg_quality).map_err(|e| e.to_string())?;
-            self.metrics
-                .render_jpeg_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let _ = s.frames.send(VideoFrame {
-                seq: s.seq,
-                pts_ms: s.started.elapsed().as_millis() as u64,
-                width: w as u32,
-                height: h as u32,
-                jpeg: jpeg.into(),
-            });
-        }
-        self.metrics
-            .render_frames
-            .with_label_values(&[self.label])
-            .inc();
-        if first {
-            let _ = s.notices.send(RenderNotice::FirstFrame {
-                after: s.started.elapsed(),
-            });
-        }
-        s.seq += 1;
-        Ok(())
     }
 }

@@ -171,6 +171,7 @@ about="default-avatar.png = astronaut.png from scikit-image $(sed -n 's/^scikit-
 [ "$(cat "$SETUP/default-avatar.txt" 2>/dev/null)" = "$about" ] || echo "$about" >"$SETUP/default-avatar.txt"
 say "ok: default avatar .setup/default-avatar.png"
 
+bash "$ROOT/scripts/setup_livekit.sh"  # 6. LiveKit media: liblivekit_ffi.so, its schema, the fake server's packages
 elapsed=$(( $(now_ms) - started ))
 cat <<EOF
 setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s

@@ -20,37 +20,47 @@ say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$SETUP"
 
-# 1. espeak-ng (the local TTS of the voice bridge). `apt-get update` only when the install fails
-#    without it (empty or stale package lists), and at most once.
-if command -v espeak-ng >/dev/null 2>&1; then
-    say "ok: espeak-ng present"
-else
-    SUDO=
+# 1. Debian packages: espeak-ng (the local TTS of the voice bridge), and the C libraries the local
+#    room's media engine links (libvpx for VP8, libopus, found through pkg-config). `apt-get update`
+#    only when the install fails without it (empty or stale package lists), and at most once.
+DEBS=(espeak-ng libvpx-dev libopus-dev pkg-config)
+missing_debs() {
+    local pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$pkg"
+    done
+}
+# apt_need PKG...: installs the missing ones (as root, or through sudo); says what to do otherwise.
+apt_need() {
+    local missing
+    mapfile -t missing < <(missing_debs "$@")
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "ok: Debian packages present ($*)"
+        return 0
+    fi
+    local sudo=
     if [ "$(id -u)" != 0 ]; then
         if command -v sudo >/dev/null 2>&1; then
             # Ask for a password only when someone can type it.
-            if [ -t 0 ]; then SUDO="sudo"; else SUDO="sudo -n"; fi
+            if [ -t 0 ]; then sudo="sudo"; else sudo="sudo -n"; fi
         else
-            SUDO=none
+            die "missing Debian packages: ${missing[*]}; this user is not root and has no sudo: install them as root with: apt-get install ${missing[*]}"
         fi
     fi
-    if [ "$SUDO" = none ]; then
-        say "warning: espeak-ng is missing and this user is not root and has no sudo; install it as root with: apt-get install espeak-ng (continuing without it)"
-    elif ! command -v apt-get >/dev/null 2>&1; then
-        say "warning: espeak-ng is missing and this is not a Debian-like system (no apt-get); install espeak-ng yourself (continuing without it)"
+    command -v apt-get >/dev/null 2>&1 \
+        || die "missing packages ${missing[*]} and this is not a Debian-like system (no apt-get); install them yourself"
+    say "installing ${missing[*]} (apt-get)"
+    local log=$SETUP/apt.log
+    : >"$log"
+    install() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1; }
+    if install || { $sudo apt-get update -q >>"$log" 2>&1 && install; }; then
+        say "ok: installed ${missing[*]}"
+        rm -f "$log"
     else
-        say "installing espeak-ng (apt-get)"
-        log=$SETUP/apt.log
-        apt_install() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends espeak-ng >>"$log" 2>&1; }
-        : >"$log"
-        if apt_install || { $SUDO apt-get update -q >>"$log" 2>&1 && apt_install; }; then
-            say "ok: espeak-ng installed ($(command -v espeak-ng))"
-            rm -f "$log"
-        else
-            say "warning: installing espeak-ng failed (see $log; continuing without it)"
-        fi
+        die "installing ${missing[*]} failed (see $log)"
     fi
-fi
+}
+apt_need "${DEBS[@]}"
 
 # 2. A Python virtualenv with pinned packages: onnxruntime (its shared library), onnx (to fix the
 #    model's shapes), scikit-image (real photos for tests and the default avatar portrait), numpy,

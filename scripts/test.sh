@@ -43,24 +43,14 @@ status=0
 cargo test --locked --workspace --all-targets -- --skip netns:: --test-threads="${TEST_THREADS:-4}" || status=$?
 
 # 2. Real WebRTC (libwebrtc through LiveKit's FFI library, headless Chromium) inside a network namespace
-#    this script makes and removes: `lo` plus a veth pair whose two ends (10.99.0.1, 10.99.0.2) stay
-#    inside it, because libwebrtc ignores loopback and nothing may reach the machine's own network.
-#    PostgreSQL is not reachable from there: these tests run on SQLite.
+#    scripts/netns_run.sh makes and removes: `lo` plus a veth pair whose two ends (10.99.0.1,
+#    10.99.0.2) stay inside it, because libwebrtc ignores loopback and nothing may reach the machine's
+#    own network. PostgreSQL is not reachable from there: these tests run on SQLite. One at a time:
+#    the LiveKit library's live handles are counted process-wide.
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null 2>&1; then
     echo "test: skipping the netns:: tests (real WebRTC): they need root and iproute2 to make a network namespace"
 else
-    ns=avs-test-$$
-    cleanup() { ip netns del "$ns" 2>/dev/null || true; }
-    trap cleanup EXIT
-    ip netns add "$ns"
-    ip netns exec "$ns" sh -e -c '
-        ip link set lo up
-        ip link add avs0 type veth peer name avs1
-        ip addr add 10.99.0.1/24 dev avs0
-        ip addr add 10.99.0.2/24 dev avs1
-        ip link set avs0 up
-        ip link set avs1 up'
-    AVS_NETNS=1 AVS_NETNS_ADDRS=10.99.0.1,10.99.0.2 ip netns exec "$ns" \
-        cargo test --locked --offline --test api -- netns:: --test-threads=1 || status=$?
+    bash scripts/netns_run.sh cargo test --locked --offline -p avs-livekit-ffi --test netns -- --test-threads=1 || status=$?
+    bash scripts/netns_run.sh cargo test --locked --offline --test api -- netns:: --test-threads=1 || status=$?
 fi
 exit $status

@@ -66,6 +66,56 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// The session's media transport: LiveKit's FFI library when LiveKit is configured (refusing to
+/// start without it, saying what to run), else the local room's WebRTC engine.
+type Transports = (
+    Option<Arc<avs_livekit_ffi::FfiLibrary>>,
+    Option<avs_rtc::RtcServer>,
+);
+
+fn media_transport(settings: &Settings) -> Result<Transports, BoxError> {
+    if settings.livekit_enabled() {
+        if !settings.livekit.avatar_participant {
+            return Ok((None, None));
+        }
+        let path = settings.livekit.ffi_library_path();
+        if !path.exists() {
+            return Err(format!(
+                "LiveKit is configured but its FFI library {} is missing: run `make setup` \
+                 (or set livekit.ffi_library / AVS_LIVEKIT__FFI_LIBRARY)",
+                path.display()
+            )
+            .into());
+        }
+        let library = avs_livekit_ffi::FfiLibrary::load(&path)
+            .map_err(|e| format!("cannot load LiveKit's FFI library {}: {e}", path.display()))?;
+        return Ok((Some(library), None));
+    }
+    let m = &settings.media;
+    let public_ip = if m.public_ip.is_empty() {
+        None
+    } else {
+        Some(
+            m.public_ip
+                .parse()
+                .map_err(|_| format!("media.public_ip `{}` is not an IP address", m.public_ip))?,
+        )
+    };
+    let config = avs_rtc::RtcConfig {
+        bind_ip: m.bind_ip,
+        public_ip,
+        port_min: m.udp_port_min,
+        port_max: m.udp_port_max,
+        video_bitrate_bps: m.video_bitrate_bps.min(u32::MAX as u64) as u32,
+        max_viewers_per_session: m.max_viewers_per_session,
+        ..Default::default()
+    };
+    let rtc = avs_rtc::RtcServer::start(config)
+        .map_err(|e| format!("cannot start the local room's media engine: {e}"))?;
+    tracing::info!(media = %rtc.candidate_addr(), "local room media socket");
+    Ok((None, Some(rtc)))
+}
+
 /// Opens (and migrates) the database the settings name.
 pub async fn open_store(settings: &Settings) -> Result<Store, BoxError> {
     std::fs::create_dir_all(&settings.server.data_dir).map_err(|e| {
@@ -150,6 +200,10 @@ impl Application {
             metrics.clone(),
         )
         .start();
+        let (livekit, rtc) = media_transport(&settings)?;
+        if let Some(rtc) = &rtc {
+            metrics.watch_rtc(rtc.clone());
+        }
         let session_deps = Arc::new(SessionDeps {
             store: store.clone(),
             quota: quota.clone(),
@@ -161,6 +215,8 @@ impl Application {
             settings: settings.clone(),
             http: http.clone(),
             tts: Default::default(),
+            livekit,
+            rtc: rtc.clone(),
         });
         let sessions = SessionService::new(session_deps, registry.clone(), node_id.clone());
         let state = AppState {

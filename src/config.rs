@@ -97,6 +97,11 @@ pub struct LiveKitSettings {
     pub url: String,
     pub api_key: String,
     pub api_secret: Secret,
+    /// LiveKit's FFI library (`liblivekit_ffi.so`); empty: `.setup/livekit/liblivekit_ffi.so`.
+    pub ffi_library: String,
+    /// The avatar joins each session's room and publishes its face and voice. Off: this server
+    /// only makes rooms and tokens, for an avatar published by something else.
+    pub avatar_participant: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +148,28 @@ pub struct MediaSettings {
     pub onnxruntime: String,
     pub face_model: String,
     pub face_threshold: f64,
+    /// Where the local room's UDP media socket binds.
+    pub bind_ip: std::net::IpAddr,
+    /// The address browsers are told to send media to (its ICE candidate); empty: `bind_ip`.
+    pub public_ip: String,
+    /// The UDP port range the media socket binds in (0, 0: any free port).
+    pub udp_port_min: u16,
+    pub udp_port_max: u16,
+    /// Video bitrate of both transports (VP8), in bits per second.
+    pub video_bitrate_bps: u64,
+    /// Browser viewers one session of the local room takes.
+    pub max_viewers_per_session: usize,
+}
+
+impl LiveKitSettings {
+    /// The FFI library to load: the setting, else the repository root's `.setup/` copy.
+    pub fn ffi_library_path(&self) -> PathBuf {
+        if self.ffi_library.is_empty() {
+            PathBuf::from(".setup/livekit/liblivekit_ffi.so")
+        } else {
+            PathBuf::from(&self.ffi_library)
+        }
+    }
 }
 
 impl MediaSettings {

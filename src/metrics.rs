@@ -1,9 +1,116 @@
 //! One `Metrics` over its own Prometheus registry (no globals: several apps can share a process).
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The local room's media engine, read at every scrape (it counts in atomics of its own).
+#[derive(Clone)]
+struct RtcMetrics {
+    server: Arc<OnceLock<avs_rtc::RtcServer>>,
+    sessions: IntGauge,
+    viewers: IntGauge,
+    connections: IntCounterVec,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    keyframe_requests: IntCounter,
+    frames_encoded: IntCounter,
+    frames_dropped: IntCounterVec,
+    encode_seconds: Counter,
+    microphone_seconds: Counter,
+}
+
+/// Brings a counter up to a total kept elsewhere (totals only grow).
+fn catch_up(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+fn catch_up_f64(counter: &Counter, total: f64) {
+    let delta = total - counter.get();
+    if delta > 0.0 {
+        counter.inc_by(delta);
+    }
+}
+
+impl RtcMetrics {
+    fn new(r: &Reg) -> Self {
+        Self {
+            server: Arc::new(OnceLock::new()),
+            sessions: r.gauge(RTC_SESSIONS, "Sessions with a local-room media session"),
+            viewers: r.gauge(RTC_VIEWERS, "Browser viewers of local-room sessions"),
+            connections: r.counters(
+                RTC_CONNECTIONS_TOTAL,
+                "WebRTC viewer connections by what happened (new, connected, closed, failed, timed_out)",
+                &["state"],
+            ),
+            packets: r.counters(RTC_PACKETS_SENT_TOTAL, "RTP packets sent to viewers", &["kind"]),
+            bytes: r.counters(RTC_BYTES_SENT_TOTAL, "RTP bytes sent to viewers", &["kind"]),
+            keyframe_requests: r.counter(
+                RTC_KEYFRAME_REQUESTS_TOTAL,
+                "Keyframes asked for (new viewers, PLI, FIR)",
+            ),
+            frames_encoded: r.counter(RTC_FRAMES_ENCODED_TOTAL, "Video frames encoded (once per session)"),
+            frames_dropped: r.counters(
+                RTC_FRAMES_DROPPED_TOTAL,
+                "Video frames dropped (where: encoder behind, viewer behind)",
+                &["where"],
+            ),
+            encode_seconds: r.counter_f64(RTC_ENCODE_SECONDS_TOTAL, "Time spent encoding video frames"),
+            microphone_seconds: r.counter_f64(
+                RTC_MICROPHONE_SECONDS_TOTAL,
+                "Seconds of viewers' microphone audio received",
+            ),
+        }
+    }
+
+    fn refresh(&self) {
+        let Some(server) = self.server.get() else {
+            return;
+        };
+        let s = server.stats();
+        self.sessions.set(s.sessions as i64);
+        self.viewers.set(s.viewers as i64);
+        for (state, total) in [
+            ("new", s.connections_new_total),
+            ("connected", s.connections_connected_total),
+            ("closed", s.connections_closed_total),
+            ("failed", s.connections_failed_total),
+            ("timed_out", s.connections_timed_out_total),
+        ] {
+            catch_up(&self.connections.with_label_values(&[state]), total);
+        }
+        for (kind, packets, bytes) in [
+            (
+                "video",
+                s.rtp_video_packets_sent_total,
+                s.rtp_video_bytes_sent_total,
+            ),
+            (
+                "audio",
+                s.rtp_audio_packets_sent_total,
+                s.rtp_audio_bytes_sent_total,
+            ),
+        ] {
+            catch_up(&self.packets.with_label_values(&[kind]), packets);
+            catch_up(&self.bytes.with_label_values(&[kind]), bytes);
+        }
+        catch_up(&self.keyframe_requests, s.keyframe_requests_total);
+        catch_up(&self.frames_encoded, s.video_frames_encoded_total);
+        catch_up(
+            &self.frames_dropped.with_label_values(&["encoder"]),
+            s.video_frames_dropped_encoder_total,
+        );
+        catch_up(
+            &self.frames_dropped.with_label_values(&["viewer"]),
+            s.video_frames_dropped_viewer_total,
+        );
+        catch_up_f64(&self.encode_seconds, s.encode_seconds_sum);
+        catch_up_f64(&self.microphone_seconds, s.microphone_seconds_total);
+    }
+}
 
 pub const HTTP_REQUESTS_TOTAL: &str = "avs_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "avs_http_request_duration_seconds";
@@ -31,6 +138,21 @@ pub const RENDER_BATCH_SECONDS: &str = "avs_render_batch_seconds";
 pub const RENDER_BATCH_SIZE: &str = "avs_render_batch_size";
 pub const RENDER_FIRST_FRAME_SECONDS: &str = "avs_render_first_frame_seconds";
 pub const RENDER_WORKER_RESTARTS_TOTAL: &str = "avs_render_worker_restarts_total";
+pub const LIVEKIT_PUBLISHED_SESSIONS: &str = "avs_livekit_published_sessions";
+pub const LIVEKIT_VIDEO_FRAMES_TOTAL: &str = "avs_livekit_video_frames_total";
+pub const LIVEKIT_USER_AUDIO_SECONDS_TOTAL: &str = "avs_livekit_user_audio_seconds_total";
+pub const LIVEKIT_RECONNECTS_TOTAL: &str = "avs_livekit_reconnects_total";
+pub const LIVEKIT_FFI_HANDLES: &str = "avs_livekit_ffi_handles";
+pub const RTC_SESSIONS: &str = "avs_rtc_sessions";
+pub const RTC_VIEWERS: &str = "avs_rtc_viewers";
+pub const RTC_CONNECTIONS_TOTAL: &str = "avs_rtc_connections_total";
+pub const RTC_PACKETS_SENT_TOTAL: &str = "avs_rtc_packets_sent_total";
+pub const RTC_BYTES_SENT_TOTAL: &str = "avs_rtc_bytes_sent_total";
+pub const RTC_KEYFRAME_REQUESTS_TOTAL: &str = "avs_rtc_keyframe_requests_total";
+pub const RTC_FRAMES_ENCODED_TOTAL: &str = "avs_rtc_frames_encoded_total";
+pub const RTC_FRAMES_DROPPED_TOTAL: &str = "avs_rtc_frames_dropped_total";
+pub const RTC_ENCODE_SECONDS_TOTAL: &str = "avs_rtc_encode_seconds_total";
+pub const RTC_MICROPHONE_SECONDS_TOTAL: &str = "avs_rtc_microphone_seconds_total";
 pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
 pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
 
@@ -62,6 +184,21 @@ pub const ALL: &[&str] = &[
     RENDER_BATCH_SIZE,
     RENDER_FIRST_FRAME_SECONDS,
     RENDER_WORKER_RESTARTS_TOTAL,
+    LIVEKIT_PUBLISHED_SESSIONS,
+    LIVEKIT_VIDEO_FRAMES_TOTAL,
+    LIVEKIT_USER_AUDIO_SECONDS_TOTAL,
+    LIVEKIT_RECONNECTS_TOTAL,
+    LIVEKIT_FFI_HANDLES,
+    RTC_SESSIONS,
+    RTC_VIEWERS,
+    RTC_CONNECTIONS_TOTAL,
+    RTC_PACKETS_SENT_TOTAL,
+    RTC_BYTES_SENT_TOTAL,
+    RTC_KEYFRAME_REQUESTS_TOTAL,
+    RTC_FRAMES_ENCODED_TOTAL,
+    RTC_FRAMES_DROPPED_TOTAL,
+    RTC_ENCODE_SECONDS_TOTAL,
+    RTC_MICROPHONE_SECONDS_TOTAL,
     FACE_DETECTION_SECONDS,
     PREVIEW_DROPPED_TOTAL,
 ];
@@ -95,6 +232,12 @@ pub struct Metrics {
     pub render_batch_size: Histogram,
     pub render_first_frame_seconds: Histogram,
     pub render_worker_restarts: IntCounterVec,
+    pub livekit_published: IntGauge,
+    pub livekit_video_frames: IntCounter,
+    pub livekit_user_audio_seconds: Counter,
+    pub livekit_reconnects: IntCounter,
+    livekit_ffi_handles: IntGauge,
+    rtc: RtcMetrics,
     pub face_detection_seconds: Histogram,
     pub preview_dropped: IntCounterVec,
 }
@@ -111,6 +254,9 @@ impl Reg<'_> {
     }
     fn counter(&self, name: &str, help: &str) -> IntCounter {
         self.add(IntCounter::new(name, help).unwrap())
+    }
+    fn counter_f64(&self, name: &str, help: &str) -> Counter {
+        self.add(Counter::new(name, help).unwrap())
     }
     fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.add(IntCounterVec::new(Opts::new(name, help), labels).unwrap())
@@ -210,6 +356,21 @@ impl Metrics {
                 "Render device workers restarted after a panic (their sessions restart their renderers)",
                 &["device"],
             ),
+            livekit_published: r.gauge(
+                LIVEKIT_PUBLISHED_SESSIONS,
+                "Sessions whose avatar is in its LiveKit room, publishing",
+            ),
+            livekit_video_frames: r.counter(LIVEKIT_VIDEO_FRAMES_TOTAL, "Frames published into LiveKit rooms"),
+            livekit_user_audio_seconds: r.counter_f64(
+                LIVEKIT_USER_AUDIO_SECONDS_TOTAL,
+                "Seconds of users' microphone audio received from LiveKit rooms",
+            ),
+            livekit_reconnects: r.counter(LIVEKIT_RECONNECTS_TOTAL, "LiveKit connections the library restored"),
+            livekit_ffi_handles: r.gauge(
+                LIVEKIT_FFI_HANDLES,
+                "Live handles of LiveKit's FFI library (rooms, tracks, sources, streams)",
+            ),
+            rtc: RtcMetrics::new(&r),
             face_detection_seconds: r.histogram(
                 FACE_DETECTION_SECONDS,
                 "Face detection time per image",
@@ -224,7 +385,15 @@ impl Metrics {
         }
     }
 
+    /// Reads the local room's media engine at every scrape from now on.
+    pub fn watch_rtc(&self, server: avs_rtc::RtcServer) {
+        let _ = self.rtc.server.set(server);
+    }
+
     pub fn render(&self) -> String {
+        self.rtc.refresh();
+        self.livekit_ffi_handles
+            .set(avs_livekit_ffi::live_handles() as i64);
         let mut buffer = Vec::new();
         // unwrap: encoding gathered families into a Vec cannot fail.
         TextEncoder::new()
@@ -282,6 +451,10 @@ mod tests {
             .observe(0.1);
         m.preview_dropped.with_label_values(&["video"]).inc();
         m.render_worker_restarts.with_label_values(&["cpu"]).inc();
+        m.rtc.connections.with_label_values(&["new"]).inc();
+        m.rtc.packets.with_label_values(&["video"]).inc();
+        m.rtc.bytes.with_label_values(&["video"]).inc();
+        m.rtc.frames_dropped.with_label_values(&["viewer"]).inc();
         let mut registered: Vec<String> = m
             .registry
             .gather()

@@ -22,17 +22,37 @@ fn upgrade(result: Result<HttpResponse, actix_web::Error>) -> ApiResult<HttpResp
     result.map_err(|e| ApiError::validation(format!("Not a WebSocket upgrade: {e}")))
 }
 
-/// The session `req` may open: with the API key of the session's account, or with `?token=`, the
-/// session's own participant token (which opens this session and no other).
-async fn authorize_session(
+/// A participant token `req` carries: `?token=` (WebSockets cannot send headers), or an
+/// `Authorization: Bearer` token that this server's rooms signed (WHEP).
+fn participant_token(req: &HttpRequest, state: &AppState) -> Option<String> {
+    if let Some(token) = web::Query::<TokenQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().token)
+    {
+        return Some(token);
+    }
+    let bearer = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    // A VideoSDK JWT is an API credential, not a room's token: that one goes to `authenticate`.
+    state.rooms.verify(bearer).map(|_| bearer.to_string())
+}
+
+/// The session `req` may open: with the API key of the session's account, or with the session's
+/// own participant token (which opens this session and no other).
+pub async fn authorize_session(
     req: &HttpRequest,
     state: &AppState,
     id: &str,
 ) -> ApiResult<session::Model> {
-    let token = web::Query::<TokenQuery>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.into_inner().token);
-    match token {
+    if crate::domain::ids::SessionId::parse(id).is_none() {
+        return Err(ApiError::session_not_found(id));
+    }
+    match participant_token(req, state) {
         Some(token) => {
             let claims = state
                 .rooms

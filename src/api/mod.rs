@@ -11,6 +11,7 @@ pub mod deployments;
 pub mod error;
 pub mod links;
 pub mod ops;
+pub mod rtc;
 pub mod sessions;
 
 use std::time::Instant;
@@ -73,6 +74,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/v1/sessions/{id}/control", web::get().to(control::session))
         .route("/v1/sessions/{id}/preview", web::get().to(control::preview))
+        .route("/v1/sessions/{id}/rtc", web::post().to(rtc::offer))
+        .route(
+            "/v1/sessions/{id}/rtc/{viewer}",
+            web::patch().to(rtc::trickle),
+        )
+        .route(
+            "/v1/sessions/{id}/rtc/{viewer}",
+            web::delete().to(rtc::leave),
+        )
         .route("/v1/agents/{code}/control", web::get().to(control::agent))
         .route("/v1/account", web::get().to(account::get))
         .route("/v1/account", web::patch().to(account::patch))

@@ -174,6 +174,8 @@ pub enum SessionEvent {
     SpeechStarted {
         session_id: String,
         source: SpeechSource,
+        /// The words of a `speak` (captions); the agent's own words come as transcripts.
+        text: Option<String>,
     },
     SpeechEnded {
         session_id: String,

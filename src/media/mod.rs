@@ -8,6 +8,7 @@ pub mod jpeg;
 pub mod lipsync;
 pub mod onnx;
 pub mod render;
+pub mod yuv;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MediaError {
@@ -66,5 +67,63 @@ pub struct VideoFrame {
     pub height: u32,
     /// RGB, 3 bytes a pixel, rows without padding.
     pub rgb: Arc<[u8]>,
+    /// For a preview client, when one watches.
     pub jpeg: Option<Arc<[u8]>>,
+    /// For a media transport (the LiveKit participant, the local room), when one takes frames.
+    pub i420: Option<Arc<yuv::I420>>,
+}
+
+/// What a session's consumers want of each frame beyond the raw picture: counts of preview
+/// clients (JPEG) and of transports (I420), so the render worker encodes only what is taken.
+#[derive(Debug, Default)]
+pub struct FrameWants {
+    pub jpeg: std::sync::atomic::AtomicUsize,
+    pub i420: std::sync::atomic::AtomicUsize,
+}
+
+impl FrameWants {
+    pub fn jpeg(&self) -> bool {
+        self.jpeg.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+    pub fn i420(&self) -> bool {
+        self.i420.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+}
+
+/// Holds one want of a kind for as long as it lives (a preview client, a transport).
+pub struct Want {
+    wants: Arc<FrameWants>,
+    i420: bool,
+}
+
+impl Want {
+    pub fn jpeg(wants: &Arc<FrameWants>) -> Self {
+        wants
+            .jpeg
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            wants: wants.clone(),
+            i420: false,
+        }
+    }
+    pub fn i420(wants: &Arc<FrameWants>) -> Self {
+        wants
+            .i420
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            wants: wants.clone(),
+            i420: true,
+        }
+    }
+}
+
+impl Drop for Want {
+    fn drop(&mut self) {
+        let counter = if self.i420 {
+            &self.wants.i420
+        } else {
+            &self.wants.jpeg
+        };
+        counter.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

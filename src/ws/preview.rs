@@ -4,9 +4,6 @@
 //! too slowly skips frames and chunks (media is live, not a backlog); its session's events come
 //! through the same bounded channel as the control channel's.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use actix_ws::{AggregatedMessage, CloseCode, Session as Socket};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -15,20 +12,12 @@ use tokio::sync::{broadcast, mpsc};
 use super::{close_reason, next_id, protocol, Heartbeat};
 use crate::actors::registry::LiveSession;
 use crate::actors::session::messages::{MediaStreams, Outbound, Subscribe, Unsubscribe};
+use crate::media::Want;
 use crate::state::AppState;
 use crate::voice::SAMPLE_RATE;
 
 pub const VIDEO: u8 = 0x01;
 pub const AUDIO: u8 = 0x02;
-
-/// Gives back the preview's claim on JPEG frames however the task ends.
-struct JpegClaim(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for JpegClaim {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Starts a preview channel on `req` (the upgrade is already authorised by the caller).
 pub fn start(
@@ -56,8 +45,8 @@ async fn run(
 ) {
     let metrics = state.metrics.clone();
     metrics.ws_connections.with_label_values(&["preview"]).inc();
-    streams.jpeg_watchers.fetch_add(1, Ordering::Relaxed);
-    let _claim = JpegClaim(streams.jpeg_watchers.clone());
+    // The renderer encodes JPEG for as long as this lives.
+    let _jpeg = Want::jpeg(&streams.wants);
     let video = streams.video.as_ref().map(|v| {
         json!({"width": v.width, "height": v.height, "mouth_region": v.mouth_region, "fps": v.fps, "device": v.device})
     });

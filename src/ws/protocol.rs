@@ -269,8 +269,15 @@ pub fn event_frame(event: &SessionEvent) -> Value {
     let kind = event.kind();
     match event {
         SessionEvent::Status(status) => status_frame(status),
-        SessionEvent::SpeechStarted { session_id, source } => {
+        SessionEvent::SpeechStarted {
+            session_id,
+            source,
+            text,
+        } => {
             let mut frame = json!({"type": kind, "session_id": session_id});
+            if let Some(text) = text {
+                frame["text"] = json!(text);
+            }
             speech_source(&mut frame, source);
             frame
         }

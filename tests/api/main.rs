@@ -14,6 +14,7 @@ mod control;
 mod deployments;
 mod links;
 mod livekit;
+mod local_room;
 mod media;
 mod ops;
 mod quota;

@@ -8,7 +8,7 @@
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::media::avatar::{self, AvatarModel};
 use crate::media::lipsync::LipSync;
 use crate::media::onnx::{Device, Onnx};
 use crate::media::render::Prepared;
-use crate::media::{MediaError, VideoFrame};
+use crate::media::{FrameWants, MediaError, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::voice::PcmChunk;
@@ -90,7 +90,7 @@ pub struct Attach {
     /// An injected fault (`FAULT_*`): for operators checking supervision, and for tests.
     pub fault: Arc<AtomicU8>,
     /// Preview clients wanting JPEG frames.
-    pub jpeg_watchers: Arc<AtomicUsize>,
+    pub wants: Arc<FrameWants>,
 }
 
 /// Stops rendering on a slot (the slot stays claimed).
@@ -351,7 +351,7 @@ impl Handler<Attach> for RenderPool {
             frames: msg.frames,
             notices: msg.notices,
             fault: msg.fault,
-            jpeg_watchers: msg.jpeg_watchers,
+            wants: msg.wants,
             started: Instant::now(),
             seq: 0,
             seed,

@@ -8,7 +8,7 @@
 //! slot on such a device.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,8 @@ use super::RenderNotice;
 use crate::media::audio::{AudioWindow, MelSpec, MouthDriver, MEL_SAMPLES};
 use crate::media::lipsync::{LipFace, LipSync};
 use crate::media::render::{blink_at, render_into, FrameParams, Prepared};
-use crate::media::{jpeg, VideoFrame};
+use crate::media::yuv::I420;
+use crate::media::{jpeg, FrameWants, VideoFrame};
 use crate::metrics::Metrics;
 use crate::voice::PcmChunk;
 
@@ -50,7 +51,7 @@ pub(super) struct Attached {
     /// An injected fault (`FAULT_*`), for operators checking supervision and for tests.
     pub(super) fault: Arc<AtomicU8>,
     /// Preview clients wanting JPEG: encoded only while there are some.
-    pub(super) jpeg_watchers: Arc<AtomicUsize>,
+    pub(super) wants: Arc<FrameWants>,
     pub(super) started: Instant,
     pub(super) seq: u64,
     pub(super) seed: u32,
@@ -301,7 +302,7 @@ impl Output<'_> {
             .with_label_values(&[self.label])
             .observe(started.elapsed().as_secs_f64());
         // JPEG only for preview clients; transports take the raw frame and encode it their way.
-        let jpeg = if s.jpeg_watchers.load(Ordering::Relaxed) > 0 {
+        let jpeg = if s.wants.jpeg() {
             let started = Instant::now();
             let jpeg = jpeg::encode(&s.out, w, h, self.jpeg_quality).map_err(|e| e.to_string())?;
             self.metrics
@@ -319,6 +320,11 @@ impl Output<'_> {
             height: h as u32,
             rgb: s.out.as_slice().into(),
             jpeg,
+            i420: s
+                .wants
+                .i420()
+                .then(|| I420::from_rgb(&s.out, w as u32, h as u32).map(Arc::new))
+                .flatten(),
         });
         self.metrics
             .render_frames

@@ -54,6 +54,10 @@ impl Handler<Speak> for Session {
         self.refuse_unless_live()?;
         let utterance = self.speech.next_utterance;
         self.speech.next_utterance += 1;
+        if msg.interrupt {
+            self.speech.forget_unsaid();
+        }
+        self.speech.words.insert(utterance, msg.text.clone());
         if let Some(voice) = &self.children.voice {
             voice.do_send(voice::Say {
                 utterance,
@@ -95,8 +99,13 @@ impl Handler<InterruptSpeech> for Session {
 
     fn handle(&mut self, _: InterruptSpeech, _: &mut Self::Context) -> Self::Result {
         self.refuse_unless_live()?;
+        self.speech.forget_unsaid();
         if let Some(voice) = &self.children.voice {
             voice.do_send(voice::Interrupt);
+        }
+        // The transport's queue too, at once: the person hears the avatar stop.
+        if let Some(room) = &self.children.room {
+            room.do_send(super::room::ClearAudio);
         }
         Ok(())
     }

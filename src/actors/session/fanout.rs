@@ -28,12 +28,12 @@ impl Session {
             speaking: self.speech.speaking.is_some(),
             users: self.presence.users.len(),
             clients: self.presence.clients,
-            viewers: 0,
+            viewers: self.presence.viewers,
             billed_seconds: self.billing.billed_seconds,
             restarts: self.children.restarts,
             video: self.media.video.clone(),
             voice: self.speech.voice_status.clone(),
-            room: None,
+            room: self.presence.room.clone(),
             end_reason: self
                 .outcome
                 .as_ref()
@@ -131,6 +131,7 @@ impl Handler<VoiceEvent> for Session {
                 SessionEvent::SpeechStarted {
                     session_id,
                     source: SpeechSource::Speak { utterance },
+                    text: self.speech.words.get(&utterance).cloned(),
                 }
             }
             VoiceEvent::SpeechEnded {
@@ -138,6 +139,7 @@ impl Handler<VoiceEvent> for Session {
                 interrupted,
             } => {
                 self.speech.speaking = None;
+                self.speech.words.remove(&utterance);
                 SessionEvent::SpeechEnded {
                     session_id,
                     source: SpeechSource::Speak { utterance },
@@ -146,6 +148,7 @@ impl Handler<VoiceEvent> for Session {
             }
             VoiceEvent::SpeechFailed { utterance, error } => {
                 self.speech.speaking = None;
+                self.speech.words.remove(&utterance);
                 tracing::warn!(session = %session_id, %error, "speech failed");
                 // The TTS's own sentence (e.g. the voice does not exist): what an operator fixes.
                 SessionEvent::SpeechFailed {
@@ -157,6 +160,7 @@ impl Handler<VoiceEvent> for Session {
             VoiceEvent::AgentSpeech { speaking: true, .. } => SessionEvent::SpeechStarted {
                 session_id,
                 source: SpeechSource::Agent,
+                text: None,
             },
             VoiceEvent::AgentSpeech {
                 speaking: false,
@@ -171,6 +175,12 @@ impl Handler<VoiceEvent> for Session {
                 speaker,
                 text,
             },
+            VoiceEvent::Cut => {
+                if let Some(room) = &self.children.room {
+                    room.do_send(super::room::ClearAudio);
+                }
+                return;
+            }
             VoiceEvent::Provider {
                 provider,
                 connected,

@@ -135,8 +135,18 @@ pub struct MediaStreams {
     /// What the frames are, once the renderer is attached.
     pub video: Option<crate::domain::events::VideoInfo>,
     /// Counts the preview clients that want JPEG frames: the renderer encodes JPEG only for them.
-    pub jpeg_watchers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub wants: std::sync::Arc<crate::media::FrameWants>,
 }
+
+/// From the Room child: the avatar's presence in its room changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomUpdate(pub crate::domain::events::RoomStatus);
+
+/// From the Room child: the user's voice (16 kHz mono), for the voice bridge.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UserAudio(pub crate::voice::PcmChunk);
 
 /// From the Room child: the room exists and tokens are minted.
 #[derive(Message)]
@@ -176,6 +186,9 @@ pub enum VoiceEvent {
         speaker: crate::domain::events::Speaker,
         text: String,
     },
+    /// What was playing was cut (an interrupt, the agent interrupted): queues downstream of the
+    /// voice (a transport's audio buffer) should drop what they hold.
+    Cut,
     /// The provider's connection: up, or down and retrying; and whether it hears the user.
     Provider {
         provider: &'static str,

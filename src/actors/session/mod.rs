@@ -18,6 +18,8 @@ pub mod renderer;
 pub mod restart;
 pub mod room;
 pub mod state;
+pub mod transport;
+pub mod viewers;
 pub mod voice;
 
 mod billing;
@@ -28,7 +30,6 @@ mod presence;
 mod supervision;
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,7 @@ use crate::config::Settings;
 use crate::domain::agent::VoiceAgent;
 use crate::domain::events::{LifecycleEvent, VideoInfo, VoiceStatus};
 use crate::livekit::{RoomAccess, RoomBackend};
-use crate::media::VideoFrame;
+use crate::media::{FrameWants, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::entities::session as session_row;
 use crate::store::Store;
@@ -67,6 +68,10 @@ pub struct SessionDeps {
     pub http: reqwest::Client,
     /// Syntheses shared by every session (a fanned-out `speak` is synthesised once).
     pub tts: crate::voice::tts::TtsCache,
+    /// LiveKit's FFI library, when LiveKit is configured: the avatar joins its rooms through it.
+    pub livekit: Option<Arc<avs_livekit_ffi::FfiLibrary>>,
+    /// The local room's WebRTC engine, when LiveKit is not configured.
+    pub rtc: Option<avs_rtc::RtcServer>,
 }
 
 /// What a session takes from its agent when it starts.
@@ -97,17 +102,21 @@ struct Media {
     /// What the voice says: 16 kHz PCM for the renderer, the preview and the room.
     audio: broadcast::Sender<PcmChunk>,
     /// Preview clients that want JPEG; the render worker encodes JPEG only while there are some.
-    jpeg_watchers: Arc<AtomicUsize>,
+    wants: Arc<FrameWants>,
     /// Known once the renderer attached.
     video: Option<VideoInfo>,
     first_frame_seen: bool,
 }
 
-/// Who is in the session: room participants and channel clients keep it from idling out.
+/// Who is in the session: room participants, the local room's viewers and channel clients keep
+/// it from idling out.
 #[derive(Default)]
 struct Presence {
     users: HashSet<String>,
     clients: usize,
+    viewers: usize,
+    /// The avatar in its room, as the Room child last reported.
+    room: Option<crate::domain::events::RoomStatus>,
     idle_timer: Option<SpawnHandle>,
 }
 
@@ -125,9 +134,19 @@ struct Billing {
 struct Speech {
     /// Added context, newest last (the oldest go first past `commands::MAX_CONTEXT`).
     context: Vec<String>,
+    /// The words of utterances not yet over, for the captions of `speech_started`.
+    words: std::collections::HashMap<u64, String>,
     next_utterance: u64,
     speaking: Option<u64>,
     voice_status: Option<VoiceStatus>,
+}
+
+impl Speech {
+    /// Queued utterances are dropped by an interrupt without a word of their end: forget them.
+    fn forget_unsaid(&mut self) {
+        let speaking = self.speaking;
+        self.words.retain(|id, _| Some(*id) == speaking);
+    }
 }
 
 pub struct Session {
@@ -183,7 +202,7 @@ impl Session {
             media: Media {
                 frames: broadcast::channel(4).0,
                 audio: broadcast::channel(256).0,
-                jpeg_watchers: Arc::new(AtomicUsize::new(0)),
+                wants: Arc::new(FrameWants::default()),
                 video: None,
                 first_frame_seen: false,
             },
@@ -286,7 +305,7 @@ impl Handler<MediaTap> for Session {
             frames: self.media.frames.subscribe(),
             audio: self.media.audio.subscribe(),
             video: self.media.video.clone(),
-            jpeg_watchers: self.media.jpeg_watchers.clone(),
+            wants: self.media.wants.clone(),
         })
     }
 }

@@ -12,7 +12,7 @@ use super::Session;
 
 impl Session {
     pub(super) fn present(&self) -> bool {
-        !self.presence.users.is_empty() || self.presence.clients > 0
+        !self.presence.users.is_empty() || self.presence.clients > 0 || self.presence.viewers > 0
     }
 
     pub(super) fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
@@ -62,6 +62,35 @@ impl Handler<ParticipantLeft> for Session {
             self.broadcast_status();
         }
         self.someone_left(ctx);
+    }
+}
+
+impl Handler<RoomUpdate> for Session {
+    type Result = ();
+
+    fn handle(&mut self, RoomUpdate(status): RoomUpdate, ctx: &mut Self::Context) {
+        if !self.deps.rooms.is_livekit() {
+            // The local room's participants are its browser viewers.
+            let before = self.presence.viewers;
+            self.presence.viewers = status.participants;
+            if self.presence.viewers > before {
+                self.disarm_idle_timer(ctx);
+            } else if self.presence.viewers < before {
+                self.someone_left(ctx);
+            }
+        }
+        self.presence.room = Some(status);
+        self.broadcast_status();
+    }
+}
+
+impl Handler<UserAudio> for Session {
+    type Result = ();
+
+    fn handle(&mut self, UserAudio(pcm): UserAudio, _: &mut Self::Context) {
+        if let Some(voice) = &self.children.voice {
+            voice.do_send(super::voice::Hear(pcm));
+        }
     }
 }
 

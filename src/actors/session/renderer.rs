@@ -3,7 +3,7 @@
 //! frame channels to its slot's worker, and reports the first frame, or a failure, to the Session.
 //! The frames themselves never pass through an actor.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -13,7 +13,7 @@ use super::messages::{ChildExited, ChildKind, RendererReady};
 use crate::actors::render_pool::{
     Attach, Detach, Prepare, RenderNotice, RenderPool, SlotLease, FAULT_FRAME, FAULT_WORKER_PANIC,
 };
-use crate::media::VideoFrame;
+use crate::media::{FrameWants, VideoFrame};
 use crate::voice::PcmChunk;
 
 /// Make rendering fail as if it crashed (fault injection for operators and tests): this session's
@@ -33,7 +33,7 @@ pub struct Renderer {
     aspect_ratio: String,
     audio: broadcast::Sender<PcmChunk>,
     frames: broadcast::Sender<VideoFrame>,
-    jpeg_watchers: Arc<AtomicUsize>,
+    wants: Arc<FrameWants>,
     ready: Recipient<RendererReady>,
     exited: Recipient<ChildExited>,
     fault: Arc<AtomicU8>,
@@ -49,7 +49,7 @@ pub struct RendererSpec {
     pub aspect_ratio: String,
     pub audio: broadcast::Sender<PcmChunk>,
     pub frames: broadcast::Sender<VideoFrame>,
-    pub jpeg_watchers: Arc<AtomicUsize>,
+    pub wants: Arc<FrameWants>,
     pub ready: Recipient<RendererReady>,
     pub exited: Recipient<ChildExited>,
 }
@@ -64,7 +64,7 @@ impl Renderer {
             aspect_ratio: spec.aspect_ratio,
             audio: spec.audio,
             frames: spec.frames,
-            jpeg_watchers: spec.jpeg_watchers,
+            wants: spec.wants,
             ready: spec.ready,
             exited: spec.exited,
             fault: Arc::new(AtomicU8::new(0)),
@@ -111,7 +111,7 @@ impl Actor for Renderer {
                 frames: act.frames.clone(),
                 notices: tx,
                 fault: act.fault.clone(),
-                jpeg_watchers: act.jpeg_watchers.clone(),
+                wants: act.wants.clone(),
             };
             ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|notice| (notice, rx))

@@ -9,8 +9,9 @@ use actix::prelude::*;
 use super::messages::*;
 use super::renderer::{self, Renderer, RendererSpec};
 use super::restart::Decision;
-use super::room::Room;
+use super::room::{Room, RoomSpec, VideoSize};
 use super::state::{Event, State};
+use super::transport::MediaTaps;
 use super::voice::{self, ElevenLabsSpec, ProviderSpec, VoiceBridge};
 use super::Session;
 use crate::domain::events::{LifecycleEvent, VideoInfo};
@@ -18,18 +19,40 @@ use crate::voice::elevenlabs;
 
 impl Session {
     pub(super) fn spawn_room(&mut self, ctx: &mut Context<Self>) {
-        let s = &self.deps.settings.sessions;
-        let room = Room::new(
-            self.deps.rooms.clone(),
-            self.row.room_name.clone(),
-            self.row.user_identity.clone(),
-            self.row.agent_identity.clone(),
-            Duration::from_secs(self.row.max_duration_seconds.max(60) as u64 + 300),
-            Duration::from_millis(s.room_check_interval_ms),
-            ctx.address().recipient(),
-            ctx.address().recipient(),
-        );
-        self.children.room = Some(room.start());
+        let settings = &self.deps.settings;
+        let me = ctx.address();
+        let spec = RoomSpec {
+            backend: self.deps.rooms.clone(),
+            session_id: self.row.id.clone(),
+            room_name: self.row.room_name.clone(),
+            user_identity: self.row.user_identity.clone(),
+            agent_identity: self.row.agent_identity.clone(),
+            token_ttl: Duration::from_secs(self.row.max_duration_seconds.max(60) as u64 + 300),
+            check_interval: Duration::from_millis(settings.sessions.room_check_interval_ms),
+            taps: MediaTaps {
+                frames: self.media.frames.clone(),
+                audio: self.media.audio.clone(),
+                wants: self.media.wants.clone(),
+            },
+            video: self
+                .media
+                .video
+                .as_ref()
+                .map(|v| (v.width, v.height, v.fps)),
+            livekit: self.deps.livekit.clone(),
+            rtc: self.deps.rtc.clone(),
+            max_video_bitrate: settings.media.video_bitrate_bps,
+            max_side: settings.render.max_side,
+            fps: settings.render.fps,
+            metrics: self.deps.metrics.clone(),
+            session: me.clone().recipient(),
+            ready: me.clone().recipient(),
+            exited: me.clone().recipient(),
+            joined: me.clone().recipient(),
+            left: me.clone().recipient(),
+            heard: me.recipient(),
+        };
+        self.children.room = Some(Room::launch(spec));
     }
 
     pub(super) fn spawn_renderer(&mut self, ctx: &mut Context<Self>) {
@@ -44,7 +67,7 @@ impl Session {
             aspect_ratio: self.row.aspect_ratio.clone(),
             audio: self.media.audio.clone(),
             frames: self.media.frames.clone(),
-            jpeg_watchers: self.media.jpeg_watchers.clone(),
+            wants: self.media.wants.clone(),
             ready: ctx.address().recipient(),
             exited: ctx.address().recipient(),
         };
@@ -206,13 +229,17 @@ impl Handler<RendererReady> for Session {
                 height,
                 mouth,
             } => {
+                let fps = self.deps.settings.render.fps;
                 self.media.video = Some(VideoInfo {
                     width,
                     height,
                     mouth_region: mouth,
-                    fps: self.deps.settings.render.fps,
+                    fps,
                     device,
                 });
+                if let Some(room) = &self.children.room {
+                    room.do_send(VideoSize { width, height, fps });
+                }
                 self.broadcast_status();
             }
             RendererReady::FirstFrame { .. } => {

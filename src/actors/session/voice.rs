@@ -383,6 +383,7 @@ impl VoiceBridge {
             task.abort();
         }
         self.play(PlayerCommand::CutAll);
+        self.events.do_send(VoiceEvent::Cut);
     }
 
     fn die(&mut self, ctx: &mut Context<Self>, reason: String) {
@@ -593,7 +594,10 @@ impl StreamHandler<ProviderEvent> for VoiceBridge {
                 }
                 self.play(PlayerCommand::Agent(pcm));
             }
-            ProviderEvent::Interrupted { .. } => self.play(PlayerCommand::CutAgent),
+            ProviderEvent::Interrupted { .. } => {
+                self.play(PlayerCommand::CutAgent);
+                self.events.do_send(VoiceEvent::Cut);
+            }
             ProviderEvent::AgentResponse(text) => self.events.do_send(VoiceEvent::Transcript {
                 speaker: Speaker::Agent,
                 text,

@@ -122,7 +122,7 @@ struct Ctx {
     config: ElevenLabsConfig,
     endpoints: Endpoints,
     http: reqwest::Client,
-    /// Built on the first `wss://` connection.
+    /// The process's TLS settings (`net`), built on the first `wss://` connection.
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -239,10 +239,11 @@ async fn connect_and_converse(ctx: &mut Ctx, io: &mut Io) -> Flow {
         }
     };
     let connector = if url.scheme() == "wss" {
-        match tls_config(&mut ctx.tls) {
-            Ok(tls) => Connector::Rustls(tls),
-            Err(reason) => return lost(reason),
-        }
+        Connector::Rustls(
+            ctx.tls
+                .get_or_insert_with(|| Arc::new(crate::net::tls_client_config()))
+                .clone(),
+        )
     } else {
         Connector::Plain
     };
@@ -340,28 +341,6 @@ fn error_detail(body: &[u8]) -> String {
             .join("; "),
         _ => text(),
     }
-}
-
-/// A rustls client config on ring with Mozilla's roots, as `net::http_client` builds its own (the
-/// process installs no default crypto provider).
-fn tls_config(
-    cache: &mut Option<Arc<rustls::ClientConfig>>,
-) -> Result<Arc<rustls::ClientConfig>, String> {
-    if let Some(tls) = cache {
-        return Ok(tls.clone());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup failed: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tls = Arc::new(tls);
-    *cache = Some(tls.clone());
-    Ok(tls)
 }
 
 impl Io {

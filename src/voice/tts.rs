@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
+use super::resample::resample;
 use super::SAMPLE_RATE;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -168,25 +169,6 @@ pub fn parse_wav(bytes: &[u8]) -> Result<(u32, Vec<i16>), TtsError> {
     Ok((spec.sample_rate, samples))
 }
 
-/// Linear-interpolation resampling; enough for speech going to a lip-sync renderer.
-pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
-    if from == to || samples.is_empty() {
-        return samples.to_vec();
-    }
-    let out_len = (samples.len() as u64 * to as u64 / from as u64) as usize;
-    let step = from as f64 / to as f64;
-    (0..out_len)
-        .map(|i| {
-            let x = i as f64 * step;
-            let j = x as usize;
-            let frac = x - j as f64;
-            let a = samples[j.min(samples.len() - 1)] as f64;
-            let b = samples[(j + 1).min(samples.len() - 1)] as f64;
-            (a + (b - a) * frac).round() as i16
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,13 +203,6 @@ mod tests {
         let (rate, samples) = parse_wav(&wav(22_050, &[1, -2, 3], true)).unwrap();
         assert_eq!((rate, samples), (22_050, vec![1, -2, 3]));
         assert!(parse_wav(b"nope").is_err());
-    }
-
-    #[test]
-    fn resamples_22050_to_16000() {
-        let input: Vec<i16> = (0..22_050).map(|i| (i % 100) as i16).collect();
-        assert_eq!(resample(&input, 22_050, 16_000).len(), 16_000);
-        assert_eq!(resample(&[5, 5], 16_000, 16_000), vec![5, 5]);
     }
 
     #[test]

@@ -22,10 +22,11 @@
 //! - [`store`]: the database (sea-orm, SQLite or PostgreSQL); every query lives there, and rows
 //!   render their views.
 //! - [`media`]: face detection, the avatar asset, the renderers, JPEG.
-//! - [`voice`]: local TTS (espeak-ng) and the ElevenLabs conversational-agent client.
+//! - [`voice`]: local TTS (espeak-ng), the ElevenLabs conversational-agent client, and resampling
+//!   of other audio (a user's microphone) to the voices' 16 kHz.
 //! - [`livekit`]: rooms and tokens (LiveKit's RoomService, or the local room).
-//! - [`net`]: the one HTTP client and the private-address guard; [`crypto`]: secrets and
-//!   signatures.
+//! - [`net`]: the one TLS configuration and HTTP client, and the private-address guard;
+//!   [`crypto`]: secrets and signatures.
 //!
 //! Foundation
 //! - [`domain`]: plain value types: ids, session states and end reasons, events and status, the

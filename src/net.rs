@@ -1,5 +1,6 @@
-//! Outbound HTTP: one client for the whole process, and the guard that keeps webhook and image URLs
-//! away from loopback and private networks unless the operator allows it (`--allow-private-urls`).
+//! Outbound connections: one TLS configuration and one HTTP client for the whole process, and the
+//! guard that keeps webhook and image URLs away from loopback and private networks unless the
+//! operator allows it (`--allow-private-urls`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -7,21 +8,25 @@ use std::time::Duration;
 
 use url::Url;
 
-/// The process's one HTTP client (rustls on ring, Mozilla roots, no redirects: a redirect could
-/// lead a checked URL to a private address).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+/// The process's TLS client settings, for HTTP here and for WebSockets (the ElevenLabs client):
+/// rustls on ring with Mozilla's roots, given explicitly because the process installs no default
+/// crypto provider.
+pub fn tls_client_config() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    // unwrap: ring's default provider supports the safe default protocol versions.
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        // unwrap: ring's default provider supports the safe default protocol versions.
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The process's one HTTP client (`tls_client_config`, no redirects: a redirect could lead a
+/// checked URL to a private address).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(tls_client_config())
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))

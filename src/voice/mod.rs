@@ -1,7 +1,9 @@
 //! Voices: the audio format every provider produces (16 kHz mono s16 PCM in 20 ms chunks), the
-//! local TTS (espeak-ng), and the ElevenLabs conversational-agent client.
+//! local TTS (espeak-ng), the ElevenLabs conversational-agent client, and the resampler that
+//! brings other audio (a user's microphone) to that format.
 
 pub mod elevenlabs;
+pub mod resample;
 pub mod tts;
 
 use std::sync::Arc;

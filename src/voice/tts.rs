@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
+use super::resample::resample;
 use super::SAMPLE_RATE;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -139,74 +140,33 @@ impl TtsCache {
     }
 }
 
-/// Mono s16 samples and their rate from a WAV; the data chunk is read to the end of the bytes.
+/// Mono s16 samples and their rate from a WAV. espeak-ng streams its WAV with a placeholder data
+/// length (0x7ffff000 bytes), so the samples are read until the bytes end rather than counted.
 pub fn parse_wav(bytes: &[u8]) -> Result<(u32, Vec<i16>), TtsError> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err(TtsError::BadAudio("not a WAV stream".into()));
+    let bad = |e: hound::Error| TtsError::BadAudio(e.to_string());
+    let mut reader = hound::WavReader::new(bytes).map_err(bad)?;
+    let spec = reader.spec();
+    if spec.sample_format != hound::SampleFormat::Int
+        || spec.channels != 1
+        || spec.bits_per_sample != 16
+        || spec.sample_rate == 0
+    {
+        return Err(TtsError::BadAudio(format!(
+            "{:?} samples, {} channels, {} bits, {} Hz",
+            spec.sample_format, spec.channels, spec.bits_per_sample, spec.sample_rate
+        )));
     }
-    let mut pos = 12;
-    let mut rate = None;
-    while pos + 8 <= bytes.len() {
-        let id = &bytes[pos..pos + 4];
-        let len = u32::from_le_bytes([
-            bytes[pos + 4],
-            bytes[pos + 5],
-            bytes[pos + 6],
-            bytes[pos + 7],
-        ]) as usize;
-        let body = pos + 8;
-        match id {
-            b"fmt " => {
-                if body + 16 > bytes.len() {
-                    return Err(TtsError::BadAudio("short fmt chunk".into()));
-                }
-                let format = u16::from_le_bytes([bytes[body], bytes[body + 1]]);
-                let channels = u16::from_le_bytes([bytes[body + 2], bytes[body + 3]]);
-                let bits = u16::from_le_bytes([bytes[body + 14], bytes[body + 15]]);
-                if format != 1 || channels != 1 || bits != 16 {
-                    return Err(TtsError::BadAudio(format!(
-                        "format {format}, {channels} channels, {bits} bits"
-                    )));
-                }
-                rate = Some(u32::from_le_bytes([
-                    bytes[body + 4],
-                    bytes[body + 5],
-                    bytes[body + 6],
-                    bytes[body + 7],
-                ]));
-                pos = body + len;
-            }
-            b"data" => {
-                let rate = rate.ok_or_else(|| TtsError::BadAudio("data before fmt".into()))?;
-                let samples = bytes[body..]
-                    .chunks_exact(2)
-                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                    .collect();
-                return Ok((rate, samples));
-            }
-            _ => pos = body + len + (len & 1),
+    let mut samples = Vec::new();
+    for sample in reader.samples::<i16>() {
+        match sample {
+            Ok(sample) => samples.push(sample),
+            // Reading from memory fails only where the bytes end (hound says so with an I/O
+            // error), short of the length the header claims: that is the end of the speech.
+            Err(hound::Error::IoError(_)) => break,
+            Err(e) => return Err(bad(e)),
         }
     }
-    Err(TtsError::BadAudio("no data chunk".into()))
-}
-
-/// Linear-interpolation resampling; enough for speech going to a lip-sync renderer.
-pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
-    if from == to || samples.is_empty() {
-        return samples.to_vec();
-    }
-    let out_len = (samples.len() as u64 * to as u64 / from as u64) as usize;
-    let step = from as f64 / to as f64;
-    (0..out_len)
-        .map(|i| {
-            let x = i as f64 * step;
-            let j = x as usize;
-            let frac = x - j as f64;
-            let a = samples[j.min(samples.len() - 1)] as f64;
-            let b = samples[(j + 1).min(samples.len() - 1)] as f64;
-            (a + (b - a) * frac).round() as i16
-        })
-        .collect()
+    Ok((spec.sample_rate, samples))
 }
 
 #[cfg(test)]
@@ -225,7 +185,8 @@ mod tests {
         out.extend(b"data");
         out.extend(
             if bogus_len {
-                u32::MAX
+                // What espeak-ng writes when it streams (it cannot seek back to fix it).
+                0x7fff_f000
             } else {
                 samples.len() as u32 * 2
             }
@@ -245,10 +206,24 @@ mod tests {
     }
 
     #[test]
-    fn resamples_22050_to_16000() {
-        let input: Vec<i16> = (0..22_050).map(|i| (i % 100) as i16).collect();
-        assert_eq!(resample(&input, 22_050, 16_000).len(), 16_000);
-        assert_eq!(resample(&[5, 5], 16_000, 16_000), vec![5, 5]);
+    fn reads_every_sample_of_a_real_espeak_stream() {
+        let output = Command::new("espeak-ng")
+            .args(["--stdout", "-v", "en", "Every sample counts."])
+            .output()
+            .expect("espeak-ng runs (`make setup` installs it)");
+        assert!(output.status.success());
+        let wav = output.stdout;
+        let claimed = u32::from_le_bytes([wav[40], wav[41], wav[42], wav[43]]) as usize;
+        let (rate, samples) = parse_wav(&wav).unwrap();
+        assert_eq!(rate, 22_050);
+        // The canonical 44-byte header, then nothing but samples, far fewer than claimed.
+        assert_eq!(&wav[36..40], b"data");
+        assert_eq!(samples.len(), (wav.len() - 44) / 2);
+        assert!(claimed > wav.len(), "{claimed}");
+        assert_eq!(
+            samples[samples.len() - 1].to_le_bytes(),
+            wav[wav.len() - 2..]
+        );
     }
 
     #[actix_web::test]

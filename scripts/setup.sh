@@ -171,6 +171,8 @@ about="default-avatar.png = astronaut.png from scikit-image $(sed -n 's/^scikit-
 [ "$(cat "$SETUP/default-avatar.txt" 2>/dev/null)" = "$about" ] || echo "$about" >"$SETUP/default-avatar.txt"
 say "ok: default avatar .setup/default-avatar.png"
 
+bash "$ROOT/scripts/setup_web.sh"  # chromium, livekit-client and playwright-core (.setup/web/)
+
 elapsed=$(( $(now_ms) - started ))
 cat <<EOF
 setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
@@ -181,4 +183,5 @@ setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   test lip-sync     $SETUP/models/tiny_lipsync.onnx
   images            $SETUP/images/
   default avatar    $SETUP/default-avatar.png
+  web               $SETUP/web/  (livekit-client, playwright-core)
 EOF

@@ -33,6 +33,8 @@ pub const RENDER_FIRST_FRAME_SECONDS: &str = "avs_render_first_frame_seconds";
 pub const RENDER_WORKER_RESTARTS_TOTAL: &str = "avs_render_worker_restarts_total";
 pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
 pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
+pub const WEB_PAGE_VIEWS_TOTAL: &str = "avs_web_page_views_total";
+pub const LINK_START_FAILURES_TOTAL: &str = "avs_link_start_failures_total";
 
 /// Every metric this server exports (the Grafana dashboard is checked against this list).
 pub const ALL: &[&str] = &[
@@ -64,6 +66,8 @@ pub const ALL: &[&str] = &[
     RENDER_WORKER_RESTARTS_TOTAL,
     FACE_DETECTION_SECONDS,
     PREVIEW_DROPPED_TOTAL,
+    WEB_PAGE_VIEWS_TOTAL,
+    LINK_START_FAILURES_TOTAL,
 ];
 
 #[derive(Clone)]
@@ -97,6 +101,10 @@ pub struct Metrics {
     pub render_worker_restarts: IntCounterVec,
     pub face_detection_seconds: Histogram,
     pub preview_dropped: IntCounterVec,
+    /// Room pages by what they showed (a live link, or why not), and console pages.
+    pub web_page_views: IntCounterVec,
+    /// Refused `POST /v1/links/start-session`, by error code: what visitors of room pages hit.
+    pub link_start_failures: IntCounterVec,
 }
 
 /// Registers metrics on one registry. Names, help texts and labels are static and valid, and each
@@ -220,6 +228,16 @@ impl Metrics {
                 "Preview frames or audio chunks skipped for a slow reader",
                 &["kind"],
             ),
+            web_page_views: r.counters(
+                WEB_PAGE_VIEWS_TOTAL,
+                "Pages served (page: room, console; outcome: ok or why a link cannot start)",
+                &["page", "outcome"],
+            ),
+            link_start_failures: r.counters(
+                LINK_START_FAILURES_TOTAL,
+                "Link start-session requests refused, by error code",
+                &["reason"],
+            ),
             registry,
         }
     }
@@ -282,6 +300,10 @@ mod tests {
             .observe(0.1);
         m.preview_dropped.with_label_values(&["video"]).inc();
         m.render_worker_restarts.with_label_values(&["cpu"]).inc();
+        m.web_page_views.with_label_values(&["room", "ok"]).inc();
+        m.link_start_failures
+            .with_label_values(&["link_inactive"])
+            .inc();
         let mut registered: Vec<String> = m
             .registry
             .gather()

@@ -19,4 +19,5 @@ mod ops;
 mod quota;
 mod sessions;
 mod voice;
+mod web;
 mod webhooks;

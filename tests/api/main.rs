@@ -15,6 +15,7 @@ mod deployments;
 mod links;
 mod livekit;
 mod media;
+mod netns;
 mod ops;
 mod quota;
 mod sessions;

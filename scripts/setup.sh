@@ -171,7 +171,8 @@ about="default-avatar.png = astronaut.png from scikit-image $(sed -n 's/^scikit-
 [ "$(cat "$SETUP/default-avatar.txt" 2>/dev/null)" = "$about" ] || echo "$about" >"$SETUP/default-avatar.txt"
 say "ok: default avatar .setup/default-avatar.png"
 
-bash "$ROOT/scripts/setup_web.sh"  # chromium, livekit-client and playwright-core (.setup/web/)
+bash "$ROOT/scripts/setup_livekit.sh"  # 6. LiveKit media: liblivekit_ffi.so, its schema, the fake server's packages
+bash "$ROOT/scripts/setup_web.sh"  # 7. chromium, livekit-client and playwright-core (.setup/web/)
 
 elapsed=$(( $(now_ms) - started ))
 cat <<EOF

@@ -309,6 +309,48 @@ async fn room_page_plays_the_avatar_and_hears_the_visitor() {
 }
 
 #[actix_web::test]
+async fn a_busy_start_counts_down_and_retries() {
+    require_netns();
+    let app = spawn_app_with(Db::Sqlite, |s| s.sessions.retry_after_seconds = 2).await;
+    let acct = app.account(1, 10.0, 1000).await;
+    let agent = app.ready_agent(&acct.key, json!({})).await;
+    let link = link_of(&app, &acct.key, &agent).await;
+    let blocker = app.started_session(&acct.key, &agent).await;
+    let mut script = Script::start("busy", json!({"url": app.url(&format!("/s/{link}"))}));
+    let countdown = script.until("countdown", Duration::from_secs(60)).await;
+    assert!(
+        countdown["status"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 1 concurrent sessions"),
+        "{countdown}"
+    );
+    assert!(
+        countdown["retry"]
+            .as_str()
+            .unwrap()
+            .starts_with("Trying again in"),
+        "{countdown}"
+    );
+    assert_eq!(countdown["start_disabled"], true);
+    app.post(
+        &format!("/v1/sessions/{blocker}/stop"),
+        &acct.key,
+        json!({}),
+    )
+    .await;
+    let started = script.until("started", Duration::from_secs(30)).await;
+    script.finish().await;
+    let id = started["session_id"].as_str().unwrap();
+    assert_ne!(id, blocker);
+    let row = app
+        .wait_session(&acct.key, id, "stopped", Duration::from_secs(10))
+        .await;
+    assert_eq!(row["status"], "stopped", "{row}");
+    assert_eq!(row["source"], "link");
+}
+
+#[actix_web::test]
 async fn revoked_link_page_says_so() {
     require_netns();
     let app = spawn_app(Db::Sqlite).await;

@@ -320,10 +320,25 @@
     ui.leave.focus();
   }
 
+  // The viewer leaves before the session stops: once stopped, the session has no viewer to
+  // delete.
   function leave() {
     if (room.state !== 'live') return;
-    if (room.ws && room.ws.readyState === WebSocket.OPEN) room.ws.send(JSON.stringify({ type: 'stop' }));
+    const viewer = room.viewer;
+    room.viewer = null;
+    const left = viewer
+      ? fetch(viewer, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${room.session.participant_token}` },
+        keepalive: true,
+      }).catch(() => {})
+      : Promise.resolve();
+    const ws = room.ws;
+    const stop = () => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'stop' })); };
+    left.then(stop, stop);
+    room.ws = null; // the stop goes out on it after the DELETE; ended() must not close it first
     ended('The session ended. Thank you for talking with us.');
+    setTimeout(() => { if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000); }, 3000);
   }
 
   ui.start.addEventListener('click', start);

@@ -31,12 +31,15 @@ async function stats(page) {
         out.mic = { ts: s.timestamp, packetsSent: s.packetsSent || 0, bytesSent: s.bytesSent || 0 };
       }
     });
+    // Before its first packet a stream has no statistics: count it as nothing received yet.
+    out.audio = out.audio || { ts: Date.now(), packetsReceived: 0, energy: 0, duration: 0, level: 0, codecId: null };
     return out;
   });
 }
 
-// Root mean square of the received audio between two samples, as a fraction of full scale.
-function rms(a, b) {
+// The received audio's mean level between two samples (root mean square of getStats' audioLevel,
+// from totalAudioEnergy over totalSamplesDuration), 0 to 1.
+function level(a, b) {
   const d = b.audio.duration - a.audio.duration;
   return d > 0 ? Math.sqrt(Math.max(0, b.audio.energy - a.audio.energy) / d) : 0;
 }
@@ -96,7 +99,7 @@ run(async (cfg, state) => {
   const audio = {
     packets_per_s: (s1.audio.packetsReceived - s0.audio.packetsReceived) / ((s1.audio.ts - s0.audio.ts) / 1000),
     codec: s1.codecs[s1.audio.codecId],
-    silent_rms: rms(s0, s1),
+    silent_level: level(s0, s1),
   };
   const status = await page.evaluate(() => window.avsRoom.lastStatus);
   await page.screenshot({ path: `${cfg.artifacts}/room-live.png`, fullPage: true });
@@ -134,7 +137,7 @@ run(async (cfg, state) => {
   while (Date.now() - sentAt < 8_000) {
     await sleep(250);
     const now = await stats(page);
-    loudest = Math.max(loudest, rms(previous, now));
+    loudest = Math.max(loudest, level(previous, now));
     previous = now;
     if (captionMs === null) {
       const shown = await page.evaluate((text) => window.avsRoom.captions.some((c) => c.who === 'avatar' && c.text.includes(text)), cfg.say);
@@ -143,6 +146,10 @@ run(async (cfg, state) => {
     if (captionMs !== null && Date.now() - sentAt > captionMs + 2_500) break;
   }
   const speechLevels = await page.evaluate(() => window.__levels.splice(0));
+  const spoken = {
+    packets_per_s: (previous.audio.packetsReceived - before.audio.packetsReceived) / ((previous.audio.ts - before.audio.ts) / 1000),
+    codec: previous.codecs[previous.audio.codecId] || null,
+  };
 
   // The voice provider's words, sent by the Rust test once the page was live.
   const expected = cfg.expect_captions || [];
@@ -183,7 +190,9 @@ run(async (cfg, state) => {
     audio,
     status_video: status && status.video,
     speech: {
-      loudest_rms: loudest,
+      loudest_level: loudest,
+      packets_per_s: spoken.packets_per_s,
+      codec: spoken.codec,
       caption_ms: captionMs,
       analyser_quiet_max: max(quietLevels),
       analyser_speech_max: max(speechLevels),

@@ -270,7 +270,7 @@
         keepalive: true,
       }).catch(() => {});
     }
-    if (room.pc) room.pc.close();
+    if (room.pc && !room.leaving) room.pc.close();
     if (room.livekit) room.livekit.disconnect();
     if (room.mic) room.mic.getTracks().forEach((t) => t.stop());
     if (room.ws && room.ws.readyState <= WebSocket.OPEN) room.ws.close(1000);
@@ -320,8 +320,8 @@
     ui.leave.focus();
   }
 
-  // The viewer leaves before the session stops: once stopped, the session has no viewer to
-  // delete.
+  // The viewer leaves (DELETE) before the session stops: once stopped, the session has no viewer
+  // to delete.
   function leave() {
     if (room.state !== 'live') return;
     const viewer = room.viewer;
@@ -334,7 +334,13 @@
       }).catch(() => {})
       : Promise.resolve();
     const ws = room.ws;
-    const stop = () => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'stop' })); };
+    const pc = room.pc;
+    // The connection closes after the DELETE too: its DTLS close would end the viewer first.
+    room.leaving = true;
+    const stop = () => {
+      if (pc) pc.close();
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'stop' }));
+    };
     left.then(stop, stop);
     room.ws = null; // the stop goes out on it after the DELETE; ended() must not close it first
     ended('The session ended. Thank you for talking with us.');

@@ -182,6 +182,8 @@ about="default-avatar.png = astronaut.png from scikit-image $(sed -n 's/^scikit-
 say "ok: default avatar .setup/default-avatar.png"
 
 bash "$ROOT/scripts/setup_livekit.sh"  # 6. LiveKit media: liblivekit_ffi.so, its schema, the fake server's packages
+bash "$ROOT/scripts/setup_web.sh"  # 7. chromium, livekit-client and playwright-core (.setup/web/)
+
 elapsed=$(( $(now_ms) - started ))
 cat <<EOF
 setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
@@ -192,4 +194,5 @@ setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   test lip-sync     $SETUP/models/tiny_lipsync.onnx
   images            $SETUP/images/
   default avatar    $SETUP/default-avatar.png
+  web               $SETUP/web/  (livekit-client, playwright-core)
 EOF

@@ -49,6 +49,7 @@ pub struct Settings {
     pub ws: WsSettings,
     pub media: MediaSettings,
     pub render: RenderSettings,
+    pub web: WebSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +196,25 @@ pub struct RenderSettings {
     pub jpeg_quality: u8,
     /// A Wav2Lip-style ONNX model (`mel` + `face` → `face`); empty: the built-in renderer.
     pub lipsync_model: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSettings {
+    /// livekit-client's UMD build, which the room page needs with LiveKit configured; empty:
+    /// `.setup/web/livekit-client.umd.js`, where `make setup` puts it.
+    pub livekit_client: String,
+}
+
+impl WebSettings {
+    /// The livekit-client bundle to serve: the setting, else the one `make setup` installs.
+    pub fn livekit_client_path(&self) -> PathBuf {
+        if self.livekit_client.is_empty() {
+            PathBuf::from(".setup/web/livekit-client.umd.js")
+        } else {
+            PathBuf::from(&self.livekit_client)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

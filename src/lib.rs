@@ -12,6 +12,8 @@
 //! - [`ws`]: the WebSocket boundary: the control and preview channels; `ws::protocol` is the one
 //!   place session events become wire JSON.
 //! - [`jobs`]: agent generation in the background.
+//! - [`web`]: the browser side: the room page of a link (`/s/{id}`), the operator's console, and
+//!   their files (`web/` at the repository root, embedded).
 //! - [`state`]: what every handler gets (`AppState`).
 //!
 //! Actors (the supervision tree of DESIGN.md) and the session service
@@ -48,4 +50,5 @@ pub mod net;
 pub mod state;
 pub mod store;
 pub mod voice;
+pub mod web;
 pub mod ws;

@@ -155,6 +155,8 @@ pub const RTC_ENCODE_SECONDS_TOTAL: &str = "avs_rtc_encode_seconds_total";
 pub const RTC_MICROPHONE_SECONDS_TOTAL: &str = "avs_rtc_microphone_seconds_total";
 pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
 pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
+pub const WEB_PAGE_VIEWS_TOTAL: &str = "avs_web_page_views_total";
+pub const LINK_START_FAILURES_TOTAL: &str = "avs_link_start_failures_total";
 
 /// Every metric this server exports (the Grafana dashboard is checked against this list).
 pub const ALL: &[&str] = &[
@@ -201,6 +203,8 @@ pub const ALL: &[&str] = &[
     RTC_MICROPHONE_SECONDS_TOTAL,
     FACE_DETECTION_SECONDS,
     PREVIEW_DROPPED_TOTAL,
+    WEB_PAGE_VIEWS_TOTAL,
+    LINK_START_FAILURES_TOTAL,
 ];
 
 #[derive(Clone)]
@@ -240,6 +244,10 @@ pub struct Metrics {
     rtc: RtcMetrics,
     pub face_detection_seconds: Histogram,
     pub preview_dropped: IntCounterVec,
+    /// Room pages by what they showed (a live link, or why not), and console pages.
+    pub web_page_views: IntCounterVec,
+    /// Refused `POST /v1/links/start-session`, by error code: what visitors of room pages hit.
+    pub link_start_failures: IntCounterVec,
 }
 
 /// Registers metrics on one registry. Names, help texts and labels are static and valid, and each
@@ -381,6 +389,16 @@ impl Metrics {
                 "Preview frames or audio chunks skipped for a slow reader",
                 &["kind"],
             ),
+            web_page_views: r.counters(
+                WEB_PAGE_VIEWS_TOTAL,
+                "Pages served (page: room, console; outcome: ok or why a link cannot start)",
+                &["page", "outcome"],
+            ),
+            link_start_failures: r.counters(
+                LINK_START_FAILURES_TOTAL,
+                "Link start-session requests refused, by error code",
+                &["reason"],
+            ),
             registry,
         }
     }
@@ -455,6 +473,10 @@ mod tests {
         m.rtc.packets.with_label_values(&["video"]).inc();
         m.rtc.bytes.with_label_values(&["video"]).inc();
         m.rtc.frames_dropped.with_label_values(&["viewer"]).inc();
+        m.web_page_views.with_label_values(&["room", "ok"]).inc();
+        m.link_start_failures
+            .with_label_values(&["link_inactive"])
+            .inc();
         let mut registered: Vec<String> = m
             .registry
             .gather()

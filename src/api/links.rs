@@ -145,11 +145,24 @@ pub async fn revoke(
         .json(json!({"success": true, "link": link.view(agent.as_ref(), &state.urls)})))
 }
 
-/// No API key: the link id is the credential.
+/// No API key: the link id is the credential. Refusals are counted by code: they are what the
+/// visitors of room pages run into.
 pub async fn start_session(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
+    let result = start_with_link(&state, payload).await;
+    if let Err(e) = &result {
+        state
+            .metrics
+            .link_start_failures
+            .with_label_values(&[e.code])
+            .inc();
+    }
+    result
+}
+
+async fn start_with_link(state: &AppState, payload: web::Payload) -> ApiResult<HttpResponse> {
     let body: StartBody = body::json(payload, 16 * 1024).await?;
     if !body.link_id.starts_with("lnk_") || body.link_id.len() > 64 {
         return Err(ApiError::invalid_field(
@@ -193,7 +206,7 @@ pub async fn start_session(
         return Err(ApiError::conflict("The link's agent has no avatar image."));
     }
     let started = start(
-        &state,
+        state,
         StartRequest {
             account_id: link.account_id.clone(),
             revision: agent.revision,

@@ -72,6 +72,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/sessions/{id}/stop",
             web::post().to(sessions::stop_route),
         )
+        .route("/v1/sessions/{id}/token", web::post().to(sessions::token))
         .route("/v1/sessions/{id}/control", web::get().to(control::session))
         .route("/v1/sessions/{id}/preview", web::get().to(control::preview))
         .route("/v1/sessions/{id}/rtc", web::post().to(rtc::offer))
@@ -90,6 +91,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics));
+    crate::web::routes(cfg);
 }
 
 /// Unknown routes answer in the one error shape too.

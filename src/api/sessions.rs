@@ -279,6 +279,41 @@ pub async fn stop_route(
     Ok(HttpResponse::Ok().json(json!({"success": true, "data": row.view(&state.urls)})))
 }
 
+/// How long a console token opens a session's channels (a channel once open stays open).
+const OBSERVER_TOKEN_SECONDS: u64 = 600;
+
+/// `POST /v1/sessions/{id}/token`: a short-lived token for the session's control and preview
+/// channels. Browsers cannot put headers on a WebSocket, and an API key in a URL ends up in logs;
+/// this token opens one session's channels for ten minutes, and no LiveKit room.
+pub async fn token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let principal = authenticate(&req, &state).await?;
+    let row = own_session(&state, &principal.account_id, &path).await?;
+    let token = state
+        .rooms
+        .observer_token(
+            &row.room_name,
+            &row.user_identity,
+            std::time::Duration::from_secs(OBSERVER_TOKEN_SECONDS),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot mint an observer token");
+            ApiError::internal()
+        })?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({
+            "success": true,
+            "session_id": row.id,
+            "token": token,
+            "expires_in": OBSERVER_TOKEN_SECONDS,
+            "control_url": state.urls.control(&row.id),
+        })))
+}
+
 /// The caller's session `raw`: a malformed id names no session, and costs no look-up.
 pub async fn own_session(
     state: &AppState,

@@ -171,6 +171,40 @@ impl RoomBackend {
         })
     }
 
+    /// A token that opens one session's control and preview channels (`?token=`), as the
+    /// participant's does, for an operator's console: it names the session's user (which is what
+    /// the channels check) but grants no room join, so LiveKit would refuse it as a way in.
+    pub fn observer_token(
+        &self,
+        room: &str,
+        user: &str,
+        ttl: Duration,
+    ) -> Result<String, RoomError> {
+        let (key, secret) = match self {
+            RoomBackend::LiveKit {
+                api_key,
+                api_secret,
+                ..
+            } => (api_key.as_str(), api_secret),
+            RoomBackend::Local { api_secret, .. } => (LOCAL_KEY, api_secret),
+        };
+        AccessToken::with_api_key(key, secret)
+            .with_identity(user)
+            .with_name("console")
+            .with_ttl(ttl)
+            .with_grants(VideoGrants {
+                room_join: false,
+                room: room.to_string(),
+                can_publish: Some(false),
+                can_subscribe: Some(false),
+                can_publish_data: Some(false),
+                hidden: true,
+                ..Default::default()
+            })
+            .to_jwt()
+            .map_err(|e| RoomError::Token(e.to_string()))
+    }
+
     /// Verifies a participant token this backend minted; the room it grants is the session's scope.
     pub fn verify(&self, token: &str) -> Option<Claims> {
         let (key, secret) = match self {
@@ -239,6 +273,21 @@ mod tests {
             api_secret: "t".repeat(32),
         };
         assert!(other.verify(&access.user_token).is_none());
+    }
+
+    #[test]
+    fn observer_tokens_name_the_user_but_join_nothing() {
+        let backend = local();
+        let token = backend
+            .observer_token("room-a", "user-1", Duration::from_secs(60))
+            .unwrap();
+        let claims = backend.verify(&token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.video.room.as_str()),
+            ("user-1", "room-a")
+        );
+        assert!(!claims.video.room_join && !claims.video.can_publish());
+        assert!(claims.video.hidden);
     }
 
     #[test]

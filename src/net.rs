@@ -30,6 +30,9 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
+        // Servers commonly close idle keep-alive connections after 5 s (actix-web does); a pooled
+        // connection reused just as the server closes it fails the request. Drop them sooner.
+        .pool_idle_timeout(Duration::from_secs(3))
         .build()
         // unwrap: the builder only fails on an invalid TLS backend, which is fixed above.
         .unwrap()

@@ -10,6 +10,7 @@ use actix::prelude::*;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::billing::Billing;
 use crate::actors::quota::Quota;
 use crate::actors::registry::{Drain, Registry};
 use crate::actors::render_pool::RenderPool;
@@ -126,7 +127,7 @@ pub async fn open_store(settings: &Settings) -> Result<Store, BoxError> {
     })?;
     let key = master_key(settings)?;
     let url = settings.database_url();
-    let store = Store::connect(&url, settings.database.max_connections, key)
+    let store = Store::connect(&url, &settings.database, key)
         .await
         .map_err(|e| format!("cannot open database: {e}"))?;
     store
@@ -190,6 +191,8 @@ impl Application {
         )?
         .start();
         let quota = Quota::new(store.clone(), metrics.clone()).start();
+        let billing =
+            Billing::new(store.clone(), metrics.clone(), settings.billing.clone()).start();
         let registry = Registry::new(metrics.clone()).start();
         let webhooks = Webhooks::new(
             store.clone(),
@@ -207,6 +210,7 @@ impl Application {
         let session_deps = Arc::new(SessionDeps {
             store: store.clone(),
             quota: quota.clone(),
+            billing: billing.clone(),
             registry: registry.clone().recipient(),
             webhooks: webhooks.clone(),
             rooms: rooms.clone(),
@@ -229,6 +233,7 @@ impl Application {
             media,
             render_pool,
             sessions,
+            limits: crate::api::limits::RateLimits::new(&settings.limits, metrics.clone()),
             metrics,
             http,
             urls,
@@ -304,7 +309,8 @@ async fn shutdown_signal() {
 }
 
 /// Sessions the database says are running but no actor runs (a crash, a lost node) end now with
-/// `shutdown`; their time was billed as it went, and their slots come back.
+/// `shutdown`, recorded as ended at their last billing checkpoint (what was billed), and their
+/// slots come back.
 async fn reconcile(state: &AppState) {
     let orphans = match state
         .store

@@ -45,6 +45,8 @@ pub struct Settings {
     pub livekit: LiveKitSettings,
     pub agents: AgentSettings,
     pub webhooks: WebhookSettings,
+    pub billing: BillingSettings,
+    pub limits: LimitSettings,
     pub voice: VoiceSettings,
     pub ws: WsSettings,
     pub media: MediaSettings,
@@ -69,6 +71,7 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +93,8 @@ pub struct SessionSettings {
     pub room_check_interval_ms: u64,
     /// Arbiters (threads) sessions are spread over; 0: one per core.
     pub arbiters: usize,
+    /// Starts admitted at once on this node at most; past it a start is answered 503 at once.
+    pub max_pending_starts: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +117,28 @@ pub struct AgentSettings {
     pub generation_credits: i64,
     pub max_image_bytes: usize,
     pub fetch_timeout_seconds: u64,
+}
+
+/// Requests per minute (0: no limit) of the unauthenticated and expensive routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub link_start_per_ip: u32,
+    pub link_start_per_link: u32,
+    pub connect_per_ip: u32,
+    pub connect_per_agent: u32,
+    pub preflight_per_ip: u32,
+    pub generate_per_ip: u32,
+    pub generate_per_account: u32,
+    /// Take the client's address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    /// Seconds between settlements of live time (one transaction for every live session).
+    pub checkpoint_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -153,6 +153,11 @@ pub const RTC_FRAMES_ENCODED_TOTAL: &str = "avs_rtc_frames_encoded_total";
 pub const RTC_FRAMES_DROPPED_TOTAL: &str = "avs_rtc_frames_dropped_total";
 pub const RTC_ENCODE_SECONDS_TOTAL: &str = "avs_rtc_encode_seconds_total";
 pub const RTC_MICROPHONE_SECONDS_TOTAL: &str = "avs_rtc_microphone_seconds_total";
+pub const BILLING_UNBILLED_SECONDS: &str = "avs_billing_unbilled_seconds";
+pub const BILLING_SETTLEMENTS_TOTAL: &str = "avs_billing_settlements_total";
+pub const BILLING_FAILURES_TOTAL: &str = "avs_billing_failures_total";
+pub const BILLING_WRITE_SECONDS: &str = "avs_billing_write_seconds";
+pub const RATE_LIMITED_TOTAL: &str = "avs_rate_limited_total";
 pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
 pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
 pub const WEB_PAGE_VIEWS_TOTAL: &str = "avs_web_page_views_total";
@@ -186,6 +191,11 @@ pub const ALL: &[&str] = &[
     RENDER_BATCH_SIZE,
     RENDER_FIRST_FRAME_SECONDS,
     RENDER_WORKER_RESTARTS_TOTAL,
+    RATE_LIMITED_TOTAL,
+    BILLING_UNBILLED_SECONDS,
+    BILLING_SETTLEMENTS_TOTAL,
+    BILLING_FAILURES_TOTAL,
+    BILLING_WRITE_SECONDS,
     LIVEKIT_PUBLISHED_SESSIONS,
     LIVEKIT_VIDEO_FRAMES_TOTAL,
     LIVEKIT_USER_AUDIO_SECONDS_TOTAL,
@@ -236,6 +246,11 @@ pub struct Metrics {
     pub render_batch_size: Histogram,
     pub render_first_frame_seconds: Histogram,
     pub render_worker_restarts: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub billing_unbilled_seconds: IntGauge,
+    pub billing_settlements: IntCounterVec,
+    pub billing_failures: IntCounterVec,
+    pub billing_write_seconds: HistogramVec,
     pub livekit_published: IntGauge,
     pub livekit_video_frames: IntCounter,
     pub livekit_user_audio_seconds: Counter,
@@ -364,6 +379,31 @@ impl Metrics {
                 "Render device workers restarted after a panic (their sessions restart their renderers)",
                 &["device"],
             ),
+            rate_limited: r.counters(
+                RATE_LIMITED_TOTAL,
+                "Requests refused by a rate limit (route; by: ip or key)",
+                &["route", "by"],
+            ),
+            billing_unbilled_seconds: r.gauge(
+                BILLING_UNBILLED_SECONDS,
+                "Live seconds not yet settled (billing lag)",
+            ),
+            billing_settlements: r.counters(
+                BILLING_SETTLEMENTS_TOTAL,
+                "Billing writes (kind: checkpoint, final)",
+                &["kind"],
+            ),
+            billing_failures: r.counters(
+                BILLING_FAILURES_TOTAL,
+                "Billing writes that failed and were kept for retry",
+                &["what"],
+            ),
+            billing_write_seconds: r.histograms(
+                BILLING_WRITE_SECONDS,
+                "Time of one batched billing write",
+                &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+                &["kind"],
+            ),
             livekit_published: r.gauge(
                 LIVEKIT_PUBLISHED_SESSIONS,
                 "Sessions whose avatar is in its LiveKit room, publishing",
@@ -469,6 +509,12 @@ mod tests {
             .observe(0.1);
         m.preview_dropped.with_label_values(&["video"]).inc();
         m.render_worker_restarts.with_label_values(&["cpu"]).inc();
+        m.billing_settlements.with_label_values(&["final"]).inc();
+        m.rate_limited.with_label_values(&["connect", "ip"]).inc();
+        m.billing_failures.with_label_values(&["final"]).inc();
+        m.billing_write_seconds
+            .with_label_values(&["final"])
+            .observe(0.1);
         m.rtc.connections.with_label_values(&["new"]).inc();
         m.rtc.packets.with_label_values(&["video"]).inc();
         m.rtc.bytes.with_label_values(&["video"]).inc();

@@ -32,6 +32,7 @@ pub struct AppState {
     /// Starts and stops sessions (admission and its compensation live there).
     pub sessions: SessionService,
     pub metrics: Metrics,
+    pub limits: crate::api::limits::RateLimits,
     pub http: reqwest::Client,
     pub urls: Urls,
     pub policy: UrlPolicy,

@@ -74,6 +74,9 @@ pub enum StartError {
     RoomCreationFailed,
     #[error("the session did not start")]
     NotStarted,
+    /// Too many starts are being admitted on this node right now: try again shortly.
+    #[error("too many starts are in progress")]
+    Busy,
     /// A part of this server that a start needs does not answer (an actor, the database).
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
@@ -142,12 +145,15 @@ pub struct SessionService {
     render_pool: Addr<RenderPool>,
     deps: Arc<SessionDeps>,
     arbiters: Arc<ArbiterPool>,
+    /// Permits of the starts being admitted (`sessions.max_pending_starts`).
+    pending: Arc<tokio::sync::Semaphore>,
     node_id: String,
 }
 
 impl SessionService {
     pub fn new(deps: Arc<SessionDeps>, registry: Addr<Registry>, node_id: String) -> Self {
         let arbiters = ArbiterPool::new(deps.settings.sessions.arbiters);
+        let pending = tokio::sync::Semaphore::new(deps.settings.sessions.max_pending_starts.max(1));
         Self {
             store: deps.store.clone(),
             settings: deps.settings.clone(),
@@ -156,6 +162,7 @@ impl SessionService {
             render_pool: deps.render_pool.clone(),
             deps,
             arbiters: Arc::new(arbiters),
+            pending: Arc::new(pending),
             node_id,
         }
     }
@@ -176,6 +183,16 @@ impl SessionService {
 
     pub async fn start(&self, req: StartRequest, mode: StartMode) -> Result<Started, StartError> {
         Self::check_ready(&req.agent)?;
+        // Back-pressure: a node already admitting its share says so at once instead of queueing
+        // the start behind the others (held until the session is live, or refused).
+        let Ok(_permit) = self.pending.clone().try_acquire_owned() else {
+            self.deps
+                .metrics
+                .admissions_rejected
+                .with_label_values(&["busy"])
+                .inc();
+            return Err(StartError::Busy);
+        };
         // Admission runs to its end even if the caller goes away mid-request: stopped half-way
         // it would leave a render slot or a concurrency count held with no session to release it.
         let service = self.clone();

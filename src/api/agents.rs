@@ -12,6 +12,7 @@ use serde_json::json;
 use super::auth::authenticate;
 use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult};
+use super::limits::Limited;
 use crate::actors::session::messages::PromptUpdated;
 use crate::actors::session::{deliver, Directive};
 use crate::domain::agent::VoiceAgent;
@@ -170,7 +171,11 @@ async fn generate_inner(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
+    state.limits.check_ip(Limited::Generate, &req)?;
     let principal = authenticate(&req, &state).await?;
+    state
+        .limits
+        .check_key(Limited::Generate, &principal.account_id)?;
     let body: GenerateBody = body::json(payload, state.settings.server.max_body_bytes).await?;
     let prompt = body.prompt.unwrap_or_default();
     max_len("prompt", &prompt, MAX_PROMPT)?;

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult};
+use super::limits::Limited;
 use super::sessions::{ensure_ready, start, StartMode, StartRequest};
 use crate::state::AppState;
 
@@ -50,8 +51,10 @@ pub async fn connect(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
+    state.limits.check_ip(Limited::Connect, &req)?;
     let origin = origin(&req).map(str::to_string);
     let body: ConnectBody = body::json(payload, 16 * 1024).await?;
+    state.limits.check_key(Limited::Connect, &body.agent_id)?;
     if let Some(r) = &body.client_user_ref {
         max_len("client_user_ref", r, 256)?;
     }
@@ -109,6 +112,7 @@ pub async fn connect(
 
 /// `OPTIONS /v1/public/agents/connect`: allowed if some published agent allows this origin.
 pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    state.limits.check_ip(Limited::Preflight, &req)?;
     let Some(origin) = origin(&req) else {
         return Err(ApiError::forbidden(
             "auth_failed",

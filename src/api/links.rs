@@ -7,8 +7,10 @@ use serde_json::json;
 use super::auth::authenticate;
 use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult};
+use super::limits::Limited;
 use super::sessions::{aspect_ratio, ensure_ready, start, StartMode, StartRequest};
 use crate::domain::ids;
+use crate::domain::ids::LinkId;
 use crate::state::AppState;
 use crate::store::entities::link;
 use crate::store::links::effective_status;
@@ -148,10 +150,11 @@ pub async fn revoke(
 /// No API key: the link id is the credential. Refusals are counted by code: they are what the
 /// visitors of room pages run into.
 pub async fn start_session(
+    req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let result = start_with_link(&state, payload).await;
+    let result = start_with_link(&req, &state, payload).await;
     if let Err(e) = &result {
         state
             .metrics
@@ -162,14 +165,20 @@ pub async fn start_session(
     result
 }
 
-async fn start_with_link(state: &AppState, payload: web::Payload) -> ApiResult<HttpResponse> {
+async fn start_with_link(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    state.limits.check_ip(Limited::LinkStart, req)?;
     let body: StartBody = body::json(payload, 16 * 1024).await?;
-    if !body.link_id.starts_with("lnk_") || body.link_id.len() > 64 {
+    if LinkId::parse(&body.link_id).is_none() {
         return Err(ApiError::invalid_field(
             "link_id",
             "must be a link id (lnk_…)",
         ));
     }
+    state.limits.check_key(Limited::LinkStart, &body.link_id)?;
     let link = state
         .store
         .link(&body.link_id)

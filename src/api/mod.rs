@@ -9,6 +9,7 @@ pub mod connect;
 pub mod control;
 pub mod deployments;
 pub mod error;
+pub mod limits;
 pub mod links;
 pub mod ops;
 pub mod rtc;

@@ -55,6 +55,13 @@ fn refusal(e: StartError, retry_after: u64) -> ApiError {
         StartError::NotStarted => {
             ApiError::bad_gateway("orchestrator_error", "The session did not start.")
         }
+        StartError::Busy => {
+            let mut e = ApiError::unavailable(
+                "The server is starting many sessions right now; try again shortly.",
+            );
+            e.retry_after_seconds = Some(1);
+            e
+        }
         StartError::Unavailable(detail) => {
             tracing::error!(%detail, "a start found a dependency unavailable");
             ApiError::unavailable("The server cannot start sessions right now; try again shortly.")

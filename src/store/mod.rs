@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod agents;
+pub mod billing;
 pub mod entities;
 pub mod links;
 pub mod sessions;
@@ -54,19 +55,22 @@ impl Store {
     /// Connects and applies pending migrations (SQLite files are created on first start).
     pub async fn connect(
         url: &str,
-        max_connections: u32,
+        settings: &crate::config::DatabaseSettings,
         master_key: MasterKey,
     ) -> StoreResult<Self> {
         let mut options = ConnectOptions::new(url.to_string());
         options
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms.max(1)))
             .sqlx_logging(false);
         if url.starts_with("sqlite:") {
             // One writer at a time: waiting writers queue on the busy timeout instead of failing.
+            // WAL with `synchronous = NORMAL`: a commit is durable against a crash of this
+            // process (what billing must survive) without an fsync per commit.
             options.map_sqlx_sqlite_opts(|o| {
                 o.busy_timeout(Duration::from_secs(30))
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .foreign_keys(true)
             });
         }

@@ -139,10 +139,11 @@ impl Store {
         .await
     }
 
-    /// A state change of a session that has not ended.
-    pub async fn set_session_state(&self, id: &str, state: &str) -> StoreResult<()> {
+    /// A state change of a session that has not ended, made at `at` (ms since the epoch; for
+    /// `live`, its `started_at`).
+    pub async fn set_session_state(&self, id: &str, state: &str, at: i64) -> StoreResult<()> {
         super::guarded(async move {
-            let now = now_ms();
+            let now = at;
             let mut update = session::Entity::update_many()
                 .col_expr(session::Column::State, Expr::value(state))
                 .col_expr(session::Column::UpdatedAt, Expr::value(now))
@@ -160,9 +161,12 @@ impl Store {
         .await
     }
 
-    /// The final write: marks the session ended and returns its concurrency slot (and, for a start
-    /// that failed, its link use) in one transaction. The `ended_at IS NULL` guard makes a second
-    /// call a no-op, so the slot is released exactly once. Returns whether this call ended it.
+    /// The final write of a session no actor runs (a crash, a lost node): marks it ended and
+    /// returns its concurrency slot (and, for a start that failed, its link use) in one
+    /// transaction. Its time was billed up to its last checkpoint, which is where it is recorded
+    /// to have ended, so that its billed seconds stay its live seconds. The `ended_at IS NULL`
+    /// guard makes a second call a no-op, so the slot is released exactly once. Returns whether
+    /// this call ended it.
     pub async fn finish_session(
         &self,
         row: &session::Model,
@@ -170,6 +174,9 @@ impl Store {
     ) -> StoreResult<bool> {
         super::guarded(async move {
             let now = now_ms();
+            let ended_at = row
+                .started_at
+                .map_or(now, |started| started + row.billed_seconds * 1000);
             let txn = self.db.begin().await?;
             let ended = session::Entity::update_many()
                 .col_expr(session::Column::State, Expr::value(ending.state))
@@ -178,7 +185,7 @@ impl Store {
                     session::Column::FailureReason,
                     Expr::value(ending.failure_reason.map(str::to_string)),
                 )
-                .col_expr(session::Column::EndedAt, Expr::value(now))
+                .col_expr(session::Column::EndedAt, Expr::value(ended_at))
                 .col_expr(session::Column::UpdatedAt, Expr::value(now))
                 .filter(session::Column::Id.eq(row.id.as_str()))
                 .filter(session::Column::EndedAt.is_null())

@@ -157,6 +157,22 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
     settings.sessions.room_check_interval_ms = 200;
     // Races of 50 starts test the quota, not render capacity (a test of its own sets it low).
     settings.render.slots_per_device = 64;
+    // Every test client is 127.0.0.1: races of 50 starts test the quota, not the rate limits
+    // (tests of their own set them).
+    let l = &mut settings.limits;
+    (
+        l.link_start_per_ip,
+        l.link_start_per_link,
+        l.connect_per_ip,
+        l.connect_per_agent,
+    ) = (0, 0, 0, 0);
+    (
+        l.preflight_per_ip,
+        l.generate_per_ip,
+        l.generate_per_account,
+    ) = (0, 0, 0);
+    // Settle often: tests read billed seconds while sessions run.
+    settings.billing.checkpoint_seconds = 1;
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -8,6 +8,7 @@ mod helpers;
 
 mod agents;
 mod auth;
+mod billing;
 mod cli;
 mod connect;
 mod control;

@@ -427,6 +427,9 @@ async fn a_render_worker_that_panics_is_restarted_with_its_sessions(db: Db) {
         .unwrap();
     ws_a.until("status").await;
     ws_b.until("status").await;
+    // Both renderers are attached to the device's worker (the status shows their video).
+    video_info(&app, &acct.key, &a).await;
+    video_info(&app, &acct.key, &b).await;
     // Someone watches, so the worker ticks for both.
     let mut pv_a = preview(&app, &a, &token_a).await.unwrap();
     pv_a.frame().await;

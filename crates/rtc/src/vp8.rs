@@ -22,6 +22,19 @@ pub fn live_codec_contexts() -> i64 {
     LIVE_CONTEXTS.load(Ordering::Relaxed)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The same count for contexts made and dropped on this thread: tests running side by side
+    /// each see their own.
+    static THREAD_CONTEXTS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_context(delta: i64) {
+    LIVE_CONTEXTS.fetch_add(delta, Ordering::Relaxed);
+    #[cfg(test)]
+    THREAD_CONTEXTS.with(|c| c.set(c.get() + delta));
+}
+
 /// The RTP clock of video: encoder timestamps are RTP ticks, so rate control sees real frame spacing.
 const TIMEBASE_HZ: i32 = 90_000;
 
@@ -115,7 +128,7 @@ impl Vp8Encoder {
                 ),
                 "vpx_codec_enc_init",
             )?;
-            LIVE_CONTEXTS.fetch_add(1, Ordering::Relaxed);
+            count_context(1);
             let mut enc = Vp8Encoder {
                 ctx,
                 width,
@@ -273,7 +286,7 @@ impl Drop for Vp8Encoder {
     fn drop(&mut self) {
         // SAFETY: initialised in new(), destroyed exactly once here.
         unsafe { vpx::vpx_codec_destroy(&mut *self.ctx) };
-        LIVE_CONTEXTS.fetch_sub(1, Ordering::Relaxed);
+        count_context(-1);
     }
 }
 
@@ -322,7 +335,7 @@ impl Vp8Decoder {
                 ),
                 "vpx_codec_dec_init",
             )?;
-            LIVE_CONTEXTS.fetch_add(1, Ordering::Relaxed);
+            count_context(1);
             Ok(Vp8Decoder { ctx })
         }
     }
@@ -377,7 +390,7 @@ impl Drop for Vp8Decoder {
     fn drop(&mut self) {
         // SAFETY: initialised in new(), destroyed exactly once here.
         unsafe { vpx::vpx_codec_destroy(&mut *self.ctx) };
-        LIVE_CONTEXTS.fetch_sub(1, Ordering::Relaxed);
+        count_context(-1);
     }
 }
 
@@ -415,13 +428,17 @@ mod tests {
         p.iter().map(|&x| x as f64).sum::<f64>() / p.len() as f64
     }
 
+    fn thread_contexts() -> i64 {
+        THREAD_CONTEXTS.with(|c| c.get())
+    }
+
     #[test]
     fn encodes_and_decodes_with_keyframes_on_request() {
-        let before = live_codec_contexts();
+        let before = thread_contexts();
         let (w, h) = (128, 96);
         let mut enc = Vp8Encoder::new(w, h, 25, 300_000).unwrap();
         let mut dec = Vp8Decoder::new().unwrap();
-        assert_eq!(live_codec_contexts(), before + 2);
+        assert_eq!(thread_contexts(), before + 2);
         let mut keyframes = Vec::new();
         for i in 0..30u32 {
             let level = if i < 15 { 40 } else { 220 };
@@ -449,7 +466,7 @@ mod tests {
         assert!(keyframes[20], "a forced keyframe");
         assert!(!keyframes[1..20].iter().any(|&k| k), "no keyframes unasked");
         drop((enc, dec));
-        assert_eq!(live_codec_contexts(), before);
+        assert_eq!(thread_contexts(), before);
     }
 
     #[test]

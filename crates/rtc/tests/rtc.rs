@@ -216,7 +216,6 @@ async fn two_viewers_share_one_encode_and_a_frozen_one_does_not_stall_the_other(
 #[tokio::test]
 async fn leave_and_dropping_the_session_close_viewers() {
     let server = server(RtcConfig::default());
-    let contexts_before = server.stats().codec_contexts;
     let session = Arc::new(server.open_session("s3", SIZE, SIZE, 25).unwrap());
     let renderer = Renderer::start(session.clone(), 25, Duration::from_secs(3600));
 
@@ -247,12 +246,14 @@ async fn leave_and_dropping_the_session_close_viewers() {
         || c2.closed(),
     )
     .await;
+    // (libvpx contexts are counted process-wide, and other tests run beside this one: their
+    // release is checked by the vp8 unit test, per thread.)
     wait_until(
         "the server to forget everything",
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         || {
             let s = server.stats();
-            s.viewers == 0 && s.sessions == 0 && s.codec_contexts <= contexts_before
+            s.viewers == 0 && s.sessions == 0
         },
     )
     .await;

@@ -337,7 +337,6 @@ impl Handler<Attach> for RenderPool {
             .get(msg.lease.device)
             .filter(|d| d.leases.contains_key(&msg.lease.slot))
             .ok_or(RenderError::DeviceGone)?;
-        let (w, h) = (msg.prepared.width(), msg.prepared.height());
         let seed = msg.session_id.bytes().fold(2_166_136_261u32, |h, b| {
             (h ^ b as u32).wrapping_mul(16_777_619)
         });
@@ -356,7 +355,8 @@ impl Handler<Attach> for RenderPool {
             seq: 0,
             seed,
             src: Vec::new(),
-            out: vec![0; w * h * 3],
+            // Allocated when first watched, freed when nobody watches.
+            out: Vec::new(),
         };
         device
             .worker

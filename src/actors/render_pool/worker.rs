@@ -171,6 +171,25 @@ impl Worker {
                 FAULT_WORKER_PANIC => panic!("render worker fault injected"),
                 _ => {}
             }
+            let t = s.started.elapsed().as_secs_f32();
+            if !s.watched() {
+                // Nobody takes its frames: nothing to hear or draw, and no frame buffer to hold
+                // (a session costs memory only while watched; its audio receiver just lags).
+                if s.out.capacity() > 0 {
+                    s.out = Vec::new();
+                    s.src = Vec::new();
+                }
+                params.push((
+                    0.0,
+                    FrameParams {
+                        t,
+                        open: 0.0,
+                        shape: 0.0,
+                        blink: 0.0,
+                    },
+                ));
+                continue;
+            }
             loop {
                 match s.audio.try_recv() {
                     Ok(chunk) => s.window.push(&chunk),
@@ -181,7 +200,6 @@ impl Worker {
             let (loud, bright) = s.window.features();
             s.window.tick();
             let (open, shape) = s.mouth.step(loud, bright);
-            let t = s.started.elapsed().as_secs_f32();
             params.push((
                 loud,
                 FrameParams {
@@ -287,6 +305,7 @@ impl Output<'_> {
         }
         let first = s.seq == 0;
         let (w, h) = (s.prepared.width(), s.prepared.height());
+        s.out.resize(w * h * 3, 0);
         let started = Instant::now();
         let prepared = s.prepared.clone();
         let src: &[u8] = if s.src.is_empty() {

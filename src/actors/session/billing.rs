@@ -1,67 +1,50 @@
-//! A live session's time, billed as it passes: one second per second, and a warning to channel
-//! clients when the account's minutes run low. At zero balance the session ends itself.
+//! A live session's time, as billing sees it: the session registers with the `Billing` actor when
+//! it goes live (which settles every session's time in batches, and its last seconds at the end),
+//! and hears back when the account's minutes run low or out.
+
+use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::messages::{EndReason, SessionEvent};
 use super::Session;
-use crate::actors::quota::Bill;
-
-/// Balance below which channel clients hear `minutes_low`.
-const MINUTES_LOW_MS: i64 = 60_000;
+use crate::actors::billing::{BillingNotice, Track};
 
 impl Session {
-    pub(super) fn bill_tick(&mut self, ctx: &mut Context<Self>) {
-        if self.ending {
-            return;
-        }
-        self.billing.billed_seconds += 1;
-        let bill = Bill {
-            account_id: self.row.account_id.clone(),
+    /// From now on the session is billed.
+    pub(super) fn start_billing(&mut self, ctx: &mut Context<Self>, live_since: Instant) {
+        self.billing.live_since = Some(live_since);
+        self.billing.live_at_ms = Some(crate::domain::time::now_ms());
+        self.deps.billing.do_send(Track {
             session_id: self.row.id.clone(),
-            seconds: 1,
-        };
-        ctx.spawn(
-            self.deps
-                .quota
-                .send(bill)
-                .into_actor(self)
-                .map(|reply, act, ctx| match reply {
-                    Ok(Ok(balance_ms)) if balance_ms <= 0 => {
-                        act.end(ctx, EndReason::MinutesExhausted, None)
-                    }
-                    Ok(Ok(balance_ms)) => act.warn_if_low(balance_ms),
-                    Ok(Err(e)) => {
-                        tracing::error!(session = %act.row.id, error = %e, "billing failed")
-                    }
-                    Err(e) => {
-                        tracing::error!(session = %act.row.id, error = %e, "quota unreachable")
-                    }
-                }),
-        );
+            account_id: self.row.account_id.clone(),
+            live_since,
+            notify: ctx.address().recipient(),
+        });
     }
 
-    fn warn_if_low(&mut self, balance_ms: i64) {
-        if balance_ms < MINUTES_LOW_MS && !self.billing.minutes_low_sent {
-            self.billing.minutes_low_sent = true;
-            self.emit(SessionEvent::MinutesLow {
-                session_id: self.row.id.clone(),
-                seconds_remaining: balance_ms / 1000,
-            });
-        }
-    }
-
-    /// The seconds not billed yet when the session ends (its last part-second rounded), counted
-    /// as billed from here on.
-    pub(super) fn take_final_seconds(&mut self) -> i64 {
-        let final_seconds = self
-            .billing
+    /// Whole seconds live so far (what the status shows; billing settles the same count).
+    pub(super) fn live_seconds(&self) -> i64 {
+        self.billing
             .live_since
-            .map(|t| {
-                (t.elapsed().as_secs_f64().round() as i64 - self.billing.billed_seconds).max(0)
-            })
-            .unwrap_or(0);
-        self.billing.billed_seconds += final_seconds;
-        final_seconds
+            .map_or(0, |t| t.elapsed().as_secs() as i64)
+    }
+}
+
+impl Handler<BillingNotice> for Session {
+    type Result = ();
+
+    fn handle(&mut self, notice: BillingNotice, ctx: &mut Self::Context) {
+        match notice {
+            BillingNotice::Exhausted => self.end(ctx, EndReason::MinutesExhausted, None),
+            BillingNotice::MinutesLow { seconds_remaining } => {
+                if !std::mem::replace(&mut self.billing.minutes_low_sent, true) {
+                    self.emit(SessionEvent::MinutesLow {
+                        session_id: self.row.id.clone(),
+                        seconds_remaining,
+                    });
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! webhooks and the registry; then tell the clients and stop.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 
@@ -14,10 +15,11 @@ use super::room::{CloseRoom, Room};
 use super::state::{Event, State};
 use super::voice;
 use super::{Session, SessionDeps};
-use crate::actors::quota::{Bill, Finish};
+use crate::actors::billing::Finish;
 use crate::actors::render_pool::Release;
 use crate::actors::webhooks::Emit;
 use crate::domain::events::LifecycleEvent;
+use crate::store::billing::FinalLine;
 use crate::store::entities::session as session_row;
 
 /// What the release steps need, taken from the actor when it starts ending.
@@ -27,9 +29,12 @@ struct Teardown {
     reason: EndReason,
     failure: Option<String>,
     announce_stopping: bool,
-    final_seconds: i64,
+    live_since: Option<Instant>,
+    /// When it went live on the wall clock (the row's `started_at`).
+    live_at_ms: Option<i64>,
+    /// When the end was asked for (the row's `ended_at`): the live time billed stops here.
+    ended_at_ms: i64,
     room: Option<Addr<Room>>,
-    never_started: bool,
 }
 
 impl Teardown {
@@ -37,7 +42,6 @@ impl Teardown {
         if self.announce_stopping {
             self.announce_stopping().await;
         }
-        self.bill_final().await;
         self.close_room().await;
         self.finish().await;
         self.notify();
@@ -48,7 +52,7 @@ impl Teardown {
         if let Err(e) = self
             .deps
             .store
-            .set_session_state(id, State::Stopping.as_str())
+            .set_session_state(id, State::Stopping.as_str(), self.ended_at_ms)
             .await
         {
             tracing::error!(session = %id, error = %e, "state write failed");
@@ -59,28 +63,12 @@ impl Teardown {
         });
     }
 
-    async fn bill_final(&self) {
-        if self.final_seconds <= 0 {
-            return;
-        }
-        let bill = Bill {
-            account_id: self.row.account_id.clone(),
-            session_id: self.row.id.clone(),
-            seconds: self.final_seconds,
-        };
-        match self.deps.quota.send(bill).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(session = %self.row.id, error = %e, "final bill failed"),
-            Err(e) => tracing::error!(session = %self.row.id, error = %e, "quota unreachable"),
-        }
-    }
-
     async fn close_room(&self) {
         let closed = match &self.room {
             Some(room) => room.send(CloseRoom).await.is_ok(),
             None => false,
         };
-        if !closed && !self.never_started {
+        if !closed && self.live_since.is_some() {
             // The child is already gone: delete the room here so nothing is left behind.
             if let Err(e) = self.deps.rooms.delete(&self.row.room_name).await {
                 tracing::warn!(session = %self.row.id, error = %e, "room delete failed");
@@ -88,20 +76,25 @@ impl Teardown {
         }
     }
 
+    /// The one write that settles the last seconds and releases the concurrency count (and link
+    /// use), batched with other endings by the Billing actor.
     async fn finish(&self) {
         let finish = Finish {
-            row: self.row.clone(),
-            state: if self.failed() { "failed" } else { "stopped" },
-            end_reason: self.reason.as_str(),
-            failure_reason: self.failure.clone(),
-            refund_link: self.never_started,
+            line: FinalLine {
+                session_id: self.row.id.clone(),
+                account_id: self.row.account_id.clone(),
+                link_id: self.row.link_id.clone(),
+                total_seconds: None,
+                state: if self.failed() { "failed" } else { "stopped" },
+                end_reason: self.reason.as_str(),
+                failure_reason: self.failure.clone(),
+                refund_link: self.live_since.is_none(),
+                ended_at: self.ended_at_ms,
+            },
+            live_at_ms: self.live_at_ms,
         };
-        match self.deps.quota.send(finish).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(session = %self.row.id, error = %e, "final session write failed")
-            }
-            Err(e) => tracing::error!(session = %self.row.id, error = %e, "quota unreachable"),
+        if self.deps.billing.send(finish).await.is_err() {
+            tracing::error!(session = %self.row.id, "billing unreachable: the session's end is not written");
         }
     }
 
@@ -150,7 +143,9 @@ impl Session {
             self.transition(Event::Fail);
             false
         } else {
-            self.transition(Event::Stop)
+            // A drain ends every session of the node at once: each goes straight to `stopped` in
+            // the batched final write, without a `stopping` write of its own.
+            self.transition(Event::Stop) && reason != EndReason::Shutdown
         };
         let release = Teardown {
             deps: self.deps.clone(),
@@ -158,9 +153,10 @@ impl Session {
             reason,
             failure,
             announce_stopping,
-            final_seconds: self.take_final_seconds(),
+            live_since: self.billing.live_since,
+            live_at_ms: self.billing.live_at_ms,
+            ended_at_ms: crate::domain::time::now_ms(),
             room: self.children.room.take(),
-            never_started: self.billing.live_since.is_none(),
         };
         ctx.wait(
             release

@@ -29,7 +29,7 @@ impl Session {
             users: self.presence.users.len(),
             clients: self.presence.clients,
             viewers: self.presence.viewers,
-            billed_seconds: self.billing.billed_seconds,
+            billed_seconds: self.live_seconds(),
             restarts: self.children.restarts,
             video: self.media.video.clone(),
             voice: self.speech.voice_status.clone(),

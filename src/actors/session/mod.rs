@@ -57,6 +57,7 @@ use state::{Event, State};
 pub struct SessionDeps {
     pub store: Store,
     pub quota: Addr<Quota>,
+    pub billing: Addr<crate::actors::billing::Billing>,
     /// Where a session says it is gone.
     pub registry: Recipient<Unregister>,
     pub webhooks: Addr<Webhooks>,
@@ -120,12 +121,13 @@ struct Presence {
     idle_timer: Option<SpawnHandle>,
 }
 
-/// Time billed so far.
+/// When the session went live (billing counts from there), and whether it was warned.
 #[derive(Default)]
 struct Billing {
     live_since: Option<Instant>,
-    /// Seconds sent to billing so far (counted when sent, so the final bill never double-counts).
-    billed_seconds: i64,
+    /// The same instant on the wall clock (ms since the epoch): the row's `started_at`, from which
+    /// the final total is counted to its `ended_at`.
+    live_at_ms: Option<i64>,
     minutes_low_sent: bool,
 }
 
@@ -255,9 +257,13 @@ impl Session {
         let webhooks = self.deps.webhooks.clone();
         let id = self.row.id.clone();
         let state = self.state.as_str();
+        let at = match (self.state, self.billing.live_at_ms) {
+            (State::Live, Some(live_at)) => live_at,
+            _ => crate::domain::time::now_ms(),
+        };
         ctx.wait(
             async move {
-                if let Err(e) = store.set_session_state(&id, state).await {
+                if let Err(e) = store.set_session_state(&id, state, at).await {
                     tracing::error!(session = %id, error = %e, "state write failed");
                 }
                 if let Some(event) = event {
@@ -355,7 +361,7 @@ impl Handler<Snapshot> for Session {
             state: self.state.as_str(),
             users: self.presence.users.len(),
             clients: self.presence.clients,
-            billed_seconds: self.billing.billed_seconds,
+            billed_seconds: self.live_seconds(),
             system_prompt: self.system_prompt.clone(),
             room_restarts: self.children.restarts[ChildKind::Room.index()],
             renderer_restarts: self.children.restarts[ChildKind::Renderer.index()],

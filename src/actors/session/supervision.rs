@@ -130,7 +130,7 @@ impl Session {
     /// The room is up: the session goes live, is billed from now, and its timers start.
     fn go_live(&mut self, ctx: &mut Context<Self>) {
         self.transition(Event::RoomReady);
-        self.billing.live_since = Some(Instant::now());
+        self.start_billing(ctx, Instant::now());
         let metrics = &self.deps.metrics;
         metrics.sessions_live.inc();
         metrics
@@ -144,7 +144,6 @@ impl Session {
                 }
             }
         });
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.bill_tick(ctx));
         let max = Duration::from_secs(self.row.max_duration_seconds.max(1) as u64);
         ctx.run_later(max, |act, ctx| act.end(ctx, EndReason::MaxDuration, None));
         if !self.present() {

@@ -403,7 +403,11 @@ async fn audit(database_url: &str, initial_balance_ms: i64) -> bool {
             worst = diff;
         }
     }
-    let balance = query_i64(&db, "SELECT COALESCE(SUM(balance_ms), 0) FROM accounts").await;
+    let balance = query_i64(
+        &db,
+        "SELECT CAST(COALESCE(SUM(balance_ms), 0) AS BIGINT) FROM accounts",
+    )
+    .await;
     let ledger = query_i64(&db, "SELECT COUNT(*) FROM usage_ledger").await;
     let spent_ms = initial_balance_ms - balance;
     println!(
@@ -439,7 +443,7 @@ async fn run(
         .args(["account", "create", "--name", "load"])
         .args(["--concurrency-limit", &(sessions + 256).to_string()])
         .args(["--minutes", &minutes.to_string()])
-        .args(["--max-session-seconds", "86400"])
+        .args(["--max-session-seconds", "86400", "--credits", "100000"])
         .env("RUST_LOG", "warn")
         .output()
         .expect("account create");

@@ -8,9 +8,7 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Query};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::entities::{account, link, session, usage};
 use super::{now_ms, Store, StoreResult};
@@ -59,7 +57,7 @@ impl Store {
     /// session that gained, one debit per account.
     pub async fn settle(&self, lines: &[BillLine]) -> StoreResult<Settled> {
         super::guarded(async move {
-            let txn = self.db.begin().await?;
+            let txn = self.begin_write().await?;
             let mut settled = Settled::default();
             let gained = raise_totals(&txn, lines).await?;
             debit(&txn, &gained, "session time", &mut settled).await?;
@@ -88,7 +86,7 @@ impl Store {
     /// back. A session already ended is left as it is, so a retried batch changes nothing twice.
     pub async fn finish_many(&self, endings: &[FinalLine]) -> StoreResult<Settled> {
         super::guarded(async move {
-            let txn = self.db.begin().await?;
+            let txn = self.begin_write().await?;
             let mut settled = Settled::default();
             let lines: Vec<BillLine> = endings
                 .iter()

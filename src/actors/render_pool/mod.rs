@@ -352,6 +352,7 @@ impl Handler<Attach> for RenderPool {
             fault: msg.fault,
             wants: msg.wants,
             started: Instant::now(),
+            watched_from: None,
             seq: 0,
             seed,
             src: Vec::new(),

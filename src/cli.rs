@@ -34,6 +34,9 @@ pub struct Common {
     /// Database URL (sqlite://… or postgres://…); default: SQLite in the data dir.
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// Log lines as `text` or `json` (default: the setting server.log_format).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +49,10 @@ pub enum Command {
         /// Let webhook and image URLs reach loopback and private addresses.
         #[arg(long)]
         allow_private_urls: bool,
+        /// Print what the server would load (database, libraries, models, portrait) and what is
+        /// missing, then exit: 0 if it could start, 1 if not.
+        #[arg(long)]
+        check: bool,
     },
     /// Manage accounts and their API keys.
     #[command(subcommand)]
@@ -101,9 +108,13 @@ impl Cli {
         if let Some(url) = &self.common.database_url {
             settings.database.url = url.clone();
         }
+        if let Some(format) = &self.common.log_format {
+            settings.server.log_format = format.clone();
+        }
         if let Command::Serve {
             bind,
             allow_private_urls,
+            ..
         } = &self.command
         {
             if let Some(bind) = bind {
@@ -124,9 +135,42 @@ fn minutes_to_ms(minutes: f64) -> Result<i64, BoxError> {
     Ok((minutes * 60_000.0).round() as i64)
 }
 
-pub async fn run(cli: Cli) -> Result<(), BoxError> {
-    let settings = cli.settings()?;
+/// Installs the log subscriber: `text` (ANSI colours on a terminal) or `json` (one object a line,
+/// with the fields of the spans around it, e.g. a request's `request_id`).
+pub fn init_logs(format: &str) -> Result<(), BoxError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        "json" => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        other => {
+            return Err(
+                format!("--log-format / server.log_format: `{other}` is not text or json").into(),
+            )
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(cli: Cli, settings: Settings) -> Result<(), BoxError> {
     match cli.command {
+        Command::Serve { check: true, .. } => {
+            let (report, ready) = crate::app::check(&settings).await;
+            println!("{report}");
+            if !ready {
+                return Err("the server cannot start as configured (see above)".into());
+            }
+        }
         Command::Serve { .. } => {
             Application::build(settings)
                 .await?

@@ -64,6 +64,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub node_id: String,
     pub shutdown_grace_seconds: u64,
+    /// `text` (human) or `json` (one object per line, fields as keys); `--log-format`.
+    pub log_format: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +189,17 @@ pub struct MediaSettings {
     pub video_bitrate_bps: u64,
     /// Browser viewers one session of the local room takes.
     pub max_viewers_per_session: usize,
+}
+
+impl AgentSettings {
+    /// The default portrait: the setting, else the one `make setup` puts in `.setup/`.
+    pub fn default_avatar_path(&self) -> PathBuf {
+        if self.default_avatar_image.is_empty() {
+            PathBuf::from(".setup/default-avatar.png")
+        } else {
+            PathBuf::from(&self.default_avatar_image)
+        }
+    }
 }
 
 impl LiveKitSettings {

@@ -1,19 +1,21 @@
-//! Wiring only: telemetry, the command line, then the library.
+//! Wiring only: the command line, telemetry, then the library.
 
 use clap::Parser;
 
 #[actix_web::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = avatar_supervisor::cli::Cli::parse();
-    if let Err(e) = avatar_supervisor::cli::run(cli).await {
+    let settings = match cli
+        .settings()
+        .and_then(|s| avatar_supervisor::cli::init_logs(&s.server.log_format).map(|_| s))
+    {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = avatar_supervisor::cli::run(cli, settings).await {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -162,6 +162,9 @@ pub const FACE_DETECTION_SECONDS: &str = "avs_face_detection_seconds";
 pub const PREVIEW_DROPPED_TOTAL: &str = "avs_preview_dropped_total";
 pub const WEB_PAGE_VIEWS_TOTAL: &str = "avs_web_page_views_total";
 pub const LINK_START_FAILURES_TOTAL: &str = "avs_link_start_failures_total";
+pub const CONTROL_ACK_SECONDS: &str = "avs_control_ack_seconds";
+pub const SPEAK_TO_SPEECH_SECONDS: &str = "avs_speak_to_speech_seconds";
+pub const DATABASE_UP: &str = "avs_database_up";
 
 /// Every metric this server exports (the Grafana dashboard is checked against this list).
 pub const ALL: &[&str] = &[
@@ -215,6 +218,9 @@ pub const ALL: &[&str] = &[
     PREVIEW_DROPPED_TOTAL,
     WEB_PAGE_VIEWS_TOTAL,
     LINK_START_FAILURES_TOTAL,
+    CONTROL_ACK_SECONDS,
+    SPEAK_TO_SPEECH_SECONDS,
+    DATABASE_UP,
 ];
 
 #[derive(Clone)]
@@ -251,6 +257,12 @@ pub struct Metrics {
     pub billing_settlements: IntCounterVec,
     pub billing_failures: IntCounterVec,
     pub billing_write_seconds: HistogramVec,
+    /// A control command received → its ack (or pong) ready, by command.
+    pub control_ack: HistogramVec,
+    /// A `speak` accepted by a session → its `speech_started`.
+    pub speak_to_speech: Histogram,
+    /// 1 while the database answers a ping, 0 while it does not.
+    pub database_up: IntGauge,
     pub livekit_published: IntGauge,
     pub livekit_video_frames: IntCounter,
     pub livekit_user_audio_seconds: Counter,
@@ -371,7 +383,7 @@ impl Metrics {
             ),
             render_first_frame_seconds: r.histogram(
                 RENDER_FIRST_FRAME_SECONDS,
-                "Session start request to its first rendered frame",
+                "From a session's frames first being wanted (a viewer, a room publisher) to its first frame",
                 &[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5],
             ),
             render_worker_restarts: r.counters(
@@ -404,6 +416,18 @@ impl Metrics {
                 &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
                 &["kind"],
             ),
+            control_ack: r.histograms(
+                CONTROL_ACK_SECONDS,
+                "Control channel command received to its ack",
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+                &["command"],
+            ),
+            speak_to_speech: r.histogram(
+                SPEAK_TO_SPEECH_SECONDS,
+                "A speak accepted by a session to its speech_started",
+                &[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5],
+            ),
+            database_up: r.gauge(DATABASE_UP, "1 while the database answers, else 0"),
             livekit_published: r.gauge(
                 LIVEKIT_PUBLISHED_SESSIONS,
                 "Sessions whose avatar is in its LiveKit room, publishing",
@@ -509,6 +533,7 @@ mod tests {
             .observe(0.1);
         m.preview_dropped.with_label_values(&["video"]).inc();
         m.render_worker_restarts.with_label_values(&["cpu"]).inc();
+        m.control_ack.with_label_values(&["ping"]).observe(0.001);
         m.billing_settlements.with_label_values(&["final"]).inc();
         m.rate_limited.with_label_values(&["connect", "ip"]).inc();
         m.billing_failures.with_label_values(&["final"]).inc();

@@ -124,9 +124,38 @@ where
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    let fut = srv.call(req);
+    // A request id the client gave (kept if it is a sane token), else a new one; in every log line
+    // of the request (as a span field) and in the answer's `x-request-id`.
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::domain::ids::random_token(16));
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let fut = tracing::Instrument::instrument(srv.call(req), span.clone());
     async move {
-        let response = fut.await?;
+        let mut response = fut.await?;
+        span.in_scope(|| {
+            tracing::debug!(
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "answered"
+            )
+        });
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                value,
+            );
+        }
         if let Some(metrics) = metrics {
             let status = response.status().as_u16().to_string();
             metrics

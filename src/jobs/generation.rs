@@ -281,12 +281,11 @@ async fn load(state: &AppState, kind: &str, source: MediaSource) -> Result<Vec<u
 }
 
 async fn default_image(state: &AppState) -> Result<Vec<u8>, String> {
-    let path = &state.settings.agents.default_avatar_image;
-    if path.is_empty() {
-        return Err("no image given and no default avatar image is configured (agents.default_avatar_image)".into());
-    }
-    tokio::fs::read(path).await.map_err(|e| {
-        format!("no image given and the default avatar image {path} cannot be read ({e})")
+    let path = state.settings.agents.default_avatar_path();
+    tokio::fs::read(&path).await.map_err(|e| {
+        // Where it was looked for is the operator's business, not the client's.
+        tracing::warn!(path = %path.display(), error = %e, "default avatar image unreadable; run `make setup` or set agents.default_avatar_image");
+        "no image given and this server has no default avatar image".to_string()
     })
 }
 

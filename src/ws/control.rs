@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, Session as Socket};
@@ -119,6 +120,8 @@ impl Channel {
 
     /// A command for the sessions in scope, as a future answering its `ack`.
     fn command(&self, command: Command) -> Ack {
+        let received = Instant::now();
+        let kind = command.kind();
         let id = command.id().map(str::to_string);
         let targets: Vec<Addr<Session>> = self.sessions.values().cloned().collect();
         let metrics = self.state.metrics.clone();
@@ -130,7 +133,14 @@ impl Channel {
             Command::Interrupt { .. } => Directive::Interrupt,
             Command::Stop { .. } => Directive::Stop(EndReason::StoppedByClient),
             Command::Ping { id } => {
-                return Box::pin(async move { protocol::pong(id.as_deref()) });
+                return Box::pin(async move {
+                    let pong = protocol::pong(id.as_deref());
+                    metrics
+                        .control_ack
+                        .with_label_values(&[kind])
+                        .observe(received.elapsed().as_secs_f64());
+                    pong
+                });
             }
         };
         Box::pin(async move {
@@ -139,7 +149,12 @@ impl Channel {
                 .fanout_deliveries
                 .with_label_values(&["ws"])
                 .inc_by(delivered as u64);
-            protocol::ack(id.as_deref(), delivered)
+            let ack = protocol::ack(id.as_deref(), delivered);
+            metrics
+                .control_ack
+                .with_label_values(&[kind])
+                .observe(received.elapsed().as_secs_f64());
+            ack
         })
     }
 

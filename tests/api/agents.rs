@@ -184,12 +184,15 @@ async fn prompt_only_uses_the_default_avatar(db: Db) {
 }
 
 async fn failures_are_reported_and_refunded(db: Db) {
-    let app = spawn_app_with(db, |s| s.agents.default_avatar_image = String::new()).await;
+    let app = spawn_app_with(db, |s| {
+        s.agents.default_avatar_image = "/nonexistent/portrait.png".into()
+    })
+    .await;
     let acct = app.account(1, 1.0, 250).await;
     let cases = [
         (
             json!({"prompt": "x"}),
-            "no default avatar image is configured",
+            "no image given and this server has no default avatar image",
         ),
         (
             json!({"image": base64_png(120, 90)}),

@@ -31,7 +31,8 @@ fn run(dir: &Path, args: &[&str]) -> Value {
 
 /// Starts `serve` on a free port; returns the child and its base URL.
 fn serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--bind", "127.0.0.1:0", "--allow-private-urls"])
@@ -41,10 +42,13 @@ fn serve(dir: &Path) -> (Child, String) {
             "AVS_MEDIA__FACE_MODEL",
             assets().join("models/centerface.onnx"),
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
+        .stderr(Stdio::null());
+    spawn_serve(command)
+}
+
+/// Spawns a prepared `serve` command and reads the base URL it prints.
+fn spawn_serve(mut command: Command) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().expect("spawn serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -52,6 +56,26 @@ fn serve(dir: &Path) -> (Child, String) {
     let base = line.trim().rsplit(' ').next().unwrap().to_string();
     assert!(base.starts_with("http://127.0.0.1:"), "{line}");
     (child, base)
+}
+
+/// A new account with one concurrent session and credits for a generation; its API key.
+fn account_key(dir: &Path, name: &str) -> String {
+    let created = run(
+        dir,
+        &[
+            "account",
+            "create",
+            "--name",
+            name,
+            "--concurrency-limit",
+            "1",
+            "--minutes",
+            "1",
+            "--credits",
+            "1000",
+        ],
+    );
+    created["api_key"].as_str().unwrap().to_string()
 }
 
 async fn live_session(client: &reqwest::Client, base: &str, key: &str) -> String {
@@ -257,4 +281,173 @@ fn serve_fails_fast_without_the_media_runtime() {
             "{var}: {stderr}"
         );
     }
+}
+
+/// `serve --check` says what it found and what is missing, and exits 1 when the server could not
+/// start.
+#[test]
+fn serve_check_reports_what_it_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |face: &Path| {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--check"])
+            .env("ORT_DYLIB_PATH", assets().join("libonnxruntime.so"))
+            .env("AVS_MEDIA__FACE_MODEL", face)
+            .current_dir(dir.path())
+            .output()
+            .expect("run the binary")
+    };
+    let out = check(&assets().join("models/centerface.onnx"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok       database",
+        "ok       onnxruntime",
+        "ok       face model",
+        "ok       espeak-ng",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+    assert!(text.contains("the server can start"), "{text}");
+    let out = check(Path::new("/nonexistent/centerface.onnx"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("MISSING  face model") && text.contains("/nonexistent/centerface.onnx"),
+        "{text}"
+    );
+}
+
+/// Run from the repository root with nothing configured (as `make run` would, without its
+/// environment), the binary finds onnxruntime, the face model and the default portrait in
+/// `.setup/`: a generate request without an image reaches `ready`.
+#[actix_web::test]
+async fn the_binary_alone_finds_what_make_setup_installed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join(".setup/default-avatar.png").exists() {
+        panic!("run `make setup` first: .setup/default-avatar.png is missing");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = account_key(dir.path(), "alone");
+    let mut command = Command::new(BIN);
+    command
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("AVS_MEDIA__FACE_MODEL")
+        .env_remove("AVS_AGENTS__DEFAULT_AVATAR_IMAGE")
+        .current_dir(root)
+        .stderr(Stdio::null());
+    let (mut child, base) = spawn_serve(command);
+    let client = avatar_supervisor::net::http_client(Duration::from_secs(10));
+    let r = reply(
+        client
+            .post(format!("{base}/v1/agent/generate"))
+            .header("api-secret", &key)
+            .json(&json!({"prompt": "You are a friendly AI assistant."}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let agent = r.body["agent_id"].as_str().unwrap().to_string();
+    let mut status = Value::Null;
+    for _ in 0..400 {
+        status = reply(
+            client
+                .get(format!("{base}/v1/agent/status/{agent}"))
+                .header("api-secret", &key)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+        .body;
+        if status["data"]["status"] != "generating" && status["data"]["status"] != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status["data"]["status"], "ready", "{status}");
+}
+
+/// `--log-format json`: one JSON object a line, each request's lines carrying its `request_id`
+/// (the one the client sent, echoed in `x-request-id`); and in the logs of a whole run at debug
+/// level, neither the API key nor the master key appears.
+#[actix_web::test]
+async fn json_logs_carry_request_ids_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = account_key(dir.path(), "logs");
+    let master = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
+    let log = dir.path().join("server.log");
+    let mut command = Command::new(BIN);
+    command
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .env("ORT_DYLIB_PATH", assets().join("libonnxruntime.so"))
+        .env(
+            "AVS_MEDIA__FACE_MODEL",
+            assets().join("models/centerface.onnx"),
+        )
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (mut child, base) = spawn_serve(command);
+    let client = avatar_supervisor::net::http_client(Duration::from_secs(10));
+    let id = live_session(&client, &base, &key).await;
+    let r = client
+        .post(format!("{base}/v1/sessions/{id}/stop"))
+        .header("x-api-key", &key)
+        .header("x-request-id", "req-test-42")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-test-42");
+    let r = client
+        .get(format!("{base}/v1/sessions"))
+        .header("x-api-key", format!("{key}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("x-request-id"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut tagged = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        if v["span"]["request_id"] == "req-test-42" {
+            tagged += 1;
+        }
+    }
+    assert!(
+        tagged > 0,
+        "no line of the stop request carries its request_id:\n{text}"
+    );
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(!text.contains(secret), "the API key is in the logs");
+    assert!(
+        !text.contains(master.trim()),
+        "the master key is in the logs"
+    );
 }

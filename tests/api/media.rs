@@ -29,11 +29,11 @@ enum Item {
     Closed,
 }
 
-struct Preview {
+pub(crate) struct Preview {
     socket: Socket,
 }
 
-async fn preview(app: &TestApp, id: &str, token: &str) -> Result<Preview, u16> {
+pub(crate) async fn preview(app: &TestApp, id: &str, token: &str) -> Result<Preview, u16> {
     let url = app
         .url(&format!("/v1/sessions/{id}/preview?token={token}"))
         .replacen("http://", "ws://", 1);
@@ -72,7 +72,7 @@ impl Preview {
     }
 
     /// The next JPEG frame, decoded.
-    async fn frame(&mut self) -> image::RgbImage {
+    pub(crate) async fn frame(&mut self) -> image::RgbImage {
         loop {
             if let Item::Frame(jpeg) = self.next().await {
                 return image::load_from_memory(&jpeg).expect("a JPEG").to_rgb8();

@@ -57,7 +57,9 @@ impl Handler<Speak> for Session {
         if msg.interrupt {
             self.speech.forget_unsaid();
         }
-        self.speech.words.insert(utterance, msg.text.clone());
+        self.speech
+            .words
+            .insert(utterance, (msg.text.clone(), std::time::Instant::now()));
         if let Some(voice) = &self.children.voice {
             voice.do_send(voice::Say {
                 utterance,

@@ -128,10 +128,17 @@ impl Handler<VoiceEvent> for Session {
         let event = match event {
             VoiceEvent::SpeechStarted { utterance } => {
                 self.speech.speaking = Some(utterance);
+                let words = self.speech.words.get(&utterance);
+                if let Some((_, asked)) = words {
+                    self.deps
+                        .metrics
+                        .speak_to_speech
+                        .observe(asked.elapsed().as_secs_f64());
+                }
                 SessionEvent::SpeechStarted {
                     session_id,
                     source: SpeechSource::Speak { utterance },
-                    text: self.speech.words.get(&utterance).cloned(),
+                    text: words.map(|(text, _)| text.clone()),
                 }
             }
             VoiceEvent::SpeechEnded {

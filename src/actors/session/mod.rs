@@ -136,8 +136,9 @@ struct Billing {
 struct Speech {
     /// Added context, newest last (the oldest go first past `commands::MAX_CONTEXT`).
     context: Vec<String>,
-    /// The words of utterances not yet over, for the captions of `speech_started`.
-    words: std::collections::HashMap<u64, String>,
+    /// The words of utterances not yet over, for the captions of `speech_started`, and when each
+    /// was asked for (its speak → speech_started latency is measured).
+    words: std::collections::HashMap<u64, (String, Instant)>,
     next_utterance: u64,
     speaking: Option<u64>,
     voice_status: Option<VoiceStatus>,

@@ -8,6 +8,9 @@
 
 pub mod elevenlabs;
 pub mod livekit;
+/// The fake LiveKit server that does real WebRTC (aiortc), shared with `avs-livekit-ffi`'s tests.
+#[path = "../../crates/livekit-ffi/tests/support/fake.rs"]
+pub mod livekit_media;
 pub mod webhook_sink;
 
 use std::sync::Arc;

@@ -19,15 +19,12 @@ mod support;
 
 mod netns {
     use std::path::{Path, PathBuf};
-    use std::process::Stdio;
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use avs_livekit_ffi::{join, live_handles, AvatarOptions, AvatarRoom, FfiLibrary, RoomEvent};
     use base64::Engine as _;
     use hmac::{Hmac, Mac};
     use serde_json::{json, Value};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::process::{Child, Command};
     use tokio::sync::mpsc::UnboundedReceiver;
 
     use super::support;
@@ -70,104 +67,12 @@ mod netns {
             .as_secs_f64()
     }
 
-    // --- the fake server ----------------------------------------------------------------------
+    // --- the fake server (tests/support/fake_livekit.py, driven by support/fake.rs) ----------
 
-    struct Fake {
-        _child: Child,
-        host: String,
-        port: u16,
-    }
+    use super::support::fake::FakeLiveKit as Fake;
 
-    impl Fake {
-        async fn start() -> Fake {
-            let root = support::repo_root();
-            let python = std::env::var_os("AVS_LIVEKIT_PYTHON")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join(".setup/venv/bin/python"));
-            let script = root.join("tests/support/fake_livekit.py");
-            let host = std::env::var("AVS_NETNS_ADDRS")
-                .ok()
-                .and_then(|a| a.split(',').next().map(str::to_string))
-                .unwrap_or_else(|| "10.99.0.1".into());
-            let mut child = Command::new(&python)
-                .arg(&script)
-                .args([
-                    "--host",
-                    &host,
-                    "--port",
-                    "0",
-                    "--api-key",
-                    API_KEY,
-                    "--api-secret",
-                    API_SECRET,
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {} {}: {e}", python.display(), script.display()));
-            let stdout = child.stdout.take().expect("stdout is piped");
-            let mut line = String::new();
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                BufReader::new(stdout).read_line(&mut line),
-            )
-            .await
-            .expect("the fake prints its port within 30 s")
-            .expect("read the fake's stdout");
-            let port = line
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("a port, not {line:?}"));
-            Fake {
-                _child: child,
-                host,
-                port,
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("ws://{}:{}", self.host, self.port)
-        }
-
-        /// One JSON request to the control API, over a fresh HTTP/1.1 connection.
-        async fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-            let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let mut stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .expect("connect to the fake's control API");
-            let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: fake\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .expect("send a control request");
-            let mut response = Vec::new();
-            stream
-                .read_to_end(&mut response)
-                .await
-                .expect("read the control response");
-            let response = String::from_utf8_lossy(&response);
-            let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-            assert!(
-                head.starts_with("HTTP/1.1 200"),
-                "{method} {path}: {head}\n{body}"
-            );
-            serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"))
-        }
-
-        async fn participant(&self, identity: &str) -> Value {
-            let state = self.control("GET", "/control/state", None).await;
-            state["rooms"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|room| room["participants"].as_array().cloned().unwrap_or_default())
-                .rfind(|p| p["identity"] == identity)
-                .unwrap_or(Value::Null)
-        }
+    async fn start_fake() -> Fake {
+        Fake::start(&support::repo_root(), API_KEY, API_SECRET).await
     }
 
     /// The avatar's token, as the server mints it (`kind: agent`, join/publish/subscribe grants).
@@ -302,7 +207,7 @@ mod netns {
         if !enabled("netns::publish_interrupt_listen_and_leave") {
             return;
         }
-        let fake = Fake::start().await;
+        let fake = start_fake().await;
         let (x, y, w, h) = MOUTH;
         fake.control(
             "POST",
@@ -585,7 +490,7 @@ mod netns {
         if !enabled("netns::room_deleted") {
             return;
         }
-        let fake = Fake::start().await;
+        let fake = start_fake().await;
         let (avatar, mut events, _) = joined(&fake, "room-2").await;
         fake.control(
             "POST",
@@ -622,7 +527,7 @@ mod netns {
         if !enabled("netns::dropped_room_leaves") {
             return;
         }
-        let fake = Fake::start().await;
+        let fake = start_fake().await;
         let (avatar, _events, _) = joined(&fake, "room-5").await;
         feed_video(&avatar, 1).await;
         drop(avatar);
@@ -659,7 +564,7 @@ mod netns {
         if !enabled("netns::signal_drop_reconnects_and_republishes") {
             return;
         }
-        let fake = Fake::start().await;
+        let fake = start_fake().await;
         let (avatar, mut events, _) = joined(&fake, "room-4").await;
         feed_video(&avatar, 1).await;
         fake.control("POST", "/control/drop_signal", None).await;
@@ -719,7 +624,7 @@ mod netns {
         if !enabled("netns::server_gone_ends_in_disconnected") {
             return;
         }
-        let fake = Fake::start().await;
+        let fake = start_fake().await;
         let (avatar, mut events, _) = joined(&fake, "room-3").await;
         fake.control("POST", "/control/go_away", None).await;
         let gone = Instant::now();

@@ -6,6 +6,7 @@
 //! pass skips them. They run on SQLite: PostgreSQL is not reachable from inside.
 
 mod browser;
+mod livekit;
 
 /// Fails, saying how to run it, when a netns test runs outside that namespace.
 #[track_caller]

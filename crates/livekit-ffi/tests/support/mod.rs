@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod fake;
+
 pub fn repo_root() -> PathBuf {
     match std::env::var_os("AVS_REPO_ROOT") {
         Some(root) => PathBuf::from(root),

@@ -353,6 +353,7 @@ impl Handler<Attach> for RenderPool {
             wants: msg.wants,
             started: Instant::now(),
             watched_from: None,
+            watched: false,
             seq: 0,
             seed,
             src: Vec::new(),

@@ -56,6 +56,8 @@ pub(super) struct Attached {
     /// When its frames were first wanted (attached watched, or its first viewer): its time to
     /// first frame counts from there.
     pub(super) watched_from: Option<Instant>,
+    /// Whether anyone takes its frames, read once a tick from `wants`.
+    pub(super) watched: bool,
     pub(super) seq: u64,
     pub(super) seed: u32,
     /// The frame's source when a lip-sync model pasted a mouth into a copy of the base.
@@ -64,10 +66,12 @@ pub(super) struct Attached {
 }
 
 impl Attached {
-    /// Someone takes its frames (a preview, a room publisher). Unwatched, nothing is drawn: a
-    /// burst of starts nobody watches costs its viewers' frames nothing.
+    /// Someone takes its frames (a preview, a room publisher; each holds a `Want` while it
+    /// does), as of this tick. Unwatched, nothing is drawn: a burst of starts nobody watches
+    /// costs its viewers' frames nothing, and ten thousand idle sessions cost two atomic loads
+    /// each a tick.
     fn watched(&self) -> bool {
-        self.frames.receiver_count() > 0
+        self.watched
     }
 }
 
@@ -174,7 +178,7 @@ impl Worker {
                 FAULT_WORKER_PANIC => panic!("render worker fault injected"),
                 _ => {}
             }
-            let t = s.started.elapsed().as_secs_f32();
+            s.watched = s.wants.jpeg() || s.wants.i420();
             if !s.watched() {
                 // Nobody takes its frames: nothing to hear or draw, and no frame buffer to hold
                 // (a session costs memory only while watched; its audio receiver just lags).
@@ -185,7 +189,7 @@ impl Worker {
                 params.push((
                     0.0,
                     FrameParams {
-                        t,
+                        t: 0.0,
                         open: 0.0,
                         shape: 0.0,
                         blink: 0.0,
@@ -196,6 +200,7 @@ impl Worker {
             if s.seq == 0 {
                 s.watched_from.get_or_insert_with(Instant::now);
             }
+            let t = s.started.elapsed().as_secs_f32();
             loop {
                 match s.audio.try_recv() {
                     Ok(chunk) => s.window.push(&chunk),

@@ -57,6 +57,7 @@ impl Store {
     /// session that gained, one debit per account.
     pub async fn settle(&self, lines: &[BillLine]) -> StoreResult<Settled> {
         super::guarded(async move {
+            let _turn = self.write_turn().await;
             let txn = self.begin_write().await?;
             let mut settled = Settled::default();
             let gained = raise_totals(&txn, lines).await?;
@@ -86,6 +87,7 @@ impl Store {
     /// back. A session already ended is left as it is, so a retried batch changes nothing twice.
     pub async fn finish_many(&self, endings: &[FinalLine]) -> StoreResult<Settled> {
         super::guarded(async move {
+            let _turn = self.write_turn().await;
             let txn = self.begin_write().await?;
             let mut settled = Settled::default();
             let lines: Vec<BillLine> = endings

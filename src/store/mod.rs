@@ -13,7 +13,7 @@ pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -52,9 +52,22 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     pub db: DatabaseConnection,
     pub master_key: MasterKey,
+    /// SQLite only: the turn of the hot writers (admission, state changes, billing).
+    writer: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Store {
+    /// SQLite has one writer at a time; a writer that finds the lock taken sleeps in SQLite's
+    /// busy handler, whose back-off (up to 100 ms a try) is what a start waited behind another
+    /// under load. The hot writes take their turn here instead, in order, woken the moment the
+    /// previous one is done. PostgreSQL writes concurrently: no turn.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.writer {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
+        }
+    }
+
     /// A transaction that will write after it reads. SQLite's deferred `BEGIN` would pin a read
     /// snapshot at the first read, and a commit by another connection meanwhile makes the later
     /// write fail at once (`SQLITE_BUSY_SNAPSHOT`, which no busy timeout waits out); a first
@@ -91,8 +104,15 @@ impl Store {
                     .foreign_keys(true)
             });
         }
+        let writer = url
+            .starts_with("sqlite:")
+            .then(|| Arc::new(tokio::sync::Mutex::new(())));
         let db = Database::connect(options).await?;
-        Ok(Self { db, master_key })
+        Ok(Self {
+            db,
+            master_key,
+            writer,
+        })
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {

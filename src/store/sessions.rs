@@ -39,6 +39,7 @@ impl Store {
     /// concurrency slot, then writes the row; all or nothing.
     pub async fn admit(&self, new: session::Model) -> StoreResult<Admission> {
         super::guarded(async move {
+            let _turn = self.write_turn().await;
             let now = now_ms();
             let txn = self.db.begin().await?;
             if let Some(link_id) = &new.link_id {
@@ -143,6 +144,7 @@ impl Store {
     /// `live`, its `started_at`).
     pub async fn set_session_state(&self, id: &str, state: &str, at: i64) -> StoreResult<()> {
         super::guarded(async move {
+            let _turn = self.write_turn().await;
             let now = at;
             let mut update = session::Entity::update_many()
                 .col_expr(session::Column::State, Expr::value(state))
@@ -173,6 +175,7 @@ impl Store {
         ending: Ending<'_>,
     ) -> StoreResult<bool> {
         super::guarded(async move {
+            let _turn = self.write_turn().await;
             let now = now_ms();
             let ended_at = row
                 .started_at

@@ -196,7 +196,13 @@ impl SessionService {
         // Admission runs to its end even if the caller goes away mid-request: stopped half-way
         // it would leave a render slot or a concurrency count held with no session to release it.
         let service = self.clone();
-        let (row, addr) = actix_web::rt::spawn(async move { service.admit(req).await })
+        // A start that waits for live is written as `starting` at once (one write fewer on the
+        // start path); a queued one shows `queued` until its actor starts.
+        let initial = match mode {
+            StartMode::WaitLive => "starting",
+            StartMode::Queued => "queued",
+        };
+        let (row, addr) = actix_web::rt::spawn(async move { service.admit(req, initial).await })
             .await
             .map_err(|e| StartError::Unavailable(format!("admission task: {e}")))??;
         match mode {
@@ -240,8 +246,8 @@ impl SessionService {
         }
     }
 
-    /// The session row a start would write (state `queued`).
-    fn new_row(&self, req: &StartRequest, max_duration: i64) -> session::Model {
+    /// The session row a start would write, in state `initial` (`queued` or `starting`).
+    fn new_row(&self, req: &StartRequest, max_duration: i64, initial: &str) -> session::Model {
         let settings = &self.settings.sessions;
         let now = now_ms();
         let id = ids::session_id();
@@ -255,7 +261,7 @@ impl SessionService {
             agent_revision: req.revision,
             source: req.source.to_string(),
             link_id: req.link_id.clone(),
-            state: "queued".into(),
+            state: initial.into(),
             agent_identity: settings.agent_identity.clone(),
             aspect_ratio: req.aspect_ratio.clone(),
             client_user_ref: req.client_user_ref.clone(),
@@ -285,6 +291,7 @@ impl SessionService {
     async fn admit(
         &self,
         req: StartRequest,
+        initial: &'static str,
     ) -> Result<(session::Model, Addr<Session>), StartError> {
         let account = self
             .store
@@ -298,7 +305,7 @@ impl SessionService {
         let max_duration = req
             .max_duration_seconds
             .map_or(account_max, |asked| asked.min(account_max));
-        let row = self.new_row(&req, max_duration);
+        let row = self.new_row(&req, max_duration, initial);
         // A render slot first: with none free the start is refused before the quota is touched.
         let lease = self.acquire_slot(&row.id).await?;
         let refused = match self.quota.send(Admit(row)).await {

@@ -360,7 +360,7 @@ async fn the_binary_alone_finds_what_make_setup_installed() {
     assert_eq!(r.status, 200, "{}", r.body);
     let agent = r.body["agent_id"].as_str().unwrap().to_string();
     let mut status = Value::Null;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         status = reply(
             client
                 .get(format!("{base}/v1/agent/status/{agent}"))

@@ -293,7 +293,16 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.transition(Event::Start);
-        self.persist_state(ctx, Some(LifecycleEvent::Starting));
+        if self.row.state == State::Starting.as_str() {
+            // Admitted as `starting` already: announce it without writing it again.
+            self.broadcast_status();
+            self.deps.webhooks.do_send(Emit {
+                session_id: self.row.id.clone(),
+                event: LifecycleEvent::Starting,
+            });
+        } else {
+            self.persist_state(ctx, Some(LifecycleEvent::Starting));
+        }
         self.spawn_room(ctx);
         // The renderer gets ready while the room is made: the first frame is not a second step.
         self.spawn_renderer(ctx);

@@ -53,7 +53,7 @@ else
 fi
 
 # 1. Everything but the tests that need a network namespace of their own.
-cargo test --locked --workspace --all-targets -- --skip netns:: --test-threads="${TEST_THREADS:-4}" || status=$?
+cargo test --locked --workspace --all-targets --no-fail-fast -- --skip netns:: --test-threads="${TEST_THREADS:-4}" || status=$?
 
 # 2. Real WebRTC (libwebrtc through LiveKit's FFI library, headless Chromium) inside a network namespace
 #    scripts/netns_run.sh makes and removes: `lo` plus a veth pair whose two ends (10.99.0.1,

@@ -1,3 +1,6 @@
+//! (One file past 600 lines: the protocol's messages, declarations only, kept together as the
+//! `.proto` it mirrors is.)
+//!
 //! The messages of LiveKit's FFI protocol (package `livekit.proto`, proto2) that this crate sends
 //! or reads, written by hand with prost's derives: no protoc, no build script, no copied `.proto`.
 //!

@@ -1,4 +1,6 @@
 //! The avatar's side of a room: join and publish, capture, interrupt, close.
+//! (One file: every operation below goes through the same handle bookkeeping, which must stay in
+//! one place for handles to be released exactly once; the unit tests follow from line 737.)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,3 +1,6 @@
+//! (One file past 600 lines: 710 of code that share the viewer table, then the unit tests that drive
+//! it on a virtual clock.)
+//!
 //! The protocol core: every viewer's str0m `Rtc`, grouped by session, driven by explicit inputs (a datagram,
 //! a command, an encoded frame, the time) and producing datagrams in an outbox. No sockets, no clocks, no
 //! threads here, so tests can drive it with in-memory packets on a virtual clock; `server.rs` wraps it in the UDP loop.

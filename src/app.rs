@@ -26,7 +26,7 @@ use crate::media::MediaRuntime;
 use crate::metrics::Metrics;
 use crate::net::{http_client, UrlPolicy};
 use crate::state::AppState;
-use crate::store::sessions::Ending;
+use crate::store::billing::FinalLine;
 use crate::store::{now_ms, Store};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -323,6 +323,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// Orphans ended in one transaction at most (as the Billing actor batches endings).
+const ORPHAN_BATCH: usize = 1_000;
+
 /// Sessions the database says are running but no actor runs (a crash, a lost node) end now with
 /// `shutdown`, recorded as ended at their last billing checkpoint (what was billed), and their
 /// slots come back.
@@ -338,26 +341,40 @@ async fn reconcile(state: &AppState) {
             return;
         }
     };
-    for row in orphans {
-        let ending = Ending {
+    // One ending path for every session: the Billing actor's batched final write, here with
+    // nothing more to bill. Each ends at its last checkpoint (`started_at` + what was billed), so
+    // that its billed seconds stay its live seconds; one that never went live ends now.
+    let lines: Vec<FinalLine> = orphans
+        .iter()
+        .map(|row| FinalLine {
+            session_id: row.id.clone(),
+            account_id: row.account_id.clone(),
+            link_id: row.link_id.clone(),
+            total_seconds: None,
             state: "stopped",
             end_reason: "shutdown",
             failure_reason: None,
             refund_link: false,
-        };
-        match state.store.finish_session(&row, ending).await {
-            Ok(true) => {
-                tracing::info!(session = %row.id, "ended orphaned session");
-                state.webhooks.do_send(Emit {
-                    session_id: row.id.clone(),
-                    event: LifecycleEvent::Stopped,
-                });
+            ended_at: row
+                .started_at
+                .map_or_else(now_ms, |started| started + row.billed_seconds * 1000),
+        })
+        .collect();
+    for batch in lines.chunks(ORPHAN_BATCH) {
+        match state.store.finish_many(batch).await {
+            Ok(settled) => {
+                for session_id in settled.ended {
+                    tracing::info!(session = %session_id, "ended orphaned session");
+                    state.webhooks.do_send(Emit {
+                        session_id,
+                        event: LifecycleEvent::Stopped,
+                    });
+                }
             }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(session = %row.id, error = %e, "could not end orphaned session")
-            }
+            Err(e) => tracing::error!(error = %e, "could not end orphaned sessions"),
         }
+    }
+    for row in &orphans {
         if let Err(e) = state.rooms.delete(&row.room_name).await {
             tracing::debug!(session = %row.id, error = %e, "orphan room delete");
         }

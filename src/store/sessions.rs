@@ -18,15 +18,6 @@ pub enum Admission {
     ConcurrencyLimit,
 }
 
-/// How a session ended, for its final write.
-pub struct Ending<'a> {
-    pub state: &'a str,
-    pub end_reason: &'a str,
-    pub failure_reason: Option<&'a str>,
-    /// Give the link use back too (the session never started: nothing may stay held).
-    pub refund_link: bool,
-}
-
 #[derive(Default)]
 pub struct SessionFilter {
     pub state: Option<String>,
@@ -159,63 +150,6 @@ impl Store {
                 .exec(&self.db)
                 .await?;
             Ok(())
-        })
-        .await
-    }
-
-    /// The final write of a session no actor runs (a crash, a lost node): marks it ended and
-    /// returns its concurrency slot (and, for a start that failed, its link use) in one
-    /// transaction. Its time was billed up to its last checkpoint, which is where it is recorded
-    /// to have ended, so that its billed seconds stay its live seconds. The `ended_at IS NULL`
-    /// guard makes a second call a no-op, so the slot is released exactly once. Returns whether
-    /// this call ended it.
-    pub async fn finish_session(
-        &self,
-        row: &session::Model,
-        ending: Ending<'_>,
-    ) -> StoreResult<bool> {
-        super::guarded(async move {
-            let _turn = self.write_turn().await;
-            let now = now_ms();
-            let ended_at = row
-                .started_at
-                .map_or(now, |started| started + row.billed_seconds * 1000);
-            let txn = self.db.begin().await?;
-            let ended = session::Entity::update_many()
-                .col_expr(session::Column::State, Expr::value(ending.state))
-                .col_expr(session::Column::EndReason, Expr::value(ending.end_reason))
-                .col_expr(
-                    session::Column::FailureReason,
-                    Expr::value(ending.failure_reason.map(str::to_string)),
-                )
-                .col_expr(session::Column::EndedAt, Expr::value(ended_at))
-                .col_expr(session::Column::UpdatedAt, Expr::value(now))
-                .filter(session::Column::Id.eq(row.id.as_str()))
-                .filter(session::Column::EndedAt.is_null())
-                .exec(&txn)
-                .await?;
-            if ended.rows_affected == 0 {
-                return Ok(false);
-            }
-            account::Entity::update_many()
-                .col_expr(
-                    account::Column::LiveSessions,
-                    Expr::col(account::Column::LiveSessions).sub(1),
-                )
-                .filter(account::Column::Id.eq(row.account_id.as_str()))
-                .filter(account::Column::LiveSessions.gt(0))
-                .exec(&txn)
-                .await?;
-            if let (true, Some(link_id)) = (ending.refund_link, &row.link_id) {
-                link::Entity::update_many()
-                    .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).sub(1))
-                    .filter(link::Column::Id.eq(link_id.as_str()))
-                    .filter(link::Column::Uses.gt(0))
-                    .exec(&txn)
-                    .await?;
-            }
-            txn.commit().await?;
-            Ok(true)
         })
         .await
     }

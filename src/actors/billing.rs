@@ -62,16 +62,6 @@ pub struct Finish {
     pub live_at_ms: Option<i64>,
 }
 
-/// Settle now (tests, drains); answers the seconds billed so far per tracked session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Checkpoint;
-
-/// The seconds billed of the sessions billing tracks now (for status frames).
-#[derive(Message)]
-#[rtype(result = "HashMap<String, i64>")]
-pub struct Billed;
-
 struct Tracked {
     account_id: String,
     live_since: Instant,
@@ -247,11 +237,7 @@ impl Billing {
             async move { (store.settle(&lines).await, lines) }
                 .into_actor(self)
                 .map(move |(result, lines), act, ctx| {
-                    act.writing = false;
-                    act.metrics
-                        .billing_write_seconds
-                        .with_label_values(&["checkpoint"])
-                        .observe(started.elapsed().as_secs_f64());
+                    act.write_done("checkpoint", started);
                     match result {
                         Ok(settled) => {
                             act.failures = 0;
@@ -279,11 +265,7 @@ impl Billing {
             async move { store.finish_many(&lines).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    act.writing = false;
-                    act.metrics
-                        .billing_write_seconds
-                        .with_label_values(&["endings"])
-                        .observe(started.elapsed().as_secs_f64());
+                    act.write_done("endings", started);
                     match result {
                         Ok(settled) => {
                             act.failures = 0;
@@ -306,6 +288,15 @@ impl Billing {
                     act.write(ctx);
                 }),
         );
+    }
+
+    /// A write came back, whatever its outcome: the next may start; its time is measured.
+    fn write_done(&mut self, kind: &str, started: Instant) {
+        self.writing = false;
+        self.metrics
+            .billing_write_seconds
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// A write went through: balances known, sessions of an account that ran dry told so.
@@ -411,27 +402,5 @@ impl Handler<Finish> for Billing {
         Box::pin(async move {
             let _ = tokio::time::timeout(FINISH_WAIT, rx).await;
         })
-    }
-}
-
-impl Handler<Checkpoint> for Billing {
-    type Result = ();
-
-    fn handle(&mut self, _: Checkpoint, ctx: &mut Self::Context) {
-        self.checkpoint_due = true;
-        self.write(ctx);
-    }
-}
-
-impl Handler<Billed> for Billing {
-    type Result = MessageResult<Billed>;
-
-    fn handle(&mut self, _: Billed, _: &mut Self::Context) -> Self::Result {
-        MessageResult(
-            self.tracked
-                .iter()
-                .map(|(id, t)| (id.clone(), t.billed))
-                .collect(),
-        )
     }
 }

@@ -12,6 +12,11 @@
 //!     [--sessions 100] [--fanout 1000] [--rounds 200]
 //! ```
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::arg;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,15 +30,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn report(what: &str, mut times: Vec<Duration>, wall: Duration) {
     if times.is_empty() {

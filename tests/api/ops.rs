@@ -124,7 +124,7 @@ async fn a_real_prometheus_evaluates_every_dashboard_query() {
         ),
     )
     .unwrap();
-    let child = std::process::Command::new(prometheus)
+    let _prometheus = tokio::process::Command::new(prometheus)
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -133,16 +133,9 @@ async fn a_real_prometheus_evaluates_every_dashboard_query() {
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .kill_on_drop(true)
         .spawn()
         .expect("start prometheus");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _prometheus = Kill(child);
     let api = format!("http://127.0.0.1:{port}/api/v1");
     let query = |expr: String| {
         let (client, api) = (app.client.clone(), api.clone());

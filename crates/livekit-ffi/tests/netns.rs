@@ -252,13 +252,7 @@ mod netns {
         let publish_secs = t0.elapsed().as_secs_f64();
         let (cpu2, rss2) = cpu_and_rss();
         tokio::time::sleep(Duration::from_millis(800)).await; // the last frames and queued audio arrive
-        let observed = fake
-            .control(
-                "GET",
-                &format!("/control/observations?identity={AVATAR}"),
-                None,
-            )
-            .await;
+        let observed = fake.observations(AVATAR).await;
 
         let frames = observed["video"].as_array().cloned().unwrap_or_default();
         let in_window: Vec<&Value> = frames
@@ -342,13 +336,7 @@ mod netns {
             .await
             .expect("capture the probe");
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let observed = fake
-            .control(
-                "GET",
-                &format!("/control/observations?identity={AVATAR}"),
-                None,
-            )
-            .await;
+        let observed = fake.observations(AVATAR).await;
         let heard_at = observed["audio"]
             .as_array()
             .into_iter()
@@ -373,13 +361,7 @@ mod netns {
         captured.expect("an interrupted capture returns Ok");
         let capture_returned = now();
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let observed = fake
-            .control(
-                "GET",
-                &format!("/control/observations?identity={AVATAR}"),
-                None,
-            )
-            .await;
+        let observed = fake.observations(AVATAR).await;
         let after: Vec<(f64, f64)> = observed["audio"]
             .as_array()
             .into_iter()
@@ -588,13 +570,7 @@ mod netns {
         let since = now();
         feed_video(&avatar, 3).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let observed = fake
-            .control(
-                "GET",
-                &format!("/control/observations?identity={AVATAR}"),
-                None,
-            )
-            .await;
+        let observed = fake.observations(AVATAR).await;
         let frames = observed["video"]
             .as_array()
             .into_iter()

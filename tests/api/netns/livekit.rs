@@ -61,15 +61,6 @@ fn rms(pcm: &[i16]) -> f64 {
     (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt()
 }
 
-async fn observations(fake: &FakeLiveKit) -> Value {
-    fake.control(
-        "GET",
-        &format!("/control/observations?identity={AVATAR}"),
-        None,
-    )
-    .await
-}
-
 /// (arrival, rms) of each 20 ms of the avatar's audio decoded at the fake.
 fn audio_windows(observed: &Value) -> Vec<(f64, f64)> {
     observed["audio"]
@@ -162,7 +153,7 @@ async fn the_avatar_meets_a_user_in_a_livekit_room() {
     // session's size, decoded at the fake.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (cpu1, rss1) = cpu_and_rss();
-    let observed = observations(&fake).await;
+    let observed = fake.observations(AVATAR).await;
     let frames = observed["video"].as_array().cloned().unwrap_or_default();
     let first = frames[0]["t"].as_f64().unwrap();
     let recent: Vec<&Value> = frames
@@ -195,7 +186,7 @@ async fn the_avatar_meets_a_user_in_a_livekit_room() {
     ws.until("ack").await;
     let interrupted_at = now();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let observed = observations(&fake).await;
+    let observed = fake.observations(AVATAR).await;
     let audio = audio_windows(&observed);
     let onset = audio
         .iter()

@@ -94,6 +94,17 @@ impl FakeLiveKit {
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"))
     }
 
+    /// What the fake decoded of `identity`'s tracks: `{"video": [{"t", "w", "h", "mouth"}],
+    /// "audio": [{"t", "rms"}]}`.
+    pub async fn observations(&self, identity: &str) -> Value {
+        self.control(
+            "GET",
+            &format!("/control/observations?identity={identity}"),
+            None,
+        )
+        .await
+    }
+
     pub async fn participant(&self, identity: &str) -> Value {
         let state = self.control("GET", "/control/state", None).await;
         state["rooms"]

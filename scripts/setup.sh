@@ -9,6 +9,7 @@
 #   .setup/models/centerface.onnx        CenterFace with symbolic N/H/W, verified with onnxruntime
 #   .setup/images/*.png                  real photos from scikit-image, for tests
 #   .setup/default-avatar.png            NASA's public-domain astronaut portrait (see .txt beside it)
+#   .setup/openapi-venv/                 openapi-python-client and openapi-spec-validator (the OpenAPI test)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -217,6 +218,24 @@ say "ok: default avatar .setup/default-avatar.png"
 bash "$ROOT/scripts/setup_livekit.sh"  # 6. LiveKit media: liblivekit_ffi.so, its schema, the fake server's packages
 bash "$ROOT/scripts/setup_web.sh"  # 7. chromium, livekit-client and playwright-core (.setup/web/)
 
+# 8. The OpenAPI test's tools, in a virtualenv of their own (their pydantic/typer/ruff stay away
+#    from the fake LiveKit's packages): a validator of the document, and the client generator the
+#    round-trip test builds a Python client with.
+OPENAPI_VENV=$SETUP/openapi-venv
+OPENAPI_REQS=(openapi-python-client==0.29.1 openapi-spec-validator==0.9.0)
+openapi_stamp=$OPENAPI_VENV/.reqs-$(printf '%s' "${OPENAPI_REQS[*]}" | sha256sum | cut -c1-16)
+if [ -f "$openapi_stamp" ] && [ -x "$OPENAPI_VENV/bin/python" ]; then
+    say "ok: OpenAPI tools present ($OPENAPI_VENV)"
+else
+    say "installing ${OPENAPI_REQS[*]} into $OPENAPI_VENV"
+    [ -x "$OPENAPI_VENV/bin/python" ] || "$PYTHON" -m venv "$OPENAPI_VENV" \
+        || die "could not create a virtualenv with $PYTHON (on Debian: apt-get install python3-venv)"
+    "$OPENAPI_VENV/bin/pip" --disable-pip-version-check install -q "${OPENAPI_REQS[@]}"
+    rm -f "$OPENAPI_VENV"/.reqs-*
+    "$OPENAPI_VENV/bin/pip" --disable-pip-version-check freeze >"$openapi_stamp"
+    say "ok: OpenAPI tools installed"
+fi
+
 elapsed=$(( $(now_ms) - started ))
 cat <<EOF
 setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
@@ -229,4 +248,5 @@ setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   images            $SETUP/images/
   default avatar    $SETUP/default-avatar.png
   web               $SETUP/web/  (livekit-client, playwright-core)
+  OpenAPI tools     $OPENAPI_VENV  (${OPENAPI_REQS[*]})
 EOF

@@ -6,17 +6,19 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::authenticate;
 use super::body::{self, max_len};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::limits::Limited;
+use super::reply::Data;
 use crate::actors::session::messages::PromptUpdated;
 use crate::actors::session::{deliver, Directive};
 use crate::domain::agent::VoiceAgent;
 use crate::domain::ids;
+use crate::domain::views::AgentView;
 use crate::jobs::generation::{self, MediaSource, Sources};
 use crate::state::AppState;
 use crate::store::agents::{AgentChanges, CreateAgent, NewAgent};
@@ -49,15 +51,25 @@ fn check_voice_agent(voice: &VoiceAgent) -> ApiResult<()> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = GenerateAgentRequest)]
 struct GenerateBody {
+    /// The agent's system prompt.
     prompt: Option<String>,
+    /// A photo with one face: an http(s) URL or base64 (optionally a data: URL). None: the
+    /// operator's default portrait.
     image: Option<String>,
+    /// Stored with the agent (URL or base64).
     video: Option<String>,
+    /// Stored with the agent (URL or base64).
     audio: Option<String>,
+    /// 16:9 (default), 9:16 or 1:1.
     aspect_ratio: Option<String>,
+    /// 16:9, 9:16 or 1:1.
     video_aspect_ratio: Option<String>,
+    /// A custom id, `[A-Za-z0-9_-]{3,64}`; else one is made.
     agent_id: Option<String>,
+    /// Seconds, up to 600.
     duration: Option<f64>,
     name: Option<String>,
     voice_agent: Option<VoiceAgent>,
@@ -65,14 +77,18 @@ struct GenerateBody {
     published: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateAgentRequest)]
 struct UpdateBody {
+    /// Live sessions of the agent get the new prompt (a new revision).
     system_prompt: Option<String>,
     name: Option<String>,
     allowed_origins: Option<Vec<String>>,
     published: Option<bool>,
+    /// `null` removes the voice agent.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<VoiceAgent>)]
     voice_agent: Option<Option<VoiceAgent>>,
 }
 
@@ -153,11 +169,60 @@ fn media(state: &AppState, field: &str, value: Option<String>) -> ApiResult<Opti
     Ok(Some(MediaSource::Inline(bytes)))
 }
 
-pub async fn validate(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    bithuman(authenticate(&req, &state).await)?;
-    Ok(HttpResponse::Ok().json(json!({"valid": true})))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Validated {
+    pub valid: bool,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenerationStarted {
+    pub success: bool,
+    /// "Agent generation started".
+    pub message: String,
+    pub agent_id: String,
+    /// `processing`: poll the status route until `ready` or `failed`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentUpdated {
+    pub agent_code: String,
+    pub updated: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentDeleted {
+    pub success: bool,
+    pub agent_code: String,
+    pub deleted: bool,
+}
+
+/// How many live sessions took the words or the knowledge.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Delivered {
+    pub agent_code: String,
+    /// `speak` or `add_context`.
+    pub context_type: String,
+    pub delivered_to_rooms: usize,
+}
+
+/// `POST /v1/validate`: whether the key is good. No side effects.
+#[utoipa::path(post, path = "/v1/validate", tag = "bitHuman", operation_id = "validate",
+    responses((status = 200, body = Validated, description = "The key is valid.")))]
+pub async fn validate(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    bithuman(authenticate(&req, &state).await)?;
+    Ok(HttpResponse::Ok().json(Validated { valid: true }))
+}
+
+/// `POST /v1/agent/generate`: answers at once; generation runs in the background (poll the status).
+#[utoipa::path(post, path = "/v1/agent/generate", tag = "bitHuman", operation_id = "generate_agent",
+    request_body = GenerateBody,
+    responses(
+        (status = 200, body = GenerationStarted, description = "Generation started; 250 credits debited."),
+        (status = 402, body = ErrorBody, description = "Not enough credits."),
+        (status = 409, body = ErrorBody, description = "An agent with this custom `agent_id` exists."),
+        (status = 429, body = ErrorBody, description = "Rate limited."),
+    ))]
 pub async fn generate(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -237,12 +302,12 @@ async fn generate_inner(
     match state.store.create_agent(new).await? {
         CreateAgent::Created(agent) => {
             generation::spawn(state.get_ref().clone(), agent.id.clone(), sources);
-            Ok(HttpResponse::Ok().json(json!({
-                "success": true,
-                "message": "Agent generation started",
-                "agent_id": agent.id,
-                "status": agent.status,
-            })))
+            Ok(HttpResponse::Ok().json(GenerationStarted {
+                success: true,
+                message: "Agent generation started".into(),
+                agent_id: agent.id,
+                status: agent.status,
+            }))
         }
         CreateAgent::InsufficientCredits { needed } => Err(ApiError::insufficient_balance(
             format!("Not enough credits: generation costs {needed}."),
@@ -253,6 +318,28 @@ async fn generate_inner(
     }
 }
 
+/// `GET /v1/agent/status/{agent_id}`: a generation's progress (the agent, as `GET /v1/agent/{code}`).
+#[utoipa::path(get, path = "/v1/agent/status/{agent_id}", tag = "bitHuman", operation_id = "agent_status",
+    params(("agent_id" = String, Path, description = "The agent's id.")),
+    responses(
+        (status = 200, body = Data<AgentView>, description = "The agent and its generation's progress."),
+        (status = 404, body = ErrorBody, description = "`AGENT_NOT_FOUND`."),
+    ))]
+pub async fn status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    get(req, state, path).await
+}
+
+/// `GET /v1/agent/{code}`: the agent.
+#[utoipa::path(get, path = "/v1/agent/{code}", tag = "bitHuman", operation_id = "get_agent",
+    params(("code" = String, Path, description = "The agent's id.")),
+    responses(
+        (status = 200, body = Data<AgentView>, description = "The agent."),
+        (status = 404, body = ErrorBody, description = "`AGENT_NOT_FOUND`."),
+    ))]
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -266,24 +353,35 @@ pub async fn get(
                 .agent_of(&principal.account_id, &path)
                 .await?
                 .ok_or_else(|| ApiError::agent_not_found(&path))?;
-            Ok(HttpResponse::Ok().json(json!({"success": true, "data": agent.view(&state.urls)})))
+            Ok(HttpResponse::Ok().json(Data::new(agent.view(&state.urls))))
         }
         .await,
     )
 }
 
+/// `GET /v1/agents`: the account's agents.
+#[utoipa::path(get, path = "/v1/agents", tag = "bitHuman", operation_id = "list_agents",
+    responses((status = 200, body = Data<Vec<AgentView>>, description = "The account's agents, newest first.")))]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     bithuman(
         async {
             let principal = authenticate(&req, &state).await?;
             let agents = state.store.agents_of(&principal.account_id).await?;
             let data: Vec<_> = agents.iter().map(|a| a.view(&state.urls)).collect();
-            Ok(HttpResponse::Ok().json(json!({"success": true, "data": data})))
+            Ok(HttpResponse::Ok().json(Data::new(data)))
         }
         .await,
     )
 }
 
+/// `POST /v1/agent/{code}`: changes the agent; live sessions get the new prompt.
+#[utoipa::path(post, path = "/v1/agent/{code}", tag = "bitHuman", operation_id = "update_agent",
+    params(("code" = String, Path, description = "The agent's id.")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, body = AgentUpdated, description = "Updated."),
+        (status = 404, body = ErrorBody, description = "`AGENT_NOT_FOUND`."),
+    ))]
 pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -329,12 +427,22 @@ pub async fn update(
             for session in live {
                 session.addr.do_send(update.clone());
             }
-            Ok(HttpResponse::Ok().json(json!({"agent_code": agent.id, "updated": true})))
+            Ok(HttpResponse::Ok().json(AgentUpdated {
+                agent_code: agent.id,
+                updated: true,
+            }))
         }
         .await,
     )
 }
 
+/// `DELETE /v1/agent/{code}`.
+#[utoipa::path(delete, path = "/v1/agent/{code}", tag = "bitHuman", operation_id = "delete_agent",
+    params(("code" = String, Path, description = "The agent's id.")),
+    responses(
+        (status = 200, body = AgentDeleted, description = "Deleted."),
+        (status = 404, body = ErrorBody, description = "`AGENT_NOT_FOUND`."),
+    ))]
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -350,14 +458,23 @@ pub async fn delete(
             {
                 return Err(ApiError::agent_not_found(&path));
             }
-            Ok(HttpResponse::Ok()
-                .json(json!({"success": true, "agent_code": path.as_str(), "deleted": true})))
+            Ok(HttpResponse::Ok().json(AgentDeleted {
+                success: true,
+                agent_code: path.into_inner(),
+                deleted: true,
+            }))
         }
         .await,
     )
 }
 
 /// `GET /v1/assets/{id}`: the stored bytes, for the key of the account that owns them.
+#[utoipa::path(get, path = "/v1/assets/{id}", tag = "bitHuman", operation_id = "get_asset",
+    params(("id" = String, Path, description = "An asset id from an agent's `*_url`.")),
+    responses(
+        (status = 200, description = "The bytes, with their content type (image/jpeg, image/png, application/json, …).", content_type = "application/octet-stream", body = crate::api::reply::Binary),
+        (status = 404, body = ErrorBody, description = "`asset_not_found`."),
+    ))]
 pub async fn asset(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -378,17 +495,24 @@ pub async fn asset(
         .body(asset.data))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = SpeakRequest)]
 struct SpeakBody {
+    /// What the avatar says.
     message: String,
+    /// Only the session in this room (its `room_name`).
     room_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = AddContextRequest)]
 struct ContextBody {
+    /// Knowledge for the agent, or (with `type: speak`) words to say.
     context: String,
+    /// `add_context` (default) or `speak`.
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// Only the session in this room (its `room_name`).
     room_id: Option<String>,
 }
 
@@ -439,27 +563,54 @@ fn spoken_text(field: &str, text: &str) -> ApiResult<()> {
     max_len(field, text, crate::ws::protocol::MAX_TEXT_CHARS)
 }
 
-/// `POST /v1/agent/{code}/speak`.
+/// `POST /v1/agent/{code}/speak`: every live session of the agent (or the one in `room_id`) says it.
+#[utoipa::path(post, path = "/v1/agent/{code}/speak", tag = "bitHuman", operation_id = "speak",
+    params(("code" = String, Path, description = "The agent's id.")),
+    request_body = SpeakBody,
+    responses(
+        (status = 200, body = Delivered, description = "Delivered."),
+        (status = 404, body = ErrorBody, description = "`AGENT_NOT_FOUND`, or `NO_ACTIVE_ROOMS` when no live session took it."),
+    ))]
 pub async fn speak(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    bithuman(async {
-        let principal = authenticate(&req, &state).await?;
-        let body: SpeakBody = body::json(payload, 64 * 1024).await?;
-        spoken_text("message", &body.message)?;
-        let n = fan_out(&state, &principal.account_id, &path, body.room_id, Directive::Speak {
-                text: body.message,
-                interrupt: false,
-            }).await?;
-        Ok(HttpResponse::Ok().json(json!({"agent_code": path.as_str(), "context_type": "speak", "delivered_to_rooms": n})))
-    }
-    .await)
+    bithuman(
+        async {
+            let principal = authenticate(&req, &state).await?;
+            let body: SpeakBody = body::json(payload, 64 * 1024).await?;
+            spoken_text("message", &body.message)?;
+            let n = fan_out(
+                &state,
+                &principal.account_id,
+                &path,
+                body.room_id,
+                Directive::Speak {
+                    text: body.message,
+                    interrupt: false,
+                },
+            )
+            .await?;
+            Ok(HttpResponse::Ok().json(Delivered {
+                agent_code: path.into_inner(),
+                context_type: "speak".into(),
+                delivered_to_rooms: n,
+            }))
+        }
+        .await,
+    )
 }
 
 /// `POST /v1/agent/{code}/add-context`: knowledge, or (`type: speak`) words to say.
+#[utoipa::path(post, path = "/v1/agent/{code}/add-context", tag = "bitHuman", operation_id = "add_context",
+    params(("code" = String, Path, description = "The agent's id.")),
+    request_body = ContextBody,
+    responses(
+        (status = 200, body = Delivered, description = "Delivered."),
+        (status = 404, body = ErrorBody, description = "`AGENT_NOT_FOUND`, or `NO_ACTIVE_ROOMS` when no live session took it."),
+    ))]
 pub async fn add_context(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -495,9 +646,11 @@ pub async fn add_context(
                 directive,
             )
             .await?;
-            Ok(HttpResponse::Ok().json(
-                json!({"agent_code": path.as_str(), "context_type": kind, "delivered_to_rooms": n}),
-            ))
+            Ok(HttpResponse::Ok().json(Delivered {
+                agent_code: path.into_inner(),
+                context_type: kind.into(),
+                delivered_to_rooms: n,
+            }))
         }
         .await,
     )

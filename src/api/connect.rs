@@ -3,19 +3,31 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::body::{self, max_len};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::limits::Limited;
 use super::sessions::{ensure_ready, start, StartMode, StartRequest};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ConnectRequest)]
 struct ConnectBody {
+    /// A published agent that allows the request's `Origin`.
     agent_id: String,
+    /// The caller's own reference for the user, up to 256 characters.
     client_user_ref: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connected {
+    pub session_id: String,
+    /// Where the browser joins the room.
+    pub room_url: String,
+    /// The browser's token for the room.
+    pub token: String,
 }
 
 /// Whether `origin` (None: no Origin header) passes the allowlist `allowed`.
@@ -46,6 +58,19 @@ fn origin(req: &HttpRequest) -> Option<&str> {
         .filter(|o| !o.is_empty() && *o != "null")
 }
 
+/// `POST /v1/public/agents/connect`: a session for a browser, authorised by its `Origin`.
+#[utoipa::path(post, path = "/v1/public/agents/connect", tag = "Ojin", operation_id = "connect",
+    security(()),
+    request_body = ConnectBody,
+    responses(
+        (status = 200, body = Connected, description = "The session is live; join its room."),
+        (status = 402, body = ErrorBody, description = "`insufficient_balance`."),
+        (status = 403, body = ErrorBody, description = "`agent_unpublished`, or `auth_failed` when the origin is not allowed."),
+        (status = 404, body = ErrorBody, description = "`agent_not_found`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the agent is not ready."),
+        (status = 429, body = ErrorBody, description = "`concurrency_limit`, `no_capacity` or `rate_limited`."),
+        (status = 502, body = ErrorBody, description = "`room_creation_failed` or `orchestrator_error`."),
+    ))]
 pub async fn connect(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -103,14 +128,22 @@ pub async fn connect(
             .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
             .insert_header((header::VARY, "Origin"));
     }
-    Ok(response.json(json!({
-        "session_id": started.row.id,
-        "room_url": access.url,
-        "token": access.user_token,
-    })))
+    Ok(response.json(Connected {
+        session_id: started.row.id,
+        room_url: access.url,
+        token: access.user_token,
+    }))
 }
 
 /// `OPTIONS /v1/public/agents/connect`: allowed if some published agent allows this origin.
+#[utoipa::path(options, path = "/v1/public/agents/connect", tag = "Ojin", operation_id = "connect_preflight",
+    security(()),
+    params(("Origin" = String, Header, description = "The page's origin.")),
+    responses(
+        (status = 204, description = "Allowed: `Access-Control-Allow-Origin` names the origin."),
+        (status = 403, body = ErrorBody, description = "`auth_failed`: no published agent allows this origin."),
+        (status = 429, body = ErrorBody, description = "`rate_limited`."),
+    ))]
 pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     state.limits.check_ip(Limited::Preflight, &req)?;
     let Some(origin) = origin(&req) else {

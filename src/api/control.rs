@@ -82,7 +82,13 @@ async fn live(state: &AppState, row: &session::Model) -> ApiResult<Option<LiveSe
     Ok(state.sessions.live(&row.id).await?)
 }
 
-/// `GET /v1/sessions/{id}/control`.
+/// `GET /v1/sessions/{id}/control`: a WebSocket of the session's commands and events.
+#[utoipa::path(get, path = "/v1/sessions/{id}/control", tag = "Control", operation_id = "session_control",
+    params(("id" = String, Path, description = "The session's id."),
+        ("token" = Option<String>, Query, description = "The session's participant token or an observer token, instead of the API key.")),
+    responses((status = 101, description = "Switching Protocols: JSON text frames (API.md, \"WebSocket control channel\")."),
+        (status = 404, body = crate::api::error::ErrorBody, description = "`session_not_found`."),
+    ))]
 pub async fn session(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -104,6 +110,12 @@ pub async fn session(
 
 /// `GET /v1/sessions/{id}/preview`: the session's frames and audio (binary) and events (text).
 /// A session that has ended answers its final status and closes, as the control channel does.
+#[utoipa::path(get, path = "/v1/sessions/{id}/preview", tag = "Control", operation_id = "session_preview",
+    params(("id" = String, Path, description = "The session's id."),
+        ("token" = Option<String>, Query, description = "The session's participant token or an observer token, instead of the API key.")),
+    responses((status = 101, description = "Switching Protocols: binary messages `0x01`+JPEG frame and `0x02`+PCM (s16le, 16 kHz, mono), JSON text for metadata."),
+        (status = 404, body = crate::api::error::ErrorBody, description = "`session_not_found`."),
+    ))]
 pub async fn preview(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -126,6 +138,11 @@ pub async fn preview(
 }
 
 /// `GET /v1/agents/{code}/control`: the API key; every live session of the agent.
+#[utoipa::path(get, path = "/v1/agents/{code}/control", tag = "Control", operation_id = "agent_control",
+    params(("code" = String, Path, description = "The agent's id.")),
+    responses((status = 101, description = "Switching Protocols: JSON text frames (API.md, \"WebSocket control channel\")."),
+        (status = 404, body = crate::api::error::ErrorBody, description = "`agent_not_found`."),
+    ))]
 pub async fn agent(
     req: HttpRequest,
     state: web::Data<AppState>,

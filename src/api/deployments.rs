@@ -2,12 +2,13 @@
 //! revision of it (`v1`, `v2`, …; latest by default). The start answers `queued` at once.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::auth::authenticate;
 use super::body;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::sessions::{ensure_ready, start, StartMode, StartRequest};
 use crate::domain::events::SessionWebhook;
 use crate::domain::session::EndReason;
@@ -23,42 +24,83 @@ const EVENTS: [&str; 5] = [
     "ai-deployment-session-failed",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeploymentStartRequest)]
 struct StartBody {
+    /// The agent's id.
     deployment_id: String,
+    /// A revision of the agent (`v1`, `v2`, …); default the latest.
     tag: Option<String>,
+    /// String values: the voice agent's variables.
+    #[schema(value_type = Option<Object>)]
     env: Option<Map<String, Value>>,
+    /// Stored with the session.
+    #[schema(value_type = Option<Object>)]
     meta_data: Option<Map<String, Value>>,
     webhook: Option<WebhookBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeploymentWebhook)]
 struct WebhookBody {
+    /// Where the session's events are POSTed.
     end_point: String,
+    /// `ai-deployment-session-starting|started|stopping|stopped|failed`; all when absent.
     events: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeploymentEndRequest)]
 struct EndBody {
     session_id: String,
 }
 
-fn data(row: &session::Model, deployment_id: &str) -> Value {
-    json!({
-        "sessionId": row.id,
-        "status": row.state,
-        "deploymentId": deployment_id,
-        "tag": row.tag,
-        "start": iso(row.created_at),
-        "createdAt": iso(row.created_at),
-        "updatedAt": iso(row.updated_at),
-        "endReason": row.end_reason,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentSession {
+    pub session_id: String,
+    /// `queued` when started; the session's state after.
+    pub status: String,
+    pub deployment_id: String,
+    pub tag: Option<String>,
+    pub start: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub end_reason: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentReply {
+    pub message: String,
+    pub data: DeploymentSession,
+}
+
+fn data(row: &session::Model, deployment_id: &str) -> DeploymentSession {
+    DeploymentSession {
+        session_id: row.id.clone(),
+        status: row.state.clone(),
+        deployment_id: deployment_id.to_string(),
+        tag: row.tag.clone(),
+        start: iso(row.created_at),
+        created_at: iso(row.created_at),
+        updated_at: iso(row.updated_at),
+        end_reason: row.end_reason.clone(),
+    }
+}
+
+/// `POST /ai/v1/ai-deployment-sessions/start`: answers `queued` at once; webhooks follow the session.
+#[utoipa::path(post, path = "/ai/v1/ai-deployment-sessions/start", tag = "VideoSDK", operation_id = "start_deployment_session",
+    request_body = StartBody,
+    responses(
+        (status = 200, body = DeploymentReply, description = "Queued."),
+        (status = 402, body = ErrorBody, description = "`insufficient_balance`."),
+        (status = 404, body = ErrorBody, description = "`agent_not_found`: no such deployment."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the agent is not ready."),
+        (status = 429, body = ErrorBody, description = "`concurrency_limit` or `no_capacity`."),
+    ))]
 pub async fn start_route(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -159,12 +201,19 @@ pub async fn start_route(
         StartMode::Queued,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "message": "Session started successfully",
-        "data": data(&started.row, &deployment_id),
-    })))
+    Ok(HttpResponse::Ok().json(DeploymentReply {
+        message: "Session started successfully".into(),
+        data: data(&started.row, &deployment_id),
+    }))
 }
 
+/// `POST /ai/v1/ai-deployment-sessions/end`.
+#[utoipa::path(post, path = "/ai/v1/ai-deployment-sessions/end", tag = "VideoSDK", operation_id = "end_deployment_session",
+    request_body = EndBody,
+    responses(
+        (status = 200, body = DeploymentReply, description = "Ended."),
+        (status = 404, body = ErrorBody, description = "`session_not_found`."),
+    ))]
 pub async fn end_route(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -180,8 +229,8 @@ pub async fn end_route(
         .ok_or_else(|| ApiError::session_not_found(&body.session_id))?;
     let row = state.sessions.stop(row, EndReason::StoppedByApi).await?;
     let deployment_id = row.agent_id.clone();
-    Ok(HttpResponse::Ok().json(json!({
-        "message": "Session ended successfully",
-        "data": data(&row, &deployment_id),
-    })))
+    Ok(HttpResponse::Ok().json(DeploymentReply {
+        message: "Session ended successfully".into(),
+        data: data(&row, &deployment_id),
+    }))
 }

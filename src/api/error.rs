@@ -3,7 +3,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 use crate::store::StoreError;
 
@@ -13,6 +12,23 @@ pub enum CodeStyle {
     Snake,
     /// bitHuman: `AGENT_NOT_FOUND`, with the code also under `code`.
     Upper,
+}
+
+/// What every refusal answers, on every route of every dialect.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// snake_case (`agent_not_found`); upper case on bitHuman's routes (`AGENT_NOT_FOUND`).
+    pub error_code: String,
+    /// bitHuman's routes only: the upper-case code again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// A sentence for a person; names the field when a value is wrong.
+    pub message: String,
+    /// On 429 (and some 503): when to try again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,20 +120,21 @@ impl ApiError {
         self
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        let mut body = json!({"success": false, "message": self.message});
-        match self.style {
-            CodeStyle::Snake => body["error_code"] = json!(self.code),
+    pub fn body(&self) -> ErrorBody {
+        let (error_code, code) = match self.style {
+            CodeStyle::Snake => (self.code.to_string(), None),
             CodeStyle::Upper => {
                 let upper = self.code.to_uppercase();
-                body["error_code"] = json!(upper);
-                body["code"] = json!(upper);
+                (upper.clone(), Some(upper))
             }
+        };
+        ErrorBody {
+            success: false,
+            error_code,
+            code,
+            message: self.message.clone(),
+            retry_after_seconds: self.retry_after_seconds,
         }
-        if let Some(seconds) = self.retry_after_seconds {
-            body["retry_after_seconds"] = json!(seconds);
-        }
-        body
     }
 }
 
@@ -162,7 +179,7 @@ mod tests {
 
     #[test]
     fn upper_style_carries_code_twice() {
-        let body = ApiError::agent_not_found("x").upper().body();
+        let body = serde_json::to_value(ApiError::agent_not_found("x").upper().body()).unwrap();
         assert_eq!(body["error_code"], "AGENT_NOT_FOUND");
         assert_eq!(body["code"], "AGENT_NOT_FOUND");
         assert_eq!(body["success"], false);
@@ -170,7 +187,8 @@ mod tests {
 
     #[test]
     fn retry_after_is_an_integer_and_at_least_one() {
-        let body = ApiError::too_many("concurrency_limit", "busy", 0).body();
+        let body = serde_json::to_value(ApiError::too_many("concurrency_limit", "busy", 0).body())
+            .unwrap();
         assert_eq!(body["retry_after_seconds"], 1);
         assert!(body.get("code").is_none());
     }

@@ -1,36 +1,74 @@
 //! AgentHuman's dialect (`seeds/001_…`, `000_…`): shareable links, and starting a session with one.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::authenticate;
 use super::body::{self, max_len};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::limits::Limited;
+use super::reply::SessionAccess;
 use super::sessions::{aspect_ratio, ensure_ready, start, StartMode, StartRequest};
 use crate::domain::ids;
 use crate::domain::ids::LinkId;
+use crate::domain::views::LinkView;
 use crate::state::AppState;
 use crate::store::entities::link;
 use crate::store::links::effective_status;
 use crate::store::now_ms;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateLinkRequest)]
 struct CreateBody {
+    /// The agent the link starts sessions with.
     agent_id: String,
+    /// Default: "Link <date>".
     name: Option<String>,
+    /// ISO 8601, in the future.
     expires_at: Option<String>,
+    /// How many sessions the link may start; a positive integer.
     use_limit: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = LinkStartRequest)]
 struct StartBody {
+    /// The link's id: the credential.
     link_id: String,
+    /// 4:3 (default), 3:4 or 1:1; anything else means 4:3.
     aspect_ratio: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkReply {
+    pub success: bool,
+    pub link: LinkView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkList {
+    pub success: bool,
+    pub links: Vec<LinkView>,
+}
+
+impl LinkReply {
+    fn new(link: LinkView) -> Self {
+        Self {
+            success: true,
+            link,
+        }
+    }
+}
+
+/// `POST /v1/links`: a shareable link that starts sessions with an agent.
+#[utoipa::path(post, path = "/v1/links", tag = "AgentHuman", operation_id = "create_link",
+    request_body = CreateBody,
+    responses(
+        (status = 200, body = LinkReply, description = "The link; `url` is its room page."),
+        (status = 404, body = ErrorBody, description = "`agent_not_found`."),
+    ))]
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -96,10 +134,12 @@ pub async fn create(
             created_at: now,
         })
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"success": true, "link": link.view(Some(&agent), &state.urls)})))
+    Ok(HttpResponse::Ok().json(LinkReply::new(link.view(Some(&agent), &state.urls))))
 }
 
+/// `GET /v1/links`: the account's links.
+#[utoipa::path(get, path = "/v1/links", tag = "AgentHuman", operation_id = "list_links",
+    responses((status = 200, body = LinkList, description = "The account's links.")))]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let principal = authenticate(&req, &state).await?;
     let links = state.store.links_of(&principal.account_id).await?;
@@ -108,13 +148,23 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
         let agent = state.store.agent(&l.agent_id).await?;
         data.push(l.view(agent.as_ref(), &state.urls));
     }
-    Ok(HttpResponse::Ok().json(json!({"success": true, "links": data})))
+    Ok(HttpResponse::Ok().json(LinkList {
+        success: true,
+        links: data,
+    }))
 }
 
 fn link_not_found(id: &str) -> ApiError {
     ApiError::not_found("link_not_found", format!("No link `{id}`."))
 }
 
+/// `GET /v1/links/{id}`.
+#[utoipa::path(get, path = "/v1/links/{id}", tag = "AgentHuman", operation_id = "get_link",
+    params(("id" = String, Path, description = "The link's id.")),
+    responses(
+        (status = 200, body = LinkReply, description = "The link."),
+        (status = 404, body = ErrorBody, description = "`link_not_found`."),
+    ))]
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -127,10 +177,16 @@ pub async fn get(
         .await?
         .ok_or_else(|| link_not_found(&path))?;
     let agent = state.store.agent(&link.agent_id).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"success": true, "link": link.view(agent.as_ref(), &state.urls)})))
+    Ok(HttpResponse::Ok().json(LinkReply::new(link.view(agent.as_ref(), &state.urls))))
 }
 
+/// `DELETE /v1/links/{id}`: revokes the link (its status becomes `revoked`).
+#[utoipa::path(delete, path = "/v1/links/{id}", tag = "AgentHuman", operation_id = "revoke_link",
+    params(("id" = String, Path, description = "The link's id.")),
+    responses(
+        (status = 200, body = LinkReply, description = "The revoked link."),
+        (status = 404, body = ErrorBody, description = "`link_not_found`."),
+    ))]
 pub async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -143,12 +199,23 @@ pub async fn revoke(
         .await?
         .ok_or_else(|| link_not_found(&path))?;
     let agent = state.store.agent(&link.agent_id).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"success": true, "link": link.view(agent.as_ref(), &state.urls)})))
+    Ok(HttpResponse::Ok().json(LinkReply::new(link.view(agent.as_ref(), &state.urls))))
 }
 
-/// No API key: the link id is the credential. Refusals are counted by code: they are what the
-/// visitors of room pages run into.
+/// `POST /v1/links/start-session`. No API key: the link id is the credential. Refusals are counted
+/// by code: they are what the visitors of room pages run into.
+#[utoipa::path(post, path = "/v1/links/start-session", tag = "AgentHuman", operation_id = "start_session_with_link",
+    security(()),
+    request_body = StartBody,
+    responses(
+        (status = 200, body = SessionAccess, description = "The session is live; join its room."),
+        (status = 402, body = ErrorBody, description = "`insufficient_balance`: no minutes left."),
+        (status = 403, body = ErrorBody, description = "`link_inactive`: revoked, expired or used up."),
+        (status = 404, body = ErrorBody, description = "`link_not_found` or `agent_not_found`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the agent is not ready."),
+        (status = 429, body = ErrorBody, description = "`concurrency_limit`, `no_capacity` or `rate_limited`, with `retry_after_seconds`."),
+        (status = 502, body = ErrorBody, description = "`room_creation_failed` or `orchestrator_error`."),
+    ))]
 pub async fn start_session(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -234,11 +301,11 @@ async fn start_with_link(
     )
     .await?;
     let access = started.access.ok_or_else(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "session_id": started.row.id,
-        "livekit_url": access.url,
-        "participant_token": access.user_token,
-        "agent_identity": started.row.agent_identity,
-    })))
+    Ok(HttpResponse::Ok().json(SessionAccess {
+        success: true,
+        session_id: started.row.id,
+        livekit_url: access.url,
+        participant_token: access.user_token,
+        agent_identity: started.row.agent_identity,
+    }))
 }

@@ -11,7 +11,9 @@ pub mod deployments;
 pub mod error;
 pub mod limits;
 pub mod links;
+pub mod openapi;
 pub mod ops;
+pub mod reply;
 pub mod rtc;
 pub mod sessions;
 
@@ -22,76 +24,95 @@ use actix_web::{web, HttpRequest};
 
 use error::ApiError;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg
+/// Declares a module's routes once: `routes(cfg)` registers them with actix, and `ROUTES` lists
+/// them as (method, path pattern) for the OpenAPI document's test, so neither can drift.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        /// Every route of this module, as (method, path pattern).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+            $(cfg.route($path, $crate::api::verb::$method().to($handler));)*
+        }
+    };
+}
+pub(crate) use route_table;
+
+/// The HTTP methods `route_table!` names, as actix route builders.
+pub mod verb {
+    use actix_web::http::Method;
+    use actix_web::{web, Route};
+
+    pub fn get() -> Route {
+        web::get()
+    }
+    pub fn post() -> Route {
+        web::post()
+    }
+    pub fn patch() -> Route {
+        web::patch()
+    }
+    pub fn delete() -> Route {
+        web::delete()
+    }
+    pub fn options() -> Route {
+        web::method(Method::OPTIONS)
+    }
+}
+
+mod table {
+    use super::*;
+
+    route_table! {
         // bitHuman
-        .route("/v1/validate", web::post().to(agents::validate))
-        .route("/v1/agent/generate", web::post().to(agents::generate))
-        .route("/v1/agent/status/{agent_id}", web::get().to(agents::get))
-        .route("/v1/agents", web::get().to(agents::list))
-        .route("/v1/agent/{code}/speak", web::post().to(agents::speak))
-        .route(
-            "/v1/agent/{code}/add-context",
-            web::post().to(agents::add_context),
-        )
-        .route("/v1/agent/{code}", web::get().to(agents::get))
-        .route("/v1/agent/{code}", web::post().to(agents::update))
-        .route("/v1/agent/{code}", web::delete().to(agents::delete))
-        .route("/v1/assets/{id}", web::get().to(agents::asset))
+        post "/v1/validate" => agents::validate,
+        post "/v1/agent/generate" => agents::generate,
+        get "/v1/agent/status/{agent_id}" => agents::status,
+        get "/v1/agents" => agents::list,
+        post "/v1/agent/{code}/speak" => agents::speak,
+        post "/v1/agent/{code}/add-context" => agents::add_context,
+        get "/v1/agent/{code}" => agents::get,
+        post "/v1/agent/{code}" => agents::update,
+        delete "/v1/agent/{code}" => agents::delete,
+        get "/v1/assets/{id}" => agents::asset,
         // AgentHuman
-        .route(
-            "/v1/links/start-session",
-            web::post().to(links::start_session),
-        )
-        .route("/v1/links", web::post().to(links::create))
-        .route("/v1/links", web::get().to(links::list))
-        .route("/v1/links/{id}", web::get().to(links::get))
-        .route("/v1/links/{id}", web::delete().to(links::revoke))
+        post "/v1/links/start-session" => links::start_session,
+        post "/v1/links" => links::create,
+        get "/v1/links" => links::list,
+        get "/v1/links/{id}" => links::get,
+        delete "/v1/links/{id}" => links::revoke,
         // Ojin
-        .route(
-            "/v1/public/agents/connect",
-            web::post().to(connect::connect),
-        )
-        .route(
-            "/v1/public/agents/connect",
-            web::method(actix_web::http::Method::OPTIONS).to(connect::preflight),
-        )
+        post "/v1/public/agents/connect" => connect::connect,
+        options "/v1/public/agents/connect" => connect::preflight,
         // VideoSDK
-        .route(
-            "/ai/v1/ai-deployment-sessions/start",
-            web::post().to(deployments::start_route),
-        )
-        .route(
-            "/ai/v1/ai-deployment-sessions/end",
-            web::post().to(deployments::end_route),
-        )
+        post "/ai/v1/ai-deployment-sessions/start" => deployments::start_route,
+        post "/ai/v1/ai-deployment-sessions/end" => deployments::end_route,
         // Own
-        .route("/v1/sessions", web::post().to(sessions::create))
-        .route("/v1/sessions", web::get().to(sessions::list))
-        .route("/v1/sessions/{id}", web::get().to(sessions::get))
-        .route(
-            "/v1/sessions/{id}/stop",
-            web::post().to(sessions::stop_route),
-        )
-        .route("/v1/sessions/{id}/token", web::post().to(sessions::token))
-        .route("/v1/sessions/{id}/control", web::get().to(control::session))
-        .route("/v1/sessions/{id}/preview", web::get().to(control::preview))
-        .route("/v1/sessions/{id}/rtc", web::post().to(rtc::offer))
-        .route(
-            "/v1/sessions/{id}/rtc/{viewer}",
-            web::patch().to(rtc::trickle),
-        )
-        .route(
-            "/v1/sessions/{id}/rtc/{viewer}",
-            web::delete().to(rtc::leave),
-        )
-        .route("/v1/agents/{code}/control", web::get().to(control::agent))
-        .route("/v1/account", web::get().to(account::get))
-        .route("/v1/account", web::patch().to(account::patch))
-        .route("/v1/livekit/webhook", web::post().to(ops::livekit_webhook))
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics));
+        post "/v1/sessions" => sessions::create,
+        get "/v1/sessions" => sessions::list,
+        get "/v1/sessions/{id}" => sessions::get,
+        post "/v1/sessions/{id}/stop" => sessions::stop_route,
+        post "/v1/sessions/{id}/token" => sessions::token,
+        get "/v1/sessions/{id}/control" => control::session,
+        get "/v1/sessions/{id}/preview" => control::preview,
+        post "/v1/sessions/{id}/rtc" => rtc::offer,
+        patch "/v1/sessions/{id}/rtc/{viewer}" => rtc::trickle,
+        delete "/v1/sessions/{id}/rtc/{viewer}" => rtc::leave,
+        get "/v1/agents/{code}/control" => control::agent,
+        get "/v1/account" => account::get,
+        patch "/v1/account" => account::patch,
+        post "/v1/livekit/webhook" => ops::livekit_webhook,
+        get "/healthz" => ops::healthz,
+        get "/readyz" => ops::readyz,
+        get "/metrics" => ops::metrics,
+        get "/openapi.json" => openapi::document,
+    }
+}
+
+pub use table::ROUTES;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    table::routes(cfg);
     crate::web::routes(cfg);
 }
 

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use avs_rtc::{RtcError, ViewerId};
 
 use super::control::authorize_session;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::actors::session::viewers::{ViewerError, ViewerLeave, ViewerOffer, ViewerTrickle};
 use crate::state::AppState;
 
@@ -89,6 +89,18 @@ async fn live_session(
 }
 
 /// `POST /v1/sessions/{id}/rtc`: a new viewer.
+#[utoipa::path(post, path = "/v1/sessions/{id}/rtc", tag = "Local room", operation_id = "rtc_offer",
+    security(("participant_token" = []), ("api_key" = []), ("api_secret" = []), ("jwt" = [])),
+    params(("id" = String, Path, description = "The session's id.")),
+    request_body(content = String, content_type = "application/sdp", description = "The browser's SDP offer: receives video and audio, may send its microphone."),
+    responses(
+        (status = 201, description = "The SDP answer.", content_type = "application/sdp", body = String,
+            headers(("Location" = String, description = "The viewer: PATCH there for trickle ICE, DELETE to leave."))),
+        (status = 404, body = ErrorBody, description = "`session_not_found`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the session is not live, or its media goes through LiveKit."),
+        (status = 415, body = ErrorBody, description = "The body is not application/sdp."),
+        (status = 429, body = ErrorBody, description = "`no_capacity`: the session has its maximum of viewers."),
+    ))]
 pub async fn offer(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -122,6 +134,15 @@ fn viewer_id(raw: &str) -> ApiResult<ViewerId> {
 }
 
 /// `PATCH /v1/sessions/{id}/rtc/{viewer}`: trickle ICE.
+#[utoipa::path(patch, path = "/v1/sessions/{id}/rtc/{viewer}", tag = "Local room", operation_id = "rtc_trickle",
+    security(("participant_token" = []), ("api_key" = []), ("api_secret" = []), ("jwt" = [])),
+    params(("id" = String, Path, description = "The session's id."), ("viewer" = String, Path, description = "The viewer, from `Location`.")),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag", description = "ICE candidates."),
+    responses(
+        (status = 204, description = "Taken."),
+        (status = 404, body = ErrorBody, description = "`session_not_found` or `viewer_not_found`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the session is not live."),
+    ))]
 pub async fn trickle(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -141,6 +162,14 @@ pub async fn trickle(
 }
 
 /// `DELETE /v1/sessions/{id}/rtc/{viewer}`: the viewer leaves.
+#[utoipa::path(delete, path = "/v1/sessions/{id}/rtc/{viewer}", tag = "Local room", operation_id = "rtc_leave",
+    security(("participant_token" = []), ("api_key" = []), ("api_secret" = []), ("jwt" = [])),
+    params(("id" = String, Path, description = "The session's id."), ("viewer" = String, Path, description = "The viewer, from `Location`.")),
+    responses(
+        (status = 204, description = "Gone."),
+        (status = 404, body = ErrorBody, description = "`session_not_found` or `viewer_not_found`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the session is not live."),
+    ))]
 pub async fn leave(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -2,17 +2,20 @@
 //! (admission through Quota, a Session actor, its room).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::authenticate;
 use super::body::{self, max_len};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::reply::{Data, SessionAccess};
 use crate::actors::service::{SessionService, SessionsError, StartError};
 pub use crate::actors::service::{StartMode, StartRequest, Started};
 use crate::domain::events::SessionWebhook;
 use crate::domain::ids::SessionId;
 use crate::domain::session::{EndReason, SessionState};
+use crate::domain::views::SessionView;
 use crate::state::AppState;
 use crate::store::entities::agent;
 use crate::store::sessions::SessionFilter;
@@ -106,22 +109,53 @@ pub fn aspect_ratio(value: Option<&str>) -> String {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateSessionRequest)]
 struct CreateBody {
     agent_id: String,
+    /// 4:3 (default), 3:4 or 1:1.
     aspect_ratio: Option<String>,
+    /// Up to 256 characters.
     client_user_ref: Option<String>,
+    /// Up to 16 KiB of JSON, stored with the session.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, Value>>,
+    /// 1 to 86400; default the account's or the server's.
     max_duration_seconds: Option<i64>,
     webhook: Option<WebhookBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SessionWebhookRequest)]
 struct WebhookBody {
+    /// Where the session's events are POSTed (signed with the account's webhook secret).
     url: String,
+    /// `session.starting|started|stopping|stopped|failed`; all when absent.
     events: Option<Vec<String>>,
+}
+
+/// The link start-session body, plus where the session is and how to steer it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartedSession {
+    #[serde(flatten)]
+    pub access: SessionAccess,
+    pub room_name: String,
+    pub status: String,
+    /// The session's control WebSocket.
+    pub control_url: String,
+}
+
+/// A short-lived token for one session's control and preview channels.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObserverToken {
+    pub success: bool,
+    pub session_id: String,
+    pub token: String,
+    /// Seconds.
+    pub expires_in: u64,
+    pub control_url: String,
 }
 
 const OWN_EVENTS: [&str; 5] = [
@@ -132,6 +166,17 @@ const OWN_EVENTS: [&str; 5] = [
     "session.failed",
 ];
 
+/// `POST /v1/sessions`: starts a session and answers when it is live.
+#[utoipa::path(post, path = "/v1/sessions", tag = "Sessions", operation_id = "create_session",
+    request_body = CreateBody,
+    responses(
+        (status = 200, body = StartedSession, description = "The session is live."),
+        (status = 402, body = ErrorBody, description = "`insufficient_balance`."),
+        (status = 404, body = ErrorBody, description = "`agent_not_found`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the agent is not ready."),
+        (status = 429, body = ErrorBody, description = "`concurrency_limit` or `no_capacity`, with `retry_after_seconds`."),
+        (status = 502, body = ErrorBody, description = "`room_creation_failed` or `orchestrator_error`."),
+    ))]
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -218,18 +263,28 @@ pub async fn create(
     .await?;
     // unwrap-free: WaitLive always carries the access on success.
     let access = started.access.ok_or_else(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "success": true,
-        "session_id": started.row.id,
-        "livekit_url": access.url,
-        "participant_token": access.user_token,
-        "agent_identity": started.row.agent_identity,
-        "room_name": started.row.room_name,
-        "status": started.row.state,
-        "control_url": state.urls.control(&started.row.id),
-    })))
+    let control_url = state.urls.control(&started.row.id);
+    Ok(HttpResponse::Ok().json(StartedSession {
+        access: SessionAccess {
+            success: true,
+            session_id: started.row.id,
+            livekit_url: access.url,
+            participant_token: access.user_token,
+            agent_identity: started.row.agent_identity,
+        },
+        room_name: started.row.room_name,
+        status: started.row.state,
+        control_url,
+    }))
 }
 
+/// `GET /v1/sessions/{id}`.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "Sessions", operation_id = "get_session",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses(
+        (status = 200, body = Data<SessionView>, description = "The session."),
+        (status = 404, body = ErrorBody, description = "`session_not_found`."),
+    ))]
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -237,17 +292,25 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let principal = authenticate(&req, &state).await?;
     let row = own_session(&state, &principal.account_id, &path).await?;
-    Ok(HttpResponse::Ok().json(json!({"success": true, "data": row.view(&state.urls)})))
+    Ok(HttpResponse::Ok().json(Data::new(row.view(&state.urls))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only sessions in this state (`queued`, `starting`, `live`, `stopping`, `stopped`, `failed`).
     status: Option<String>,
+    /// Only this agent's sessions.
     agent_id: Option<String>,
+    /// At most this many, newest first (default 100).
     limit: Option<u64>,
 }
 
+/// `GET /v1/sessions`: the account's sessions, newest first.
+#[utoipa::path(get, path = "/v1/sessions", tag = "Sessions", operation_id = "list_sessions",
+    params(ListQuery),
+    responses((status = 200, body = Data<Vec<SessionView>>, description = "The sessions.")))]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let principal = authenticate(&req, &state).await?;
     let query = web::Query::<ListQuery>::from_query(req.query_string())
@@ -272,9 +335,16 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
         .sessions_of(&principal.account_id, filter)
         .await?;
     let data: Vec<_> = rows.iter().map(|r| r.view(&state.urls)).collect();
-    Ok(HttpResponse::Ok().json(json!({"success": true, "data": data})))
+    Ok(HttpResponse::Ok().json(Data::new(data)))
 }
 
+/// `POST /v1/sessions/{id}/stop`: ends the session (`stopped_by_api`) and bills it.
+#[utoipa::path(post, path = "/v1/sessions/{id}/stop", tag = "Sessions", operation_id = "stop_session",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses(
+        (status = 200, body = Data<SessionView>, description = "The ended session."),
+        (status = 404, body = ErrorBody, description = "`session_not_found`."),
+    ))]
 pub async fn stop_route(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -283,7 +353,7 @@ pub async fn stop_route(
     let principal = authenticate(&req, &state).await?;
     let row = own_session(&state, &principal.account_id, &path).await?;
     let row = state.sessions.stop(row, EndReason::StoppedByApi).await?;
-    Ok(HttpResponse::Ok().json(json!({"success": true, "data": row.view(&state.urls)})))
+    Ok(HttpResponse::Ok().json(Data::new(row.view(&state.urls))))
 }
 
 /// How long a console token opens a session's channels (a channel once open stays open).
@@ -292,6 +362,12 @@ const OBSERVER_TOKEN_SECONDS: u64 = 600;
 /// `POST /v1/sessions/{id}/token`: a short-lived token for the session's control and preview
 /// channels. Browsers cannot put headers on a WebSocket, and an API key in a URL ends up in logs;
 /// this token opens one session's channels for ten minutes, and no LiveKit room.
+#[utoipa::path(post, path = "/v1/sessions/{id}/token", tag = "Sessions", operation_id = "session_token",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses(
+        (status = 200, body = ObserverToken, description = "A token for `?token=` on the control and preview channels."),
+        (status = 404, body = ErrorBody, description = "`session_not_found`."),
+    ))]
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -312,13 +388,13 @@ pub async fn token(
         })?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(json!({
-            "success": true,
-            "session_id": row.id,
-            "token": token,
-            "expires_in": OBSERVER_TOKEN_SECONDS,
-            "control_url": state.urls.control(&row.id),
-        })))
+        .json(ObserverToken {
+            success: true,
+            control_url: state.urls.control(&row.id),
+            session_id: row.id,
+            token,
+            expires_in: OBSERVER_TOKEN_SECONDS,
+        }))
 }
 
 /// The caller's session `raw`: a malformed id names no session, and costs no look-up.

@@ -4,11 +4,14 @@ use serde::{Deserialize, Serialize};
 
 /// The agent's conversational voice: `{provider, agent_id, auth_method}`. It is the request body's
 /// shape and the stored column's (`agents.voice_agent`), so a stored value reads back as it was given.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoiceAgent {
+    /// `elevenlabs` (a conversational agent) or `local` (the built-in voice).
     pub provider: String,
+    /// The provider's agent id.
     pub agent_id: String,
+    /// `public` (default) or `signed`.
     #[serde(default = "AuthMethod::default_public")]
     pub auth_method: AuthMethod,
 }
@@ -22,7 +25,7 @@ impl VoiceAgent {
 
 /// How a conversation with the provider's agent is opened: a public agent id, or a signed URL
 /// fetched with the operator's API key.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMethod {
     Public,

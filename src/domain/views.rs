@@ -39,7 +39,7 @@ impl Urls {
 }
 
 /// A session as `GET /v1/sessions/{id}` answers it and webhooks carry it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub session_id: String,
     pub agent_id: String,
@@ -48,10 +48,12 @@ pub struct SessionView {
     pub link_id: Option<String>,
     pub room_name: String,
     pub agent_identity: String,
+    /// Where clients connect for media: LiveKit's URL, or this server's for the local room.
     pub livekit_url: String,
     pub control_url: String,
     pub aspect_ratio: String,
     pub client_user_ref: Option<String>,
+    /// What the start request's `metadata` (or `metaData`) held.
     pub metadata: Value,
     pub tag: Option<String>,
     pub agent_revision: String,
@@ -66,7 +68,7 @@ pub struct SessionView {
 }
 
 /// An agent as bitHuman's status and get routes answer it (AgentHuman's fields included).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub agent_id: String,
     pub status: String,
@@ -80,7 +82,9 @@ pub struct AgentView {
     pub model_url: Option<String>,
     pub name: String,
     pub avatar_image_url: Option<String>,
+    #[schema(value_type = Option<crate::domain::agent::VoiceAgent>)]
     pub voice_agent: Value,
+    #[schema(value_type = Vec<String>)]
     pub allowed_origins: Value,
     pub published: bool,
     pub aspect_ratio: String,
@@ -90,20 +94,22 @@ pub struct AgentView {
 }
 
 /// The agent as nested in a link (AgentHuman's shape).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LinkAgentView {
     pub agent_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub avatar_image_url: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::domain::agent::VoiceAgent>)]
     pub voice_agent: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LinkView {
     pub link_id: String,
     pub name: String,

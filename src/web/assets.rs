@@ -47,14 +47,16 @@ macro_rules! asset {
 pub const STYLE: Asset = asset!("style.css", "text/css; charset=utf-8");
 pub const ROOM_JS: Asset = asset!("room.js", "text/javascript; charset=utf-8");
 pub const CONSOLE_JS: Asset = asset!("console.js", "text/javascript; charset=utf-8");
+pub const DOCS_JS: Asset = asset!("docs.js", "text/javascript; charset=utf-8");
 
 /// What `/static/{name}` serves from the binary.
-pub const STATIC: [&Asset; 3] = [&STYLE, &ROOM_JS, &CONSOLE_JS];
+pub const STATIC: [&Asset; 4] = [&STYLE, &ROOM_JS, &CONSOLE_JS, &DOCS_JS];
 
 /// Page templates: `{{name}}` slots filled (HTML-escaped) by `pages`.
 pub const ROOM_HTML: &str = include_str!("../../web/room.html");
 pub const NOTICE_HTML: &str = include_str!("../../web/notice.html");
 pub const CONSOLE_HTML: &str = include_str!("../../web/console.html");
+pub const DOCS_HTML: &str = include_str!("../../web/docs.html");
 
 pub fn find(name: &str) -> Option<&'static Asset> {
     STATIC.iter().copied().find(|a| a.name == name)

@@ -19,11 +19,12 @@ use crate::state::AppState;
 use crate::store::entities::{agent, link};
 use crate::store::links::effective_status;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/s/{link_id}", web::get().to(room))
-        .route("/s/{link_id}/portrait", web::get().to(portrait))
-        .route("/console", web::get().to(console))
-        .route("/static/{name}", web::get().to(static_file));
+crate::api::route_table! {
+    get "/s/{link_id}" => room,
+    get "/s/{link_id}/portrait" => portrait,
+    get "/console" => console,
+    get "/docs" => docs,
+    get "/static/{name}" => static_file,
 }
 
 /// Why a link's page has nothing to start, as the visitor reads it.
@@ -181,7 +182,14 @@ fn count_view(state: &AppState, page: &str, outcome: &str) {
 }
 
 /// `GET /s/{link_id}`: the room page, or a page saying why the link cannot start anything.
-async fn room(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+#[utoipa::path(get, path = "/s/{link_id}", tag = "Pages", operation_id = "room_page", security(()),
+    params(("link_id" = String, Path, description = "The link's id.")),
+    responses(
+        (status = 200, description = "The room page: Start begins one session of the link and plays the avatar.", content_type = "text/html", body = String),
+        (status = 403, description = "A page saying the link is revoked, expired or used up.", content_type = "text/html", body = String),
+        (status = 404, description = "A page saying the link does not exist.", content_type = "text/html", body = String),
+    ))]
+pub async fn room(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let (link, agent) = match resolve(&state, &path).await {
         Resolved::Live { link, agent } => (link, agent),
         Resolved::Closed(c) => {
@@ -230,7 +238,13 @@ async fn room(state: web::Data<AppState>, path: web::Path<String>) -> HttpRespon
 
 /// `GET /s/{link_id}/portrait`: the agent's framed face. Public, because the link id is the
 /// credential; only while the link could start a session.
-async fn portrait(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+#[utoipa::path(get, path = "/s/{link_id}/portrait", tag = "Pages", operation_id = "room_portrait", security(()),
+    params(("link_id" = String, Path, description = "The link's id.")),
+    responses(
+        (status = 200, description = "The agent's face.", content_type = "image/jpeg", body = crate::api::reply::Binary),
+        (status = 404, description = "No portrait for this link.", content_type = "text/plain", body = String),
+    ))]
+pub async fn portrait(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let agent = match resolve(&state, &path).await {
         Resolved::Live { agent, .. } => agent,
         Resolved::Closed(c) => {
@@ -269,7 +283,9 @@ async fn portrait(state: web::Data<AppState>, path: web::Path<String>) -> HttpRe
 
 /// `GET /console`: the operator's console. The API key is typed into the page and kept in the
 /// tab's sessionStorage; the server only serves the page.
-async fn console(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/console", tag = "Pages", operation_id = "console_page", security(()),
+    responses((status = 200, description = "The operator's console.", content_type = "text/html", body = String)))]
+pub async fn console(state: web::Data<AppState>) -> HttpResponse {
     count_view(&state, "console", "ok");
     let mut response = pages::html(StatusCode::OK, pages::console(), false);
     // The console holds an API key: no one may frame it.
@@ -277,6 +293,14 @@ async fn console(state: web::Data<AppState>) -> HttpResponse {
         .headers_mut()
         .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
+}
+
+/// `GET /docs`: a readable reference of the API, drawn in the browser from `/openapi.json`.
+#[utoipa::path(get, path = "/docs", tag = "Pages", operation_id = "docs_page", security(()),
+    responses((status = 200, description = "This reference, readable.", content_type = "text/html", body = String)))]
+pub async fn docs(state: web::Data<AppState>) -> HttpResponse {
+    count_view(&state, "docs", "ok");
+    pages::html(StatusCode::OK, pages::docs(), false)
 }
 
 #[derive(Deserialize)]
@@ -300,7 +324,16 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
 }
 
 /// `GET /static/{name}`: the pages' embedded files, and livekit-client from disk.
-async fn static_file(
+/// `GET /static/{name}`: the pages' scripts and styles, and livekit-client's bundle.
+#[utoipa::path(get, path = "/static/{name}", tag = "Pages", operation_id = "static_file", security(()),
+    params(("name" = String, Path, description = "A file name, e.g. room.js."),
+        ("v" = Option<String>, Query, description = "The file's version: with the current one, the answer may be cached for good.")),
+    responses(
+        (status = 200, description = "The file.", content_type = "text/javascript", body = String),
+        (status = 304, description = "Not modified (ETag)."),
+        (status = 404, description = "No such file.", content_type = "text/plain", body = String),
+    ))]
+pub async fn static_file(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,

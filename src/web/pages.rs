@@ -49,6 +49,7 @@ fn common_slots() -> Vec<(&'static str, String)> {
         ("style", escape(&asset_url(&assets::STYLE))),
         ("room_js", escape(&asset_url(&assets::ROOM_JS))),
         ("console_js", escape(&asset_url(&assets::CONSOLE_JS))),
+        ("docs_js", escape(&asset_url(&assets::DOCS_JS))),
     ]
 }
 
@@ -87,6 +88,11 @@ pub fn notice(heading: &str, sentence: &str) -> String {
 
 pub fn console() -> String {
     fill(assets::CONSOLE_HTML, &common_slots())
+}
+
+/// The API reference: `docs.js` renders `/openapi.json` into it.
+pub fn docs() -> String {
+    fill(assets::DOCS_HTML, &common_slots())
 }
 
 /// What every page answers with: no caching (a link's state changes), no referrer (the link id in

@@ -105,7 +105,7 @@ pub struct Detach {
 #[rtype(result = "Vec<DeviceStatus>")]
 pub struct PoolStatus;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeviceStatus {
     pub device: String,
     pub renderer: &'static str,

@@ -417,3 +417,44 @@ async fn console_signs_in_and_creates_a_link() {
     assert_eq!(link["agent"]["agent_id"], agent.as_str());
     assert_eq!(seen["link_url"], link["url"]);
 }
+
+#[actix_web::test]
+async fn docs_page_draws_every_operation() {
+    require_netns();
+    let app = spawn_app(Db::Sqlite).await;
+    let doc = app.get("/openapi.json", "").await.body;
+    let mut script = Script::start("docs", json!({"base": app.base}));
+    let seen = script.until("docs", Duration::from_secs(60)).await;
+    script.finish().await;
+    assert_eq!(seen["failed"], false, "{seen}");
+    let operations: Vec<String> = seen["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    let mut expected = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            expected.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let mut drawn = operations.clone();
+    drawn.sort();
+    expected.sort();
+    assert_eq!(drawn, expected, "every operation is drawn once");
+    assert!(seen["tags"].as_array().unwrap().len() >= 8, "{seen}");
+    let start = seen["start_session"].as_str().unwrap_or_default();
+    for words in [
+        "POST /v1/links/start-session",
+        "Authentication: none",
+        "link_id",
+        "participant_token",
+        "link_inactive",
+    ] {
+        assert!(
+            start.contains(words),
+            "the start-session section lacks `{words}`: {start}"
+        );
+    }
+}

@@ -16,23 +16,18 @@ use crate::actors::registry::{Drain, Registry};
 use crate::actors::render_pool::RenderPool;
 use crate::actors::service::SessionService;
 use crate::actors::session::SessionDeps;
-use crate::actors::webhooks::{Emit, Webhooks};
+use crate::actors::webhooks::Webhooks;
 use crate::config::Settings;
 use crate::crypto::MasterKey;
-use crate::domain::events::LifecycleEvent;
 use crate::domain::views::Urls;
 use crate::livekit::RoomBackend;
 use crate::media::MediaRuntime;
 use crate::metrics::Metrics;
 use crate::net::{http_client, UrlPolicy};
 use crate::state::AppState;
-use crate::store::billing::FinalLine;
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Sessions whose heartbeat is older than this belong to a node that is gone.
-const STALE_AFTER_MS: i64 = 60_000;
 
 pub struct Application {
     port: u16,
@@ -240,7 +235,8 @@ impl Application {
             policy,
             node_id,
         };
-        reconcile(&state).await;
+        crate::jobs::orphans::reconcile(&state).await;
+        actix_web::rt::spawn(crate::jobs::orphans::watch_nodes(state.clone()));
         actix_web::rt::spawn(watch_database(state.store.clone(), state.metrics.clone()));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -324,63 +320,6 @@ async fn shutdown_signal() {
 }
 
 /// Orphans ended in one transaction at most (as the Billing actor batches endings).
-const ORPHAN_BATCH: usize = 1_000;
-
-/// Sessions the database says are running but no actor runs (a crash, a lost node) end now with
-/// `shutdown`, recorded as ended at their last billing checkpoint (what was billed), and their
-/// slots come back.
-async fn reconcile(state: &AppState) {
-    let orphans = match state
-        .store
-        .orphaned_sessions(&state.node_id, now_ms() - STALE_AFTER_MS)
-        .await
-    {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::error!(error = %e, "could not look for orphaned sessions");
-            return;
-        }
-    };
-    // One ending path for every session: the Billing actor's batched final write, here with
-    // nothing more to bill. Each ends at its last checkpoint (`started_at` + what was billed), so
-    // that its billed seconds stay its live seconds; one that never went live ends now.
-    let lines: Vec<FinalLine> = orphans
-        .iter()
-        .map(|row| FinalLine {
-            session_id: row.id.clone(),
-            account_id: row.account_id.clone(),
-            link_id: row.link_id.clone(),
-            total_seconds: None,
-            state: "stopped",
-            end_reason: "shutdown",
-            failure_reason: None,
-            refund_link: false,
-            ended_at: row
-                .started_at
-                .map_or_else(now_ms, |started| started + row.billed_seconds * 1000),
-        })
-        .collect();
-    for batch in lines.chunks(ORPHAN_BATCH) {
-        match state.store.finish_many(batch).await {
-            Ok(settled) => {
-                for session_id in settled.ended {
-                    tracing::info!(session = %session_id, "ended orphaned session");
-                    state.webhooks.do_send(Emit {
-                        session_id,
-                        event: LifecycleEvent::Stopped,
-                    });
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not end orphaned sessions"),
-        }
-    }
-    for row in &orphans {
-        if let Err(e) = state.rooms.delete(&row.room_name).await {
-            tracing::debug!(session = %row.id, error = %e, "orphan room delete");
-        }
-    }
-}
-
 /// What `serve --check` prints: each thing the server loads, where it was looked for and whether
 /// it is there (or answers), and whether the server could start with them.
 pub async fn check(settings: &Settings) -> (String, bool) {

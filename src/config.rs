@@ -97,6 +97,9 @@ pub struct SessionSettings {
     pub arbiters: usize,
     /// Starts admitted at once on this node at most; past it a start is answered 503 at once.
     pub max_pending_starts: usize,
+    /// A session whose heartbeat (its billing checkpoint) is older than this is taken for lost
+    /// with its node: another node sharing the database ends it with `node_lost`.
+    pub node_lost_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

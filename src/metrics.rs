@@ -117,6 +117,7 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "avs_http_request_duration_secon
 pub const SESSIONS_LIVE: &str = "avs_sessions_live";
 pub const SESSIONS_STARTED_TOTAL: &str = "avs_sessions_started_total";
 pub const SESSIONS_ENDED_TOTAL: &str = "avs_sessions_ended_total";
+pub const ORPHANS_ENDED_TOTAL: &str = "avs_orphaned_sessions_ended_total";
 pub const SESSION_START_SECONDS: &str = "avs_session_start_seconds";
 pub const ADMISSIONS_REJECTED_TOTAL: &str = "avs_admissions_rejected_total";
 pub const BILLED_SECONDS_TOTAL: &str = "avs_billed_seconds_total";
@@ -173,6 +174,7 @@ pub const ALL: &[&str] = &[
     SESSIONS_LIVE,
     SESSIONS_STARTED_TOTAL,
     SESSIONS_ENDED_TOTAL,
+    ORPHANS_ENDED_TOTAL,
     SESSION_START_SECONDS,
     ADMISSIONS_REJECTED_TOTAL,
     BILLED_SECONDS_TOTAL,
@@ -231,6 +233,9 @@ pub struct Metrics {
     pub sessions_live: IntGauge,
     pub sessions_started: IntCounterVec,
     pub sessions_ended: IntCounterVec,
+    /// Sessions no actor ran, ended by this node: its own after a restart (`shutdown`), or a lost
+    /// node's (`node_lost`, a failover).
+    pub orphans_ended: IntCounterVec,
     pub session_start_seconds: Histogram,
     pub admissions_rejected: IntCounterVec,
     pub billed_seconds: IntCounter,
@@ -332,6 +337,11 @@ impl Metrics {
             sessions_live: r.gauge(SESSIONS_LIVE, "Sessions with a running actor on this node"),
             sessions_started: r.counters(SESSIONS_STARTED_TOTAL, "Sessions admitted", &["source"]),
             sessions_ended: r.counters(SESSIONS_ENDED_TOTAL, "Sessions ended", &["reason"]),
+            orphans_ended: r.counters(
+                ORPHANS_ENDED_TOTAL,
+                "Sessions no actor ran, ended by this node (shutdown: its own after a restart; node_lost: a lost node's)",
+                &["reason"],
+            ),
             session_start_seconds: r.histogram(
                 SESSION_START_SECONDS,
                 "Start request to live",
@@ -545,6 +555,7 @@ mod tests {
         m.rtc.bytes.with_label_values(&["video"]).inc();
         m.rtc.frames_dropped.with_label_values(&["viewer"]).inc();
         m.web_page_views.with_label_values(&["room", "ok"]).inc();
+        m.orphans_ended.with_label_values(&["node_lost"]).inc();
         m.link_start_failures
             .with_label_values(&["link_inactive"])
             .inc();

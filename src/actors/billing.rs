@@ -39,6 +39,9 @@ pub enum BillingNotice {
     },
     /// The account has no minutes left: the session ends (`minutes_exhausted`).
     Exhausted,
+    /// Another node took this one for lost and ended the session's row (`node_lost`): it stops
+    /// here without writing or announcing anything more.
+    EndedElsewhere,
 }
 
 /// A session went live: bill it from `live_since`.
@@ -320,6 +323,12 @@ impl Billing {
                     exhaust_scheduled: scheduled && *balance_ms > 0,
                 },
             );
+        }
+        for session_id in &settled.ended_elsewhere {
+            if let Some(t) = self.tracked.get(session_id) {
+                tracing::warn!(session = %session_id, "ended by another node: stopping it here");
+                t.notify.do_send(BillingNotice::EndedElsewhere);
+            }
         }
         for (account_id, balance_ms) in &settled.balances {
             if *balance_ms <= 0 {

@@ -237,7 +237,9 @@ impl Handler<Deliver> for Webhooks {
         let metrics = self.metrics.clone();
         Box::pin(
             async move {
-                let due = match store.due_webhooks(64).await {
+                // The lease outlasts an attempt (its request timeout), with room to record it.
+                let lease_ms = (settings.request_timeout_seconds as i64 + 5) * 1000;
+                let due = match store.claim_due_webhooks(64, lease_ms).await {
                     Ok(due) => due,
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox read failed");

@@ -47,6 +47,9 @@ pub struct Settled {
     pub balances: HashMap<String, i64>,
     /// Sessions this call ended (an ending already written is not in it).
     pub ended: Vec<String>,
+    /// Sessions a checkpoint found already ended by someone else (another node that took this
+    /// one for lost): nothing more is billed for them, and their actors here should stop.
+    pub ended_elsewhere: Vec<String>,
 }
 
 /// SQLite allows 32,766 bound values a statement; stay far below, for PostgreSQL's planner too.
@@ -60,7 +63,8 @@ impl Store {
             let _turn = self.write_turn().await;
             let txn = self.begin_write().await?;
             let mut settled = Settled::default();
-            let gained = raise_totals(&txn, lines).await?;
+            let (gained, ended_elsewhere) = raise_totals(&txn, lines).await?;
+            settled.ended_elsewhere = ended_elsewhere;
             debit(&txn, &gained, "session time", &mut settled).await?;
             // Every account's balance, debited or not: the actor projects from them.
             let mut ids: Vec<&str> = lines.iter().map(|l| l.account_id.as_str()).collect();
@@ -100,7 +104,7 @@ impl Store {
                     })
                 })
                 .collect();
-            let gained = raise_totals(&txn, &lines).await?;
+            let (gained, _) = raise_totals(&txn, &lines).await?;
             debit(&txn, &gained, "session time (final)", &mut settled).await?;
             let now = now_ms();
             let mut released: HashMap<&str, i64> = HashMap::new();
@@ -155,11 +159,14 @@ impl Store {
 
 /// Raises each session's `billed_seconds` to its line's total (never lowers it, never touches an
 /// ended session), and answers what each gained: session → (account, seconds).
+/// Raises each line's session total where it grew; returns the gains, and the lines whose session
+/// is already ended (nothing is billed for those).
 async fn raise_totals(
     db: &impl ConnectionTrait,
     lines: &[BillLine],
-) -> StoreResult<HashMap<String, (String, i64)>> {
+) -> StoreResult<(HashMap<String, (String, i64)>, Vec<String>)> {
     let mut gained = HashMap::new();
+    let mut ended = Vec::new();
     for chunk in lines.chunks(CHUNK) {
         let ids: Vec<&str> = chunk.iter().map(|l| l.session_id.as_str()).collect();
         // What the rows say now: the gain is measured against them, inside this transaction.
@@ -171,6 +178,12 @@ async fn raise_totals(
             .into_iter()
             .map(|row| (row.id, row.billed_seconds))
             .collect();
+        ended.extend(
+            chunk
+                .iter()
+                .filter(|l| !before.contains_key(&l.session_id))
+                .map(|l| l.session_id.clone()),
+        );
         let grow: Vec<&BillLine> = chunk
             .iter()
             .filter(|l| {
@@ -207,7 +220,7 @@ async fn raise_totals(
             );
         }
     }
-    Ok(gained)
+    Ok((gained, ended))
 }
 
 /// One ledger line per session that gained (a multi-row insert), one debit per account.

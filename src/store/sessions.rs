@@ -154,6 +154,24 @@ impl Store {
         .await
     }
 
+    /// Unended sessions of other nodes whose heartbeat went stale before `stale_before`: their
+    /// node is taken for lost.
+    pub async fn lost_sessions(
+        &self,
+        node_id: &str,
+        stale_before: i64,
+    ) -> StoreResult<Vec<session::Model>> {
+        super::guarded(async move {
+            Ok(session::Entity::find()
+                .filter(session::Column::EndedAt.is_null())
+                .filter(session::Column::NodeId.ne(node_id))
+                .filter(stale(stale_before))
+                .all(&self.db)
+                .await?)
+        })
+        .await
+    }
+
     /// Sessions that never ended although no actor runs them: owned by this node (a previous run
     /// of it), or by any node whose heartbeat went stale.
     pub async fn orphaned_sessions(
@@ -167,18 +185,24 @@ impl Store {
                 .filter(
                     Condition::any()
                         .add(session::Column::NodeId.eq(node_id))
-                        .add(session::Column::HeartbeatAt.lt(stale_before))
-                        .add(
-                            Condition::all()
-                                .add(session::Column::HeartbeatAt.is_null())
-                                .add(session::Column::CreatedAt.lt(stale_before)),
-                        ),
+                        .add(stale(stale_before)),
                 )
                 .all(&self.db)
                 .await?)
         })
         .await
     }
+}
+
+/// A session whose heartbeat (or, before its first, its creation) is older than `stale_before`.
+fn stale(stale_before: i64) -> Condition {
+    Condition::any()
+        .add(session::Column::HeartbeatAt.lt(stale_before))
+        .add(
+            Condition::all()
+                .add(session::Column::HeartbeatAt.is_null())
+                .add(session::Column::CreatedAt.lt(stale_before)),
+        )
 }
 
 impl session::Model {

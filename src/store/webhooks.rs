@@ -1,7 +1,11 @@
 //! The webhook outbox: a delivery is written here before any attempt, so it survives a restart.
+//! Nodes sharing a database take deliveries by lease (`claim_due_webhooks`), so each is attempted
+//! by one node at a time, and one whose node died mid-attempt is taken again when its lease ends.
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
+};
 
 use super::entities::webhook;
 use super::{now_ms, Store, StoreResult};
@@ -15,16 +19,41 @@ impl Store {
         .await
     }
 
-    /// Pending deliveries whose next attempt is due, oldest first.
-    pub async fn due_webhooks(&self, limit: u64) -> StoreResult<Vec<webhook::Model>> {
+    /// Takes up to `limit` pending deliveries whose attempt is due, oldest first, for `lease_ms`:
+    /// one statement moves their next attempt past the lease, so no other node sees them due
+    /// meanwhile. The attempt's outcome then sets it (delivered, or the back-off's next attempt);
+    /// a node that dies mid-attempt leaves it to whoever finds it due when the lease ends.
+    /// PostgreSQL skips rows another node is claiming (`FOR UPDATE SKIP LOCKED`); SQLite has one
+    /// writer.
+    pub async fn claim_due_webhooks(
+        &self,
+        limit: u64,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<webhook::Model>> {
         super::guarded(async move {
-            Ok(webhook::Entity::find()
-                .filter(webhook::Column::Status.eq("pending"))
-                .filter(webhook::Column::NextAttemptAt.lte(now_ms()))
-                .order_by_asc(webhook::Column::NextAttemptAt)
-                .limit(limit)
+            let _turn = self.write_turn().await;
+            let backend = self.db.get_database_backend();
+            let (lease, now, count, lock) = match backend {
+                DbBackend::Postgres => ("$1", "$2", "$3", " FOR UPDATE SKIP LOCKED"),
+                _ => ("?", "?", "?", ""),
+            };
+            let sql = format!(
+                "UPDATE webhook_outbox SET next_attempt_at = {lease} WHERE id IN \
+                 (SELECT id FROM webhook_outbox WHERE status = 'pending' AND next_attempt_at <= {now} \
+                 ORDER BY next_attempt_at LIMIT {count}{lock}) RETURNING *"
+            );
+            let now = now_ms();
+            let statement = Statement::from_sql_and_values(
+                backend,
+                sql,
+                [(now + lease_ms).into(), now.into(), (limit as i64).into()],
+            );
+            let mut claimed = webhook::Entity::find()
+                .from_raw_sql(statement)
                 .all(&self.db)
-                .await?)
+                .await?;
+            claimed.sort_by_key(|row| row.created_at);
+            Ok(claimed)
         })
         .await
     }

@@ -31,10 +31,16 @@ fn run(dir: &Path, args: &[&str]) -> Value {
 
 /// Starts `serve` on a free port; returns the child and its base URL.
 fn serve(dir: &Path) -> (Child, String) {
+    spawn_serve(serve_command(dir, &[]))
+}
+
+/// `serve` on a free port with the test assets, `extra` arguments before `serve`.
+pub(crate) fn serve_command(dir: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command
         .arg("--data-dir")
         .arg(dir)
+        .args(extra)
         .args(["serve", "--bind", "127.0.0.1:0", "--allow-private-urls"])
         .env("AVS_SESSIONS__IDLE_TIMEOUT_SECONDS", "600")
         .env("ORT_DYLIB_PATH", assets().join("libonnxruntime.so"))
@@ -43,11 +49,11 @@ fn serve(dir: &Path) -> (Child, String) {
             assets().join("models/centerface.onnx"),
         )
         .stderr(Stdio::null());
-    spawn_serve(command)
+    command
 }
 
 /// Spawns a prepared `serve` command and reads the base URL it prints.
-fn spawn_serve(mut command: Command) -> (Child, String) {
+pub(crate) fn spawn_serve(mut command: Command) -> (Child, String) {
     let mut child = command.stdout(Stdio::piped()).spawn().expect("spawn serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -371,7 +377,7 @@ async fn the_binary_alone_finds_what_make_setup_installed() {
         )
         .await
         .body;
-        if status["data"]["status"] != "generating" && status["data"]["status"] != "queued" {
+        if status["data"]["status"] == "ready" || status["data"]["status"] == "failed" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -275,6 +275,20 @@ impl TestApp {
         .await
     }
 
+    /// Points the account's lifecycle webhooks at `url`.
+    pub async fn set_account_webhook(&self, key: &str, url: &str) -> Reply {
+        reply(
+            self.client
+                .patch(self.url("/v1/account"))
+                .header("x-api-key", key)
+                .json(&json!({ "webhook_url": url }))
+                .send()
+                .await
+                .expect("PATCH"),
+        )
+        .await
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
         reply(
             self.client

@@ -154,16 +154,9 @@ async fn a_real_prometheus_evaluates_every_dashboard_query() {
 
     // Traffic: an account with a webhook, an agent, sessions watched and steered, a refusal.
     let acct = app.account(1, 10.0, 1000).await;
-    let r = reply(
-        app.client
-            .patch(app.url("/v1/account"))
-            .header("x-api-key", &acct.key)
-            .json(&json!({"webhook_url": sink.url("/hooks")}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = app
+        .set_account_webhook(&acct.key, &sink.url("/hooks"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let agent = app.ready_agent(&acct.key, json!({})).await;
     let r = app.start_session(&acct.key, &agent).await;

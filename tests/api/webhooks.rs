@@ -12,16 +12,9 @@ async fn lifecycle_events_are_signed_and_retried(db: Db) {
     let sink = WebhookSink::start().await;
     let app = spawn_app(db).await;
     let acct = app.account(5, 10.0, 1000).await;
-    let r = reply(
-        app.client
-            .patch(app.url("/v1/account"))
-            .header("x-api-key", &acct.key)
-            .json(&json!({"webhook_url": sink.url("/account")}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = app
+        .set_account_webhook(&acct.key, &sink.url("/account"))
+        .await;
     assert_eq!(r.body["webhook_url"], sink.url("/account"));
     let secret = r.body["webhook_secret"].as_str().unwrap().to_string();
     let agent = app.ready_agent(&acct.key, json!({})).await;
@@ -172,3 +165,88 @@ on_both_databases!(
     lifecycle_events_are_signed_and_retried,
     outbox_survives_a_restart
 );
+
+/// Nodes sharing a database take deliveries by lease: two nodes polling one outbox deliver each
+/// row once, and rows a node claimed before it died are delivered by the others once the lease
+/// ends.
+#[actix_web::test]
+async fn nodes_sharing_an_outbox_deliver_each_webhook_once() {
+    use avatar_supervisor::store::entities::webhook;
+    use avatar_supervisor::store::now_ms;
+
+    let sink = WebhookSink::start().await;
+    // The first node only makes the database and plays the node that dies: it never polls.
+    let dead = spawn_app_with(Db::Postgres, |s| s.webhooks.poll_interval_ms = 3_600_000).await;
+    let url = dead.state.settings.database.url.clone();
+    // Nodes of one service share the master key (the data dir's).
+    let dir = dead.state.settings.server.data_dir.clone();
+    let acct = dead.account(1, 1.0, 0).await;
+    let row = |n: usize| {
+        let now = now_ms();
+        webhook::Model {
+            id: format!("dlv_test_{n:04}"),
+            account_id: acct.id.clone(),
+            session_id: None,
+            url: sink.url("/hook"),
+            event: "session.stopped".into(),
+            body: json!({"id": format!("dlv_test_{n:04}"), "event": "session.stopped"}).to_string(),
+            attempts: 0,
+            next_attempt_at: now,
+            status: "pending".into(),
+            last_error: None,
+            created_at: now,
+            delivered_at: None,
+        }
+    };
+    let store = &dead.state.store;
+    for n in 0..5 {
+        store.enqueue_webhook(row(n)).await.unwrap();
+    }
+    const LEASE_MS: i64 = 1_500;
+    let claimed_at = std::time::Instant::now();
+    let orphaned = store.claim_due_webhooks(64, LEASE_MS).await.unwrap();
+    assert_eq!(orphaned.len(), 5, "the dying node took its five");
+    assert!(
+        store
+            .claim_due_webhooks(64, LEASE_MS)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased rows are not due"
+    );
+    for n in 5..205 {
+        store.enqueue_webhook(row(n)).await.unwrap();
+    }
+
+    let node = |s: &mut avatar_supervisor::config::Settings| {
+        s.database.url = url.clone();
+        s.server.data_dir = dir.clone();
+    };
+    let _a = spawn_app_with(Db::Postgres, node).await;
+    let _b = spawn_app_with(Db::Postgres, node).await;
+    let got = sink.wait_for_count(205, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 205, "every delivery arrives");
+    // Time for a second copy of anything to arrive, were one sent.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let received = sink.received();
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let total = ids.len();
+    ids.dedup();
+    assert_eq!(total, ids.len(), "a delivery arrived twice");
+    assert_eq!(ids.len(), 205);
+    for r in received.iter().filter(|r| {
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        orphaned.iter().any(|o| o.id == id)
+    }) {
+        assert!(
+            r.at.duration_since(claimed_at) >= Duration::from_millis(LEASE_MS as u64 - 100),
+            "a leased delivery was taken before its lease ended"
+        );
+    }
+    let pending = store.pending_webhook_count().await.unwrap();
+    assert_eq!(pending, 0, "every row is marked delivered");
+}

@@ -37,6 +37,7 @@ impl Handler<BillingNotice> for Session {
     fn handle(&mut self, notice: BillingNotice, ctx: &mut Self::Context) {
         match notice {
             BillingNotice::Exhausted => self.end(ctx, EndReason::MinutesExhausted, None),
+            BillingNotice::EndedElsewhere => self.end(ctx, EndReason::NodeLost, None),
             BillingNotice::MinutesLow { seconds_remaining } => {
                 if !std::mem::replace(&mut self.billing.minutes_low_sent, true) {
                     self.emit(SessionEvent::MinutesLow {

@@ -99,14 +99,17 @@ impl Teardown {
     }
 
     fn notify(&self) {
-        self.deps.webhooks.do_send(Emit {
-            session_id: self.row.id.clone(),
-            event: if self.failed() {
-                LifecycleEvent::Failed
-            } else {
-                LifecycleEvent::Stopped
-            },
-        });
+        // `node_lost` here means another node ended the row and sent its webhook.
+        if self.reason != EndReason::NodeLost {
+            self.deps.webhooks.do_send(Emit {
+                session_id: self.row.id.clone(),
+                event: if self.failed() {
+                    LifecycleEvent::Failed
+                } else {
+                    LifecycleEvent::Stopped
+                },
+            });
+        }
         self.deps.registry.do_send(Unregister {
             session_id: self.row.id.clone(),
         });
@@ -144,8 +147,10 @@ impl Session {
             false
         } else {
             // A drain ends every session of the node at once: each goes straight to `stopped` in
-            // the batched final write, without a `stopping` write of its own.
-            self.transition(Event::Stop) && reason != EndReason::Shutdown
+            // the batched final write, without a `stopping` write of its own. A session another
+            // node ended (`node_lost`) has its row and its webhooks written already.
+            self.transition(Event::Stop)
+                && !matches!(reason, EndReason::Shutdown | EndReason::NodeLost)
         };
         let release = Teardown {
             deps: self.deps.clone(),

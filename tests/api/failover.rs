@@ -1,0 +1,158 @@
+//! Nodes sharing a PostgreSQL database: a node that stops heartbeating (frozen with SIGSTOP, as a
+//! dead or partitioned one looks to the others) has its sessions ended once by one of the others
+//! with `node_lost`, billed to their last checkpoint, their counts released and their webhook sent
+//! once; when it wakes, it stops its own copy of them quietly and nothing is resurrected.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::{serve_command, spawn_serve};
+use crate::helpers::*;
+use crate::support::webhook_sink::WebhookSink;
+
+fn signal(pid: u32, which: &str) {
+    let ok = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {which} {pid}");
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn a_lost_nodes_sessions_are_ended_once_by_another() {
+    const LOST_AFTER: u64 = 3;
+    let sink = WebhookSink::start().await;
+    let b = spawn_app_with(Db::Postgres, |s| {
+        s.sessions.node_lost_after_seconds = LOST_AFTER;
+        s.server.node_id = "node_b".into();
+    })
+    .await;
+    let url = b.state.settings.database.url.clone();
+    let dir = b.state.settings.server.data_dir.clone();
+    let c = spawn_app_with(Db::Postgres, |s| {
+        s.sessions.node_lost_after_seconds = LOST_AFTER;
+        s.server.node_id = "node_c".into();
+        s.database.url = url.clone();
+        s.server.data_dir = dir.clone();
+    })
+    .await;
+    let acct = b.account(2, 10.0, 1000).await;
+    let r = b.set_account_webhook(&acct.key, &sink.url("/hooks")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let agent = b.ready_agent(&acct.key, json!({})).await;
+
+    // Node A: the real binary on the same database (and master key), settling every second.
+    let mut command = serve_command(&dir, &["--database-url", &url]);
+    command
+        .env("AVS_SERVER__NODE_ID", "node_a")
+        .env("AVS_BILLING__CHECKPOINT_SECONDS", "1")
+        .env(
+            "AVS_SESSIONS__NODE_LOST_AFTER_SECONDS",
+            LOST_AFTER.to_string(),
+        );
+    let (mut a, a_base) = spawn_serve(command);
+    let started = reply(
+        b.client
+            .post(format!("{a_base}/v1/sessions"))
+            .header("x-api-key", &acct.key)
+            .json(&json!({"agent_id": agent}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(started.status, 200, "{:?}", started.body);
+    let id = started.body["session_id"].as_str().unwrap().to_string();
+    let row = b.get(&format!("/v1/sessions/{id}"), &acct.key).await.body["data"].clone();
+    assert_eq!(row["status"], "live");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // A freezes: no heartbeat. B or C takes its session for lost.
+    signal(a.id(), "-STOP");
+    let ended = b
+        .wait_session(&acct.key, &id, "stopped", Duration::from_secs(20))
+        .await;
+    assert_eq!(ended["end_reason"], "node_lost", "{ended}");
+    let billed = ended["billed_seconds"].as_i64().unwrap();
+    assert!(billed >= 1, "billed up to its last checkpoint: {ended}");
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(ended[field].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    assert_eq!(
+        at("ended_at") - at("started_at"),
+        billed * 1000,
+        "it ends at its last checkpoint: billed seconds are live seconds"
+    );
+    let account = b.account_info(&acct.key).await;
+    assert_eq!(account["live_sessions"], 0, "its count is released");
+    assert_eq!(
+        account["seconds_remaining"].as_i64().unwrap(),
+        600 - billed,
+        "the balance is debited exactly what was billed"
+    );
+
+    // A wakes: its checkpoint finds the row ended and stops its copy without a word.
+    signal(a.id(), "-CONT");
+    let a_metrics = || async {
+        b.client
+            .get(format!("{a_base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            metric(&a_metrics().await, "avs_sessions_live ") == 0.0
+        })
+        .await,
+        "the woken node stops the session another ended"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = b.get(&format!("/v1/sessions/{id}"), &acct.key).await.body["data"].clone();
+    assert_eq!(after["status"], "stopped");
+    assert_eq!(after["end_reason"], "node_lost");
+    assert_eq!(after["billed_seconds"], billed, "nothing more is billed");
+    assert_eq!(after["ended_at"], ended["ended_at"]);
+    assert_eq!(b.account_info(&acct.key).await["live_sessions"], 0);
+
+    let stopped: Vec<_> = sink
+        .received()
+        .into_iter()
+        .map(|r| r.json())
+        .filter(|w| w["event"] == "session.stopped" && w["data"]["session_id"] == id.as_str())
+        .collect();
+    assert_eq!(stopped.len(), 1, "one session.stopped webhook: {stopped:?}");
+    assert_eq!(stopped[0]["data"]["end_reason"], "node_lost");
+    let lost = |text: String| {
+        metric(
+            &text,
+            "avs_orphaned_sessions_ended_total{reason=\"node_lost\"}",
+        )
+    };
+    assert_eq!(
+        lost(b.metrics().await) + lost(c.metrics().await),
+        1.0,
+        "exactly one node ended it"
+    );
+    assert!(a_metrics()
+        .await
+        .contains("avs_sessions_ended_total{reason=\"node_lost\"} 1"));
+    a.kill().unwrap();
+    let _ = a.wait();
+}

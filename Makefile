@@ -7,7 +7,7 @@ export AVS_AGENTS__DEFAULT_AVATAR_IMAGE := $(SETUP)/default-avatar.png
 export AVS_MEDIA__FACE_MODEL := $(SETUP)/models/centerface.onnx
 ARGS ?=
 
-.PHONY: setup build run test lint bench bench-media bench-sessions load-test clean-data
+.PHONY: setup build run test lint bench bench-media bench-sessions bench-cluster load-test clean-data
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,10 @@ bench-media: setup
 
 bench-sessions: setup
 	cargo run --release --locked --example session_bench -- --assets $(SETUP) $(ARGS)
+
+# Three nodes on one PostgreSQL and the local NATS: forwarded control round trips and fan-out.
+bench-cluster: setup
+	cargo run --release --locked --example cluster_bench -- --assets $(SETUP) $(ARGS)
 
 # N live sessions held then stopped, then SIGTERM, on SQLite and PostgreSQL (load-tests/RESULTS.md).
 load-test: setup

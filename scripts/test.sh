@@ -33,6 +33,21 @@ if ! pg_up; then
     echo "test: PostgreSQL is up"
 fi
 
+# NATS at 127.0.0.1:4222 for the cluster tests: started here (Debian's nats-server, the same command
+# line as the machine's own service) if nothing answers there.
+nats_up() { (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; }
+if ! nats_up; then
+    command -v nats-server >/dev/null 2>&1 || { echo "test: nats-server not found (make setup installs it: apt-get install nats-server)" >&2; exit 1; }
+    echo "test: NATS is down; starting nats-server on 127.0.0.1:4222"
+    nats-server -a 127.0.0.1 -p 4222 -l "${TMPDIR:-/tmp}/avs-test-nats.log" >/dev/null 2>&1 &
+    for _ in $(seq 1 30); do
+        nats_up && break
+        sleep 0.2
+    done
+    nats_up || { echo "test: NATS is not accepting connections at 127.0.0.1:4222; start it and rerun" >&2; exit 1; }
+    echo "test: NATS is up"
+fi
+
 # Each test makes its own database (avs_test_*); drop the ones earlier runs left behind.
 stale=$(psql "$AVS_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'avs\_test\_%'" 2>/dev/null || true)
 for db in $stale; do

@@ -17,6 +17,7 @@ use crate::actors::render_pool::RenderPool;
 use crate::actors::service::SessionService;
 use crate::actors::session::SessionDeps;
 use crate::actors::webhooks::Webhooks;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::crypto::MasterKey;
 use crate::domain::views::Urls;
@@ -217,7 +218,19 @@ impl Application {
             livekit,
             rtc: rtc.clone(),
         });
-        let sessions = SessionService::new(session_deps, registry.clone(), node_id.clone());
+        let cluster = match settings.cluster.nats_url.trim() {
+            "" => None,
+            url => Some(
+                Cluster::connect(
+                    url,
+                    &node_id,
+                    Duration::from_millis(settings.cluster.request_timeout_ms.max(1)),
+                )
+                .await?,
+            ),
+        };
+        let sessions =
+            SessionService::new(session_deps, registry.clone(), node_id.clone(), cluster);
         let state = AppState {
             settings: settings.clone(),
             store,
@@ -237,6 +250,7 @@ impl Application {
         };
         crate::jobs::orphans::reconcile(&state).await;
         actix_web::rt::spawn(crate::jobs::orphans::watch_nodes(state.clone()));
+        actix_web::rt::spawn(state.sessions.clone().serve_forwarded());
         actix_web::rt::spawn(watch_database(state.store.clone(), state.metrics.clone()));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {

@@ -52,6 +52,16 @@ pub struct Settings {
     pub media: MediaSettings,
     pub render: RenderSettings,
     pub web: WebSettings,
+    pub cluster: ClusterSettings,
+}
+
+/// Several nodes as one service: on when `nats_url` is set (with a PostgreSQL database).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub nats_url: String,
+    /// How long a node waits for another's answer before answering 503 `unavailable`.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

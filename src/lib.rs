@@ -39,6 +39,7 @@ pub mod actors;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod domain;

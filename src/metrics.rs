@@ -118,6 +118,8 @@ pub const SESSIONS_LIVE: &str = "avs_sessions_live";
 pub const SESSIONS_STARTED_TOTAL: &str = "avs_sessions_started_total";
 pub const SESSIONS_ENDED_TOTAL: &str = "avs_sessions_ended_total";
 pub const ORPHANS_ENDED_TOTAL: &str = "avs_orphaned_sessions_ended_total";
+pub const CLUSTER_FORWARDS_TOTAL: &str = "avs_cluster_forwards_total";
+pub const CLUSTER_FORWARD_SECONDS: &str = "avs_cluster_forward_seconds";
 pub const SESSION_START_SECONDS: &str = "avs_session_start_seconds";
 pub const ADMISSIONS_REJECTED_TOTAL: &str = "avs_admissions_rejected_total";
 pub const BILLED_SECONDS_TOTAL: &str = "avs_billed_seconds_total";
@@ -175,6 +177,8 @@ pub const ALL: &[&str] = &[
     SESSIONS_STARTED_TOTAL,
     SESSIONS_ENDED_TOTAL,
     ORPHANS_ENDED_TOTAL,
+    CLUSTER_FORWARDS_TOTAL,
+    CLUSTER_FORWARD_SECONDS,
     SESSION_START_SECONDS,
     ADMISSIONS_REJECTED_TOTAL,
     BILLED_SECONDS_TOTAL,
@@ -236,6 +240,9 @@ pub struct Metrics {
     /// Sessions no actor ran, ended by this node: its own after a restart (`shutdown`), or a lost
     /// node's (`node_lost`, a failover).
     pub orphans_ended: IntCounterVec,
+    /// Requests forwarded to the node running their sessions, by kind and outcome.
+    pub cluster_forwards: IntCounterVec,
+    pub cluster_forward_seconds: HistogramVec,
     pub session_start_seconds: Histogram,
     pub admissions_rejected: IntCounterVec,
     pub billed_seconds: IntCounter,
@@ -337,6 +344,17 @@ impl Metrics {
             sessions_live: r.gauge(SESSIONS_LIVE, "Sessions with a running actor on this node"),
             sessions_started: r.counters(SESSIONS_STARTED_TOTAL, "Sessions admitted", &["source"]),
             sessions_ended: r.counters(SESSIONS_ENDED_TOTAL, "Sessions ended", &["reason"]),
+            cluster_forwards: r.counters(
+                CLUSTER_FORWARDS_TOTAL,
+                "Requests forwarded to the node running their sessions (kind: stop, deliver; outcome: ok, no_answer)",
+                &["kind", "outcome"],
+            ),
+            cluster_forward_seconds: r.histograms(
+                CLUSTER_FORWARD_SECONDS,
+                "A forwarded request to its answer",
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0],
+                &["kind"],
+            ),
             orphans_ended: r.counters(
                 ORPHANS_ENDED_TOTAL,
                 "Sessions no actor ran, ended by this node (shutdown: its own after a restart; node_lost: a lost node's)",
@@ -556,6 +574,10 @@ mod tests {
         m.rtc.frames_dropped.with_label_values(&["viewer"]).inc();
         m.web_page_views.with_label_values(&["room", "ok"]).inc();
         m.orphans_ended.with_label_values(&["node_lost"]).inc();
+        m.cluster_forwards.with_label_values(&["stop", "ok"]).inc();
+        m.cluster_forward_seconds
+            .with_label_values(&["stop"])
+            .observe(0.001);
         m.link_start_failures
             .with_label_values(&["link_inactive"])
             .inc();

@@ -13,8 +13,9 @@ use serde_json::Value;
 use super::quota::{Admit, Quota};
 use super::registry::{AgentSessions, Lookup, LookupRoom, Register, Registry};
 use super::render_pool::{Acquire, Release, RenderError, RenderPool, SlotLease};
-use super::session::messages::{AwaitLive, EndReason, LiveSession, SessionError, Stop};
+use super::session::messages::{AwaitLive, EndReason, LiveSession, SessionError};
 use super::session::{Session, SessionAgent, SessionDeps};
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::agent::VoiceAgent;
 use crate::domain::events::SessionWebhook;
@@ -89,6 +90,9 @@ pub enum StartError {
 pub enum SessionsError {
     #[error("the registry does not answer")]
     Unavailable,
+    /// The node running the session did not answer a forwarded request.
+    #[error("node {0} does not answer")]
+    NodeUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -138,20 +142,27 @@ impl Drop for ArbiterPool {
 
 #[derive(Clone)]
 pub struct SessionService {
-    store: Store,
+    pub(super) store: Store,
     settings: Arc<Settings>,
     quota: Addr<Quota>,
-    registry: Addr<Registry>,
+    pub(super) registry: Addr<Registry>,
     render_pool: Addr<RenderPool>,
-    deps: Arc<SessionDeps>,
+    pub(super) deps: Arc<SessionDeps>,
     arbiters: Arc<ArbiterPool>,
     /// Permits of the starts being admitted (`sessions.max_pending_starts`).
     pending: Arc<tokio::sync::Semaphore>,
-    node_id: String,
+    pub(super) node_id: String,
+    /// The other nodes, when this is one of several (`cluster.nats_url`).
+    pub(super) cluster: Option<Cluster>,
 }
 
 impl SessionService {
-    pub fn new(deps: Arc<SessionDeps>, registry: Addr<Registry>, node_id: String) -> Self {
+    pub fn new(
+        deps: Arc<SessionDeps>,
+        registry: Addr<Registry>,
+        node_id: String,
+        cluster: Option<Cluster>,
+    ) -> Self {
         let arbiters = ArbiterPool::new(deps.settings.sessions.arbiters);
         let pending = tokio::sync::Semaphore::new(deps.settings.sessions.max_pending_starts.max(1));
         Self {
@@ -164,6 +175,7 @@ impl SessionService {
             arbiters: Arc::new(arbiters),
             pending: Arc::new(pending),
             node_id,
+            cluster,
         }
     }
 
@@ -372,20 +384,6 @@ impl SessionService {
             })
             .await
             .map_err(|_| SessionsError::Unavailable)
-    }
-
-    /// Ends a session if its actor runs here, then answers the stored row.
-    pub async fn stop(
-        &self,
-        row: session::Model,
-        reason: EndReason,
-    ) -> Result<session::Model, SessionsError> {
-        if !row.is_ended() {
-            if let Some(live) = self.live(&row.id).await? {
-                let _ = live.addr.send(Stop(reason)).await;
-            }
-        }
-        Ok(self.store.session(&row.id).await?.unwrap_or(row))
     }
 
     /// Every session of an agent running on this node.

@@ -15,7 +15,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::limits::Limited;
 use super::reply::Data;
 use crate::actors::session::messages::PromptUpdated;
-use crate::actors::session::{deliver, Directive};
+use crate::actors::session::Directive;
 use crate::domain::agent::VoiceAgent;
 use crate::domain::ids;
 use crate::domain::views::AgentView;
@@ -529,12 +529,10 @@ async fn fan_out(
         .agent_of(account_id, code)
         .await?
         .ok_or_else(|| ApiError::agent_not_found(code))?;
-    let live = state.sessions.of_agent(&agent.id).await?;
-    let targets = live
-        .into_iter()
-        .filter(|s| room_id.as_ref().is_none_or(|room| *room == s.room_name))
-        .map(|s| s.addr);
-    let delivered = deliver(targets, &directive).await;
+    let delivered = state
+        .sessions
+        .deliver_to_agent(&agent.id, room_id.as_deref(), &directive)
+        .await?;
     if delivered == 0 {
         let where_ = room_id
             .map(|r| format!(" in room `{r}`"))

@@ -82,6 +82,12 @@ impl From<SessionsError> for ApiError {
                     "The server cannot reach its sessions right now; try again shortly.",
                 )
             }
+            SessionsError::NodeUnavailable(node) => {
+                tracing::warn!(%node, "the session's node does not answer");
+                ApiError::unavailable(
+                    "The node running this session does not answer; try again shortly.",
+                )
+            }
             SessionsError::Store(e) => e.into(),
         }
     }

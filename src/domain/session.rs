@@ -51,7 +51,8 @@ impl fmt::Display for SessionState {
 }
 
 /// Why a session ended; stored as `end_reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EndReason {
     StoppedByApi,
     StoppedByClient,

@@ -154,6 +154,22 @@ impl Store {
         .await
     }
 
+    /// The nodes running an unended session of the agent (where a fan-out must go).
+    pub async fn nodes_running_agent(&self, agent_id: &str) -> StoreResult<Vec<String>> {
+        super::guarded(async move {
+            Ok(session::Entity::find()
+                .select_only()
+                .column(session::Column::NodeId)
+                .distinct()
+                .filter(session::Column::AgentId.eq(agent_id))
+                .filter(session::Column::EndedAt.is_null())
+                .into_tuple::<String>()
+                .all(&self.db)
+                .await?)
+        })
+        .await
+    }
+
     /// Unended sessions of other nodes whose heartbeat went stale before `stale_before`: their
     /// node is taken for lost.
     pub async fn lost_sessions(

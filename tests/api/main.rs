@@ -10,6 +10,7 @@ mod agents;
 mod auth;
 mod billing;
 mod cli;
+mod cluster;
 mod connect;
 mod control;
 mod deployments;

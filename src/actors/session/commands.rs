@@ -11,8 +11,9 @@ use super::Session;
 /// Entries of added context a session keeps (the oldest go first).
 const MAX_CONTEXT: usize = 200;
 
-/// What a client asks of live sessions, on a control channel or through the REST fan-out.
-#[derive(Debug, Clone)]
+/// What a client asks of live sessions, on a control channel or through the REST fan-out (and,
+/// from another node, over the cluster).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Directive {
     Speak { text: String, interrupt: bool },
     AddContext(String),

@@ -1,0 +1,222 @@
+//! Several nodes as one service: `--nodes` (3) servers in this process on one fresh PostgreSQL
+//! database and the local NATS, `--sessions` (999) live sessions of one agent spread over them.
+//! Prints p50/p99 and throughput of:
+//! - a control round trip to one session (`POST /v1/agent/{code}/add-context` with its `room_id`)
+//!   sent to the session's own node, then to another node (forwarded over NATS);
+//! - a fan-out to every session on every node (`add-context` without `room_id`), through one node;
+//!
+//! and the process's CPU and memory.
+//!
+//! ```text
+//! make bench-cluster                  # or:
+//! cargo run --release --example cluster_bench -- [--assets .setup] [--nodes 3] [--sessions 999]
+//!     [--rounds 300] [--postgres postgres://postgres@127.0.0.1:5432/postgres]
+//!     [--nats nats://127.0.0.1:4222]
+//! ```
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::arg;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use avatar_supervisor::app::Application;
+use avatar_supervisor::config::Settings;
+use avatar_supervisor::store::accounts::NewAccount;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{json, Value};
+
+fn report(what: &str, mut times: Vec<Duration>, wall: Duration) {
+    times.sort();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "  {what:<56} n={:<5} p50={:>7.2} ms  p99={:>7.2} ms  rate={:>8.1}/s",
+        times.len(),
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        times.len() as f64 / wall.as_secs_f64()
+    );
+}
+
+struct Node {
+    base: String,
+}
+
+#[actix_web::main]
+async fn main() {
+    let assets = PathBuf::from(arg("--assets", ".setup".to_string()));
+    let nodes: usize = arg("--nodes", 3);
+    let sessions: usize = arg("--sessions", 999);
+    let rounds: usize = arg("--rounds", 300);
+    let postgres: String = arg(
+        "--postgres",
+        "postgres://postgres@127.0.0.1:5432/postgres".to_string(),
+    );
+    let nats: String = arg("--nats", "nats://127.0.0.1:4222".to_string());
+
+    let name = format!("avs_cluster_{:x}", rand::random::<u32>());
+    let admin = Database::connect(&postgres).await.expect("PostgreSQL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let url = match postgres.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("--postgres: no database name in {postgres}"),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut up = Vec::new();
+    let mut state = None;
+    for i in 0..nodes {
+        let mut settings = Settings::defaults().expect("defaults");
+        settings.server.bind = "127.0.0.1:0".into();
+        settings.server.data_dir = dir.path().to_path_buf();
+        settings.server.node_id = format!("bench_{name}_{i}");
+        settings.database.url = url.clone();
+        settings.cluster.nats_url = nats.clone();
+        settings.media.onnxruntime = assets.join("libonnxruntime.so").display().to_string();
+        settings.media.face_model = assets.join("models/centerface.onnx").display().to_string();
+        settings.render.slots_per_device = sessions / nodes + 64;
+        settings.sessions.idle_timeout_seconds = 3600;
+        settings.limits.generate_per_ip = 0;
+        let app = Application::build(settings).await.expect("server");
+        up.push(Node {
+            base: format!("http://127.0.0.1:{}", app.port()),
+        });
+        state.get_or_insert_with(|| app.state().clone());
+        actix_web::rt::spawn(app.run_until_stopped());
+    }
+    let state = state.expect("a node");
+    let key = state
+        .store
+        .create_account(NewAccount {
+            name: "bench".into(),
+            concurrency_limit: sessions as i64 + 64,
+            balance_ms: 1_000_000_000,
+            credits: 10_000,
+            webhook_url: None,
+            max_session_seconds: None,
+        })
+        .await
+        .expect("account")
+        .api_key;
+    let http = avatar_supervisor::net::http_client(Duration::from_secs(60));
+    let post = |base: &str, path: &str, body: Value| {
+        let request = http
+            .post(format!("{base}{path}"))
+            .header("x-api-key", &key)
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status();
+            let body: Value = response.json().await.expect("json");
+            assert!(status.is_success(), "{status}: {body}");
+            body
+        }
+    };
+    let portrait = std::fs::read(assets.join("images/astronaut.png")).expect("astronaut.png");
+    let image = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, portrait);
+    let agent = post(&up[0].base, "/v1/agent/generate", json!({"image": image})).await["agent_id"]
+        .as_str()
+        .expect("agent")
+        .to_string();
+    loop {
+        let status: Value = http
+            .get(format!("{}/v1/agent/status/{agent}", up[0].base))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        match status["data"]["status"].as_str() {
+            Some("ready") => break,
+            Some("failed") => panic!("generation failed: {status}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+
+    // Sessions spread round-robin over the nodes, eight starts at a time.
+    let started = Instant::now();
+    let mut rooms: Vec<(usize, String)> = Vec::new();
+    for chunk in (0..sessions).collect::<Vec<_>>().chunks(8) {
+        let starts = chunk.iter().map(|i| {
+            let node = i % nodes;
+            let post = &post;
+            let base = up[node].base.clone();
+            let agent = agent.clone();
+            async move {
+                let body = post(&base, "/v1/sessions", json!({"agent_id": agent})).await;
+                (node, body["room_name"].as_str().expect("room").to_string())
+            }
+        });
+        rooms.extend(futures_util::future::join_all(starts).await);
+    }
+    println!(
+        "{nodes} nodes, {} live sessions of one agent (started in {:.1} s)",
+        rooms.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut same = Vec::new();
+    let mut other = Vec::new();
+    let (mut wall_same, mut wall_other) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let (owner, room) = &rooms[round % rooms.len()];
+        for (via, times, wall) in [
+            (*owner, &mut same, &mut wall_same),
+            ((*owner + 1) % nodes, &mut other, &mut wall_other),
+        ] {
+            let t = Instant::now();
+            let body = post(
+                &up[via].base,
+                &format!("/v1/agent/{agent}/add-context"),
+                json!({"context": "A fact.", "room_id": room}),
+            )
+            .await;
+            assert_eq!(body["delivered_to_rooms"], 1, "{body}");
+            times.push(t.elapsed());
+            *wall += t.elapsed();
+        }
+    }
+    println!("control round trip to one session (add-context with room_id):");
+    report("sent to the session's own node", same, wall_same);
+    report(
+        "sent to another node (forwarded over NATS)",
+        other,
+        wall_other,
+    );
+
+    let mut fanout = Vec::new();
+    let t0 = Instant::now();
+    let cpu0 = support::cpu_seconds(std::process::id());
+    for _ in 0..(rounds / 10).max(10) {
+        let t = Instant::now();
+        let body = post(
+            &up[0].base,
+            &format!("/v1/agent/{agent}/add-context"),
+            json!({"context": "Everyone hears this."}),
+        )
+        .await;
+        assert_eq!(body["delivered_to_rooms"], rooms.len(), "{body}");
+        fanout.push(t.elapsed());
+    }
+    let wall = t0.elapsed();
+    let cpu = (support::cpu_seconds(std::process::id()) - cpu0) / wall.as_secs_f64() * 100.0;
+    report(
+        &format!(
+            "fan-out to {} sessions on {nodes} nodes, via one",
+            rooms.len()
+        ),
+        fanout,
+        wall,
+    );
+    println!(
+        "  process (all {nodes} nodes and this client): RSS {:.0} MiB, CPU {cpu:.0} % of a core during the fan-outs",
+        support::rss_mib(std::process::id())
+    );
+    drop(admin);
+}

@@ -68,18 +68,35 @@ impl SessionService {
     }
 
     /// Sends `directive` to every live session of the agent (or the one in `room`) on every node;
-    /// answers how many took it. A node that does not answer counts none.
+    /// answers how many took it. A node that does not answer counts none. With a `room`, only the
+    /// node running that room's session is involved (none other is asked).
     pub async fn deliver_to_agent(
         &self,
         agent_id: &str,
         room: Option<&str>,
         directive: &Directive,
     ) -> Result<usize, SessionsError> {
-        let here = self.delivered_here(agent_id, room, directive).await?;
-        let Some(_) = &self.cluster else {
-            return Ok(here);
+        if self.cluster.is_none() {
+            return self.delivered_here(agent_id, room, directive).await;
+        }
+        let nodes = match room {
+            Some(room) => {
+                let node = self.store.node_of_room(agent_id, room).await?;
+                match node {
+                    Some(node) if node == self.node_id => {
+                        return self.delivered_here(agent_id, Some(room), directive).await
+                    }
+                    Some(node) => vec![node],
+                    None => return Ok(0),
+                }
+            }
+            None => self.store.nodes_running_agent(agent_id).await?,
         };
-        let nodes = self.store.nodes_running_agent(agent_id).await?;
+        let here = if nodes.contains(&self.node_id) || room.is_none() {
+            self.delivered_here(agent_id, room, directive).await?
+        } else {
+            0
+        };
         let asks = nodes
             .iter()
             .filter(|node| **node != self.node_id)

@@ -17,7 +17,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::arg;
+use support::{arg, report};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,20 +25,7 @@ use std::time::{Duration, Instant};
 use avatar_supervisor::app::Application;
 use avatar_supervisor::config::Settings;
 use avatar_supervisor::store::accounts::NewAccount;
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{json, Value};
-
-fn report(what: &str, mut times: Vec<Duration>, wall: Duration) {
-    times.sort();
-    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "  {what:<56} n={:<5} p50={:>7.2} ms  p99={:>7.2} ms  rate={:>8.1}/s",
-        times.len(),
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        times.len() as f64 / wall.as_secs_f64()
-    );
-}
 
 struct Node {
     base: String,
@@ -56,16 +43,8 @@ async fn main() {
     );
     let nats: String = arg("--nats", "nats://127.0.0.1:4222".to_string());
 
-    let name = format!("avs_cluster_{:x}", rand::random::<u32>());
-    let admin = Database::connect(&postgres).await.expect("PostgreSQL");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let url = match postgres.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("--postgres: no database name in {postgres}"),
-    };
+    let url = support::fresh_postgres(&postgres, "avs_cluster").await;
+    let name = url.rsplit('/').next().unwrap_or_default().to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut up = Vec::new();
     let mut state = None;
@@ -218,5 +197,4 @@ async fn main() {
         "  process (all {nodes} nodes and this client): RSS {:.0} MiB, CPU {cpu:.0} % of a core during the fan-outs",
         support::rss_mib(std::process::id())
     );
-    drop(admin);
 }

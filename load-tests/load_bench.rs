@@ -614,16 +614,7 @@ async fn main() {
                 }
             }
             "postgres" => {
-                let name = format!("avs_load_{:x}", rand::random::<u32>());
-                let admin = Database::connect(&postgres).await.expect("PostgreSQL");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create database");
-                let url = match postgres.rsplit_once('/') {
-                    Some((server, _)) => format!("{server}/{name}"),
-                    None => panic!("--postgres: no database name in {postgres}"),
-                };
+                let url = support::fresh_postgres(&postgres, "avs_load").await;
                 Run {
                     name: "PostgreSQL",
                     database_url: url.clone(),

@@ -15,7 +15,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::arg;
+use support::{arg, report};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,22 +30,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn report(what: &str, mut times: Vec<Duration>, wall: Duration) {
-    if times.is_empty() {
-        println!("{what:<52} no samples");
-        return;
-    }
-    times.sort();
-    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "{what:<52} n={:<6} p50={:>8.3} ms  p99={:>8.3} ms  throughput={:>9.1}/s",
-        times.len(),
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        times.len() as f64 / wall.as_secs_f64()
-    );
-}
 
 struct Bench {
     base: String,

@@ -39,3 +39,35 @@ pub fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// One line of a benchmark's output: count, p50, p99 and throughput of `times` over `wall`.
+pub fn report(what: &str, mut times: Vec<std::time::Duration>, wall: std::time::Duration) {
+    if times.is_empty() {
+        println!("{what:<52} no samples");
+        return;
+    }
+    times.sort();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{what:<52} n={:<6} p50={:>8.3} ms  p99={:>8.3} ms  throughput={:>9.1}/s",
+        times.len(),
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        times.len() as f64 / wall.as_secs_f64()
+    );
+}
+
+/// A new, empty database `<prefix>_<random>` on the PostgreSQL server of `admin_url`; its URL.
+pub async fn fresh_postgres(admin_url: &str, prefix: &str) -> String {
+    use sea_orm::{ConnectionTrait, Database};
+    let name = format!("{prefix}_{:x}", rand::random::<u32>());
+    let admin = Database::connect(admin_url).await.expect("PostgreSQL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    match admin_url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("--postgres: no database name in {admin_url}"),
+    }
+}

@@ -249,7 +249,10 @@ impl Application {
             node_id,
         };
         crate::jobs::orphans::reconcile(&state).await;
-        actix_web::rt::spawn(crate::jobs::orphans::watch_nodes(state.clone()));
+        // A SQLite file has one node: there are no other nodes to watch.
+        if !settings.database_url().starts_with("sqlite:") {
+            actix_web::rt::spawn(crate::jobs::orphans::watch_nodes(state.clone()));
+        }
         actix_web::rt::spawn(state.sessions.clone().serve_forwarded());
         actix_web::rt::spawn(watch_database(state.store.clone(), state.metrics.clone()));
         let data = web::Data::new(state.clone());

@@ -79,20 +79,8 @@ impl SessionService {
         if self.cluster.is_none() {
             return self.delivered_here(agent_id, room, directive).await;
         }
-        let nodes = match room {
-            Some(room) => {
-                let node = self.store.node_of_room(agent_id, room).await?;
-                match node {
-                    Some(node) if node == self.node_id => {
-                        return self.delivered_here(agent_id, Some(room), directive).await
-                    }
-                    Some(node) => vec![node],
-                    None => return Ok(0),
-                }
-            }
-            None => self.store.nodes_running_agent(agent_id).await?,
-        };
-        let here = if nodes.contains(&self.node_id) || room.is_none() {
+        let nodes = self.store.nodes_running_agent(agent_id, room).await?;
+        let here = if nodes.contains(&self.node_id) {
             self.delivered_here(agent_id, room, directive).await?
         } else {
             0

@@ -83,7 +83,8 @@ impl Actor for Webhooks {
     }
 }
 
-fn outbox_row(
+/// A pending delivery of `event` with `data`, due now, as the outbox stores it.
+pub fn outbox_row(
     account_id: &str,
     session_id: Option<&str>,
     url: &str,

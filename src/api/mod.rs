@@ -16,6 +16,7 @@ pub mod ops;
 pub mod reply;
 pub mod rtc;
 pub mod sessions;
+pub mod steer;
 
 use std::time::Instant;
 
@@ -69,8 +70,8 @@ mod table {
         post "/v1/agent/generate" => agents::generate,
         get "/v1/agent/status/{agent_id}" => agents::status,
         get "/v1/agents" => agents::list,
-        post "/v1/agent/{code}/speak" => agents::speak,
-        post "/v1/agent/{code}/add-context" => agents::add_context,
+        post "/v1/agent/{code}/speak" => steer::speak,
+        post "/v1/agent/{code}/add-context" => steer::add_context,
         get "/v1/agent/{code}" => agents::get,
         post "/v1/agent/{code}" => agents::update,
         delete "/v1/agent/{code}" => agents::delete,

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
 use super::reply::Binary;
-use super::{account, agents, connect, control, deployments, links, ops, rtc, sessions};
+use super::{account, agents, connect, control, deployments, links, ops, rtc, sessions, steer};
 
 /// Names of the security schemes, as operations list them.
 pub const API_KEY: &str = "api_key";
@@ -28,8 +28,8 @@ of AgentHuman (links), bitHuman (agents), Ojin (public connect) and VideoSDK (de
 at their own paths, plus its own sessions API. Every refusal has one body shape (ErrorBody).",
     ),
     paths(
-        agents::validate, agents::generate, agents::status, agents::list, agents::speak,
-        agents::add_context, agents::get, agents::update, agents::delete, agents::asset,
+        agents::validate, agents::generate, agents::status, agents::list, steer::speak,
+        steer::add_context, agents::get, agents::update, agents::delete, agents::asset,
         links::start_session, links::create, links::list, links::get, links::revoke,
         connect::connect, connect::preflight,
         deployments::start_route, deployments::end_route,

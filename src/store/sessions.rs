@@ -154,38 +154,24 @@ impl Store {
         .await
     }
 
-    /// The node running the agent's unended session in `room_name`, if there is one.
-    pub async fn node_of_room(
+    /// The nodes running an unended session of the agent (only its session in `room_name`, when
+    /// given): where a fan-out must go.
+    pub async fn nodes_running_agent(
         &self,
         agent_id: &str,
-        room_name: &str,
-    ) -> StoreResult<Option<String>> {
+        room_name: Option<&str>,
+    ) -> StoreResult<Vec<String>> {
         super::guarded(async move {
-            Ok(session::Entity::find()
-                .select_only()
-                .column(session::Column::NodeId)
-                .filter(session::Column::AgentId.eq(agent_id))
-                .filter(session::Column::RoomName.eq(room_name))
-                .filter(session::Column::EndedAt.is_null())
-                .into_tuple::<String>()
-                .one(&self.db)
-                .await?)
-        })
-        .await
-    }
-
-    /// The nodes running an unended session of the agent (where a fan-out must go).
-    pub async fn nodes_running_agent(&self, agent_id: &str) -> StoreResult<Vec<String>> {
-        super::guarded(async move {
-            Ok(session::Entity::find()
+            let mut query = session::Entity::find()
                 .select_only()
                 .column(session::Column::NodeId)
                 .distinct()
                 .filter(session::Column::AgentId.eq(agent_id))
-                .filter(session::Column::EndedAt.is_null())
-                .into_tuple::<String>()
-                .all(&self.db)
-                .await?)
+                .filter(session::Column::EndedAt.is_null());
+            if let Some(room) = room_name {
+                query = query.filter(session::Column::RoomName.eq(room));
+            }
+            Ok(query.into_tuple::<String>().all(&self.db).await?)
         })
         .await
     }

@@ -171,8 +171,7 @@ on_both_databases!(
 /// ends.
 #[actix_web::test]
 async fn nodes_sharing_an_outbox_deliver_each_webhook_once() {
-    use avatar_supervisor::store::entities::webhook;
-    use avatar_supervisor::store::now_ms;
+    use avatar_supervisor::actors::webhooks::outbox_row;
 
     let sink = WebhookSink::start().await;
     // The first node only makes the database and plays the node that dies: it never polls.
@@ -182,21 +181,13 @@ async fn nodes_sharing_an_outbox_deliver_each_webhook_once() {
     let dir = dead.state.settings.server.data_dir.clone();
     let acct = dead.account(1, 1.0, 0).await;
     let row = |n: usize| {
-        let now = now_ms();
-        webhook::Model {
-            id: format!("dlv_test_{n:04}"),
-            account_id: acct.id.clone(),
-            session_id: None,
-            url: sink.url("/hook"),
-            event: "session.stopped".into(),
-            body: json!({"id": format!("dlv_test_{n:04}"), "event": "session.stopped"}).to_string(),
-            attempts: 0,
-            next_attempt_at: now,
-            status: "pending".into(),
-            last_error: None,
-            created_at: now,
-            delivered_at: None,
-        }
+        outbox_row(
+            &acct.id,
+            None,
+            &sink.url("/hook"),
+            "session.stopped",
+            json!({"n": n}),
+        )
     };
     let store = &dead.state.store;
     for n in 0..5 {

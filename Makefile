@@ -32,7 +32,8 @@ bench-sessions: setup
 
 # Three nodes on one PostgreSQL and the local NATS: forwarded control round trips and fan-out.
 bench-cluster: setup
-	cargo run --release --locked --example cluster_bench -- --assets $(SETUP) $(ARGS)
+	cargo build --release --locked --bin avatar-supervisor --example cluster_bench
+	target/release/examples/cluster_bench --assets $(SETUP) $(ARGS)
 
 # N live sessions held then stopped, then SIGTERM, on SQLite and PostgreSQL (load-tests/RESULTS.md).
 load-test: setup

@@ -4,14 +4,19 @@
 //! - a control round trip to one session (`POST /v1/agent/{code}/add-context` with its `room_id`)
 //!   sent to the session's own node, then to another node (forwarded over NATS);
 //! - a fan-out to every session on every node (`add-context` without `room_id`), through one node;
+//! - failover: one more node, the real binary (`--binary`), runs `--failover` (200) sessions and is
+//!   killed with `-9`; the time from the kill to every one of them ended `node_lost` and billed
+//!   by the others (heartbeat timeout `--lost-after`, 3 s; that node settles every second);
 //!
 //! and the process's CPU and memory.
 //!
 //! ```text
 //! make bench-cluster                  # or:
-//! cargo run --release --example cluster_bench -- [--assets .setup] [--nodes 3] [--sessions 999]
-//!     [--rounds 300] [--postgres postgres://postgres@127.0.0.1:5432/postgres]
-//!     [--nats nats://127.0.0.1:4222]
+//! cargo build --release --bin avatar-supervisor --example cluster_bench
+//! target/release/examples/cluster_bench [--assets .setup] [--nodes 3] [--sessions 999]
+//!     [--rounds 300] [--failover 200] [--lost-after 3]
+//!     [--binary target/release/avatar-supervisor]
+//!     [--postgres postgres://postgres@127.0.0.1:5432/postgres] [--nats nats://127.0.0.1:4222]
 //! ```
 
 #[path = "support/mod.rs"]
@@ -42,6 +47,9 @@ async fn main() {
         "postgres://postgres@127.0.0.1:5432/postgres".to_string(),
     );
     let nats: String = arg("--nats", "nats://127.0.0.1:4222".to_string());
+    let failover: usize = arg("--failover", 200);
+    let lost_after: u64 = arg("--lost-after", 3);
+    let binary: String = arg("--binary", "target/release/avatar-supervisor".to_string());
 
     let url = support::fresh_postgres(&postgres, "avs_cluster").await;
     let name = url.rsplit('/').next().unwrap_or_default().to_string();
@@ -55,6 +63,8 @@ async fn main() {
         settings.server.node_id = format!("bench_{name}_{i}");
         settings.database.url = url.clone();
         settings.cluster.nats_url = nats.clone();
+        settings.cluster.subject_prefix = format!("bench_{name}");
+        settings.sessions.node_lost_after_seconds = lost_after;
         settings.media.onnxruntime = assets.join("libonnxruntime.so").display().to_string();
         settings.media.face_model = assets.join("models/centerface.onnx").display().to_string();
         settings.render.slots_per_device = sessions / nodes + 64;
@@ -72,7 +82,7 @@ async fn main() {
         .store
         .create_account(NewAccount {
             name: "bench".into(),
-            concurrency_limit: sessions as i64 + 64,
+            concurrency_limit: (sessions + failover) as i64 + 64,
             balance_ms: 1_000_000_000,
             credits: 10_000,
             webhook_url: None,
@@ -196,5 +206,160 @@ async fn main() {
     println!(
         "  process (all {nodes} nodes and this client): RSS {:.0} MiB, CPU {cpu:.0} % of a core during the fan-outs",
         support::rss_mib(std::process::id())
+    );
+
+    if failover > 0 {
+        let client = Client {
+            http: http.clone(),
+            key: key.clone(),
+        };
+        let doomed = Doomed {
+            binary: &binary,
+            dir: dir.path(),
+            url: &url,
+            nats: &nats,
+            prefix: &format!("bench_{name}"),
+            assets: &assets,
+        };
+        failover_phase(
+            &client,
+            &up[0].base,
+            doomed,
+            failover,
+            lost_after,
+            rooms.len(),
+            &agent,
+        )
+        .await;
+    }
+}
+
+/// The benchmark's HTTP client and API key.
+struct Client {
+    http: reqwest::Client,
+    key: String,
+}
+
+impl Client {
+    async fn call(&self, request: reqwest::RequestBuilder) -> Value {
+        let response = request
+            .header("x-api-key", &self.key)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+}
+
+/// How to run the node that is killed: the real binary, on the cluster's database and NATS.
+struct Doomed<'a> {
+    binary: &'a str,
+    dir: &'a std::path::Path,
+    url: &'a str,
+    nats: &'a str,
+    prefix: &'a str,
+    assets: &'a std::path::Path,
+}
+
+/// Kills a node running `sessions` sessions with `-9` and times the others' failover, asking
+/// through `via`; `live_elsewhere` sessions run on the other nodes.
+async fn failover_phase(
+    client: &Client,
+    via: &str,
+    node: Doomed<'_>,
+    sessions: usize,
+    lost_after: u64,
+    live_elsewhere: usize,
+    agent: &str,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(node.binary)
+        .arg("--data-dir")
+        .arg(node.dir)
+        .args(["--database-url", node.url])
+        .args(["serve", "--bind", "127.0.0.1:0", "--allow-private-urls"])
+        .env("AVS_SERVER__NODE_ID", format!("{}_doomed", node.prefix))
+        .env("AVS_CLUSTER__NATS_URL", node.nats)
+        .env("AVS_CLUSTER__SUBJECT_PREFIX", node.prefix)
+        .env("AVS_BILLING__CHECKPOINT_SECONDS", "1")
+        .env("AVS_SESSIONS__IDLE_TIMEOUT_SECONDS", "3600")
+        .env("AVS_RENDER__SLOTS_PER_DEVICE", (sessions + 8).to_string())
+        .env("ORT_DYLIB_PATH", node.assets.join("libonnxruntime.so"))
+        .env(
+            "AVS_MEDIA__FACE_MODEL",
+            node.assets.join("models/centerface.onnx"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo build --release --bin avatar-supervisor)",
+                node.binary
+            )
+        });
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the node's first line");
+    let base = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut ids = Vec::new();
+    for chunk in (0..sessions).collect::<Vec<_>>().chunks(8) {
+        let starts = chunk.iter().map(|_| {
+            let request = client
+                .http
+                .post(format!("{base}/v1/sessions"))
+                .json(&json!({"agent_id": agent}));
+            client.call(request)
+        });
+        for body in futures_util::future::join_all(starts).await {
+            ids.push(body["session_id"].as_str().expect("session").to_string());
+        }
+    }
+    // Every session has a checkpoint behind it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed = Instant::now();
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    loop {
+        let account = client
+            .call(client.http.get(format!("{via}/v1/account")))
+            .await;
+        if account["live_sessions"].as_u64() == Some(live_elsewhere as u64) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(120),
+            "failover: {account}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failover = killed.elapsed();
+    let mut exact = 0;
+    for id in &ids {
+        let row = client
+            .call(client.http.get(format!("{via}/v1/sessions/{id}")))
+            .await["data"]
+            .clone();
+        assert_eq!(row["end_reason"], "node_lost", "{row}");
+        let at = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(row[field].as_str().unwrap_or_default())
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_default()
+        };
+        let billed = row["billed_seconds"].as_i64().unwrap_or(-1);
+        exact += (at("ended_at") - at("started_at") == billed * 1000) as usize;
+    }
+    println!(
+        "failover: {sessions} sessions of a node killed with -9, all ended `node_lost` and their counts released {:.2} s after the kill (heartbeat timeout {lost_after} s, checkpoint 1 s); billed = ended_at - started_at for {exact}/{sessions}",
+        failover.as_secs_f64()
     );
 }

@@ -223,6 +223,7 @@ impl Application {
             url => Some(
                 Cluster::connect(
                     url,
+                    &settings.cluster.subject_prefix,
                     &node_id,
                     Duration::from_millis(settings.cluster.request_timeout_ms.max(1)),
                 )
@@ -254,6 +255,8 @@ impl Application {
             actix_web::rt::spawn(crate::jobs::orphans::watch_nodes(state.clone()));
         }
         actix_web::rt::spawn(state.sessions.clone().serve_forwarded());
+        actix_web::rt::spawn(state.sessions.clone().join_cluster());
+        actix_web::rt::spawn(crate::ws::relay::serve(state.clone()));
         actix_web::rt::spawn(watch_database(state.store.clone(), state.metrics.clone()));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {

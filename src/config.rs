@@ -60,8 +60,15 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     pub nats_url: String,
+    /// The first part of every NATS subject: the nodes of one service share it (several services
+    /// may share one NATS server).
+    pub subject_prefix: String,
     /// How long a node waits for another's answer before answering 503 `unavailable`.
     pub request_timeout_ms: u64,
+    /// How long a node waits for another to start a session placed there.
+    pub start_timeout_ms: u64,
+    /// How often a node advertises its free slots and live sessions to the others.
+    pub advertise_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -120,6 +120,8 @@ pub const SESSIONS_ENDED_TOTAL: &str = "avs_sessions_ended_total";
 pub const ORPHANS_ENDED_TOTAL: &str = "avs_orphaned_sessions_ended_total";
 pub const CLUSTER_FORWARDS_TOTAL: &str = "avs_cluster_forwards_total";
 pub const CLUSTER_FORWARD_SECONDS: &str = "avs_cluster_forward_seconds";
+pub const CLUSTER_NODE_FREE_SLOTS: &str = "avs_cluster_node_free_slots";
+pub const CLUSTER_NODE_LIVE_SESSIONS: &str = "avs_cluster_node_live_sessions";
 pub const SESSION_START_SECONDS: &str = "avs_session_start_seconds";
 pub const ADMISSIONS_REJECTED_TOTAL: &str = "avs_admissions_rejected_total";
 pub const BILLED_SECONDS_TOTAL: &str = "avs_billed_seconds_total";
@@ -179,6 +181,8 @@ pub const ALL: &[&str] = &[
     ORPHANS_ENDED_TOTAL,
     CLUSTER_FORWARDS_TOTAL,
     CLUSTER_FORWARD_SECONDS,
+    CLUSTER_NODE_FREE_SLOTS,
+    CLUSTER_NODE_LIVE_SESSIONS,
     SESSION_START_SECONDS,
     ADMISSIONS_REJECTED_TOTAL,
     BILLED_SECONDS_TOTAL,
@@ -243,6 +247,9 @@ pub struct Metrics {
     /// Requests forwarded to the node running their sessions, by kind and outcome.
     pub cluster_forwards: IntCounterVec,
     pub cluster_forward_seconds: HistogramVec,
+    /// Every node this one hears (itself included), as its last advert says.
+    pub cluster_node_free_slots: IntGaugeVec,
+    pub cluster_node_live_sessions: IntGaugeVec,
     pub session_start_seconds: Histogram,
     pub admissions_rejected: IntCounterVec,
     pub billed_seconds: IntCounter,
@@ -346,7 +353,7 @@ impl Metrics {
             sessions_ended: r.counters(SESSIONS_ENDED_TOTAL, "Sessions ended", &["reason"]),
             cluster_forwards: r.counters(
                 CLUSTER_FORWARDS_TOTAL,
-                "Requests forwarded to the node running their sessions (kind: stop, deliver; outcome: ok, no_answer)",
+                "Requests forwarded to another node (kind: stop, deliver, start; outcome: ok, refused, no_answer)",
                 &["kind", "outcome"],
             ),
             cluster_forward_seconds: r.histograms(
@@ -354,6 +361,16 @@ impl Metrics {
                 "A forwarded request to its answer",
                 &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0],
                 &["kind"],
+            ),
+            cluster_node_free_slots: r.gauges(
+                CLUSTER_NODE_FREE_SLOTS,
+                "Free render slots of each node of the cluster, as advertised",
+                &["node"],
+            ),
+            cluster_node_live_sessions: r.gauges(
+                CLUSTER_NODE_LIVE_SESSIONS,
+                "Live sessions of each node of the cluster, as advertised",
+                &["node"],
             ),
             orphans_ended: r.counters(
                 ORPHANS_ENDED_TOTAL,
@@ -512,6 +529,20 @@ impl Metrics {
         String::from_utf8_lossy(&buffer).into_owned()
     }
 
+    /// The nodes of the cluster as this one hears them now: the nodes no longer heard drop out.
+    pub fn cluster_nodes(&self, this: &crate::cluster::Advert, peers: &[crate::cluster::Advert]) {
+        self.cluster_node_free_slots.reset();
+        self.cluster_node_live_sessions.reset();
+        for node in std::iter::once(this).chain(peers) {
+            self.cluster_node_free_slots
+                .with_label_values(&[&node.node_id])
+                .set(node.free_slots as i64);
+            self.cluster_node_live_sessions
+                .with_label_values(&[&node.node_id])
+                .set(node.live_sessions as i64);
+        }
+    }
+
     pub fn actor_message(&self, actor: &str, message: &str) {
         self.actor_messages
             .with_label_values(&[actor, message])
@@ -578,6 +609,10 @@ mod tests {
         m.cluster_forward_seconds
             .with_label_values(&["stop"])
             .observe(0.001);
+        m.cluster_node_free_slots.with_label_values(&["n"]).set(1);
+        m.cluster_node_live_sessions
+            .with_label_values(&["n"])
+            .set(1);
         m.link_start_failures
             .with_label_values(&["link_inactive"])
             .inc();

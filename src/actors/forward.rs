@@ -5,13 +5,15 @@
 
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::service::{SessionService, SessionsError};
 use super::session::messages::{EndReason, Stop};
 use super::session::{deliver, Directive};
 use crate::store::entities::session;
+
+/// The topic of the requests about running sessions (`crate::cluster`).
+const SESSIONS: &str = "sessions";
 
 /// A request one node forwards to the node running the sessions it is about.
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,21 +129,26 @@ impl SessionService {
             return Err(SessionsError::NodeUnavailable(node.to_string()));
         };
         let started = Instant::now();
-        let answer = cluster.ask::<_, Taken>(node, request).await;
-        let metrics = &self.deps.metrics;
+        let answer = cluster.ask::<_, Taken>(node, SESSIONS, request).await;
         let outcome = if answer.is_ok() { "ok" } else { "no_answer" };
-        metrics
-            .cluster_forwards
-            .with_label_values(&[request.kind(), outcome])
-            .inc();
-        metrics
-            .cluster_forward_seconds
-            .with_label_values(&[request.kind()])
-            .observe(started.elapsed().as_secs_f64());
+        self.forwarded(request.kind(), outcome, started);
         answer.map_err(|e| {
             tracing::warn!(%node, error = %e, "forwarded request not answered");
             SessionsError::NodeUnavailable(node.to_string())
         })
+    }
+
+    /// Counts and times one request forwarded to another node.
+    pub(super) fn forwarded(&self, kind: &str, outcome: &str, started: Instant) {
+        let metrics = &self.deps.metrics;
+        metrics
+            .cluster_forwards
+            .with_label_values(&[kind, outcome])
+            .inc();
+        metrics
+            .cluster_forward_seconds
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Answers the requests other nodes forward here, until the cluster connection ends.
@@ -149,38 +156,32 @@ impl SessionService {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
-        let mut requests = match cluster.requests::<Forwarded>().await {
-            Ok(requests) => Box::pin(requests),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot take forwarded requests");
-                return;
-            }
-        };
-        while let Some(inbound) = requests.next().await {
-            let service = self.clone();
-            let cluster = cluster.clone();
-            actix_web::rt::spawn(async move {
-                let sessions = match &inbound.request {
-                    Forwarded::Stop { session_id, reason } => {
-                        match service.live(session_id).await {
-                            Ok(Some(live)) => {
-                                let _ = live.addr.send(Stop(*reason)).await;
-                                1
+        cluster
+            .serve(SESSIONS, move |request: Forwarded| {
+                let service = self.clone();
+                async move {
+                    let sessions = match request {
+                        Forwarded::Stop { session_id, reason } => {
+                            match service.live(&session_id).await {
+                                Ok(Some(live)) => {
+                                    let _ = live.addr.send(Stop(reason)).await;
+                                    1
+                                }
+                                _ => 0,
                             }
-                            _ => 0,
                         }
-                    }
-                    Forwarded::Deliver {
-                        agent_id,
-                        room,
-                        directive,
-                    } => service
-                        .delivered_here(agent_id, room.as_deref(), directive)
-                        .await
-                        .unwrap_or(0),
-                };
-                cluster.answer(inbound, &Taken { sessions }).await;
-            });
-        }
+                        Forwarded::Deliver {
+                            agent_id,
+                            room,
+                            directive,
+                        } => service
+                            .delivered_here(&agent_id, room.as_deref(), &directive)
+                            .await
+                            .unwrap_or(0),
+                    };
+                    Taken { sessions }
+                }
+            })
+            .await;
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod billing;
 pub mod forward;
+pub mod placement;
 pub mod quota;
 pub mod registry;
 pub mod render_pool;

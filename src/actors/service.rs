@@ -42,6 +42,7 @@ pub struct StartRequest {
     pub max_duration_seconds: Option<i64>,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub enum StartMode {
     /// Answer once the room exists and the session is live (or refuse).
     WaitLive,
@@ -143,10 +144,10 @@ impl Drop for ArbiterPool {
 #[derive(Clone)]
 pub struct SessionService {
     pub(super) store: Store,
-    settings: Arc<Settings>,
+    pub(super) settings: Arc<Settings>,
     quota: Addr<Quota>,
     pub(super) registry: Addr<Registry>,
-    render_pool: Addr<RenderPool>,
+    pub(super) render_pool: Addr<RenderPool>,
     pub(super) deps: Arc<SessionDeps>,
     arbiters: Arc<ArbiterPool>,
     /// Permits of the starts being admitted (`sessions.max_pending_starts`).
@@ -193,7 +194,24 @@ impl SessionService {
         Ok(())
     }
 
+    /// Starts a session here, or, with no render slot free here, on another node that has one.
     pub async fn start(&self, req: StartRequest, mode: StartMode) -> Result<Started, StartError> {
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .map(|_| super::placement::PlacedStart::of(&req, mode));
+        match (self.start_here(req, mode).await, elsewhere) {
+            (Err(StartError::NoCapacity), Some(placed)) => self.place_elsewhere(placed).await,
+            (result, _) => result,
+        }
+    }
+
+    /// Starts a session on this node.
+    pub(super) async fn start_here(
+        &self,
+        req: StartRequest,
+        mode: StartMode,
+    ) -> Result<Started, StartError> {
         Self::check_ready(&req.agent)?;
         // Back-pressure: a node already admitting its share says so at once instead of queueing
         // the start behind the others (held until the session is live, or refused).
@@ -404,6 +422,15 @@ impl SessionService {
             })
             .await
             .map_err(|_| SessionsError::Unavailable)
+    }
+
+    /// The other nodes, when this is one of several.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     pub fn arbiters(&self) -> usize {

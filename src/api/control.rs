@@ -12,6 +12,7 @@ use crate::state::AppState;
 use crate::store::entities::session;
 use crate::ws::control::{self, Scope};
 use crate::ws::preview;
+use crate::ws::relay::{self, Remote, TapError};
 
 #[derive(Deserialize)]
 struct TokenQuery {
@@ -82,6 +83,30 @@ async fn live(state: &AppState, row: &session::Model) -> ApiResult<Option<LiveSe
     Ok(state.sessions.live(&row.id).await?)
 }
 
+/// The session's node relays it here, when it runs on another node (`None` when it runs nowhere:
+/// then the row, read again, has the last word). A node that does not answer is 503.
+async fn relayed(
+    state: &AppState,
+    row: &mut session::Model,
+    media: bool,
+) -> ApiResult<Option<(Remote, Option<serde_json::Value>)>> {
+    if row.is_ended() || row.node_id == state.node_id || state.sessions.cluster().is_none() {
+        return Ok(None);
+    }
+    match relay::tap_session(state, &row.node_id, &row.id, media).await {
+        Ok(Some(tapped)) => Ok(Some(tapped)),
+        Ok(None) => {
+            if let Some(fresh) = state.store.session(&row.id).await? {
+                *row = fresh;
+            }
+            Ok(None)
+        }
+        Err(TapError::Unavailable) => Err(ApiError::unavailable(
+            "The node running this session does not answer; try again shortly.",
+        )),
+    }
+}
+
 /// `GET /v1/sessions/{id}/control`: a WebSocket of the session's commands and events.
 #[utoipa::path(get, path = "/v1/sessions/{id}/control", tag = "Control", operation_id = "session_control",
     params(("id" = String, Path, description = "The session's id."),
@@ -95,10 +120,17 @@ pub async fn session(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let row = authorize_session(&req, &state, &path).await?;
+    let mut row = authorize_session(&req, &state, &path).await?;
     let scope = match live(&state, &row).await? {
         Some(live) => Scope::Session(live),
-        None => Scope::Ended(Box::new(row.status())),
+        None => match relayed(&state, &mut row, false).await? {
+            Some((remote, _)) => Scope::Relayed {
+                agent_id: row.agent_id.clone(),
+                room_name: row.room_name.clone(),
+                remote: Box::new(remote),
+            },
+            None => Scope::Ended(Box::new(row.status())),
+        },
     };
     upgrade(control::start(
         scope,
@@ -122,15 +154,21 @@ pub async fn preview(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let row = authorize_session(&req, &state, &path).await?;
-    let tapped = match live(&state, &row).await? {
+    let mut row = authorize_session(&req, &state, &path).await?;
+    let app = state.get_ref().clone();
+    let here = live(&state, &row).await?;
+    if here.is_none() {
+        if let Some((remote, hello)) = relayed(&state, &mut row, true).await? {
+            return upgrade(preview::start_relayed(remote, hello, app, &req, payload));
+        }
+    }
+    let tapped = match here {
         Some(live) => match live.addr.send(MediaTap).await {
             Ok(Ok(streams)) => Some((live, streams)),
             _ => None,
         },
         None => None,
     };
-    let app = state.get_ref().clone();
     upgrade(match tapped {
         Some((live, streams)) => preview::start(live, streams, app, &req, payload),
         None => control::start(Scope::Ended(Box::new(row.status())), app, &req, payload),

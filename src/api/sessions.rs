@@ -34,11 +34,9 @@ fn refusal(e: StartError, retry_after: u64) -> ApiError {
             "Agent `{agent_id}` has no avatar model; generate it again."
         )),
         StartError::AccountGone => ApiError::unauthorized("Account no longer exists."),
-        StartError::NoCapacity => ApiError::too_many(
-            "no_capacity",
-            "Every render slot of this server is busy.",
-            retry_after,
-        ),
+        StartError::NoCapacity => {
+            ApiError::too_many("no_capacity", "Every render slot is busy.", retry_after)
+        }
         StartError::LinkInactive => ApiError::forbidden(
             "link_inactive",
             "This link is no longer active (revoked, expired or used up).",

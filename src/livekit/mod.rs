@@ -23,7 +23,7 @@ pub enum RoomError {
 }
 
 /// The tokens and address a client and the avatar join with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RoomAccess {
     pub url: String,
     pub user_token: String,

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::protocol::{self, Command, FrameError};
+use super::relay::{Frame, Remote};
 use super::{close_reason, next_id, Heartbeat};
 use crate::actors::registry::{LiveSession, Unwatch, WatchAgent};
 use crate::actors::session::messages::{EndReason, Outbound, Subscribe, Unsubscribe};
@@ -21,9 +22,15 @@ use crate::actors::session::{deliver, Directive, Session};
 use crate::domain::events::SessionStatus;
 use crate::state::AppState;
 
-#[derive(Clone)]
 pub enum Scope {
     Session(LiveSession),
+    /// A session another node runs: its events come relayed from there (`super::relay`), its
+    /// commands go there.
+    Relayed {
+        agent_id: String,
+        room_name: String,
+        remote: Box<Remote>,
+    },
     Agent(String),
     /// A session that has already ended: its final status is sent, then the channel closes.
     Ended(Box<SessionStatus>),
@@ -32,7 +39,7 @@ pub enum Scope {
 impl Scope {
     fn channel(&self) -> &'static str {
         match self {
-            Scope::Session(_) | Scope::Ended(_) => "session",
+            Scope::Session(_) | Scope::Relayed { .. } | Scope::Ended(_) => "session",
             Scope::Agent(_) => "agent",
         }
     }
@@ -40,8 +47,20 @@ impl Scope {
 
 type Ack = Pin<Box<dyn std::future::Future<Output = Value>>>;
 
+/// Who a channel's commands go to: the sessions it subscribed to here, or (relayed, or an agent's
+/// channel on one of several nodes) the agent's sessions wherever they run, or one room's.
+#[derive(Clone)]
+enum Targets {
+    Here,
+    Everywhere {
+        agent_id: String,
+        room: Option<String>,
+    },
+}
+
 struct Channel {
-    scope: Scope,
+    scope: &'static str,
+    targets: Targets,
     state: AppState,
     socket: Socket,
     id: u64,
@@ -85,7 +104,7 @@ impl Channel {
     /// Subscribes to `live`'s events; a per-session channel whose session is already gone says so
     /// and closes.
     async fn subscribe(&mut self, live: LiveSession) -> Next {
-        let owns = matches!(self.scope, Scope::Session(_));
+        let owns = self.scope == "session";
         let Some(sender) = self.events.sender() else {
             return Next::Close(None);
         };
@@ -123,7 +142,12 @@ impl Channel {
         let received = Instant::now();
         let kind = command.kind();
         let id = command.id().map(str::to_string);
-        let targets: Vec<Addr<Session>> = self.sessions.values().cloned().collect();
+        let here: Vec<Addr<Session>> = match self.targets {
+            Targets::Here => self.sessions.values().cloned().collect(),
+            Targets::Everywhere { .. } => Vec::new(),
+        };
+        let targets = self.targets.clone();
+        let sessions = self.state.sessions.clone();
         let metrics = self.state.metrics.clone();
         let directive = match command {
             Command::Speak {
@@ -144,7 +168,13 @@ impl Channel {
             }
         };
         Box::pin(async move {
-            let delivered = deliver(targets, &directive).await;
+            let delivered = match targets {
+                Targets::Here => deliver(here, &directive).await,
+                Targets::Everywhere { agent_id, room } => sessions
+                    .deliver_to_agent(&agent_id, room.as_deref(), &directive)
+                    .await
+                    .unwrap_or(0),
+            };
             metrics
                 .fanout_deliveries
                 .with_label_values(&["ws"])
@@ -175,7 +205,7 @@ impl Channel {
                     .ws_frames
                     .with_label_values(&["in", command.kind()])
                     .inc();
-                if let (Command::Stop { id }, Scope::Agent(_)) = (&command, &self.scope) {
+                if let (Command::Stop { id }, "agent") = (&command, self.scope) {
                     let refusal = FrameError {
                         code: "not_allowed",
                         message: "`stop` ends one session: send it on that session's channel."
@@ -232,13 +262,32 @@ impl Channel {
         }
     }
 
+    /// A frame relayed from another node: events as they are, the end as the end.
+    async fn relayed(&mut self, frame: Frame) -> Next {
+        match frame {
+            Frame::Text { kind, text } => {
+                self.state
+                    .metrics
+                    .ws_frames
+                    .with_label_values(&["out", &kind])
+                    .inc();
+                if self.socket.text(text).await.is_err() {
+                    return Next::Close(None);
+                }
+                Next::Continue
+            }
+            Frame::Binary(_) => Next::Continue,
+            Frame::Close(reason) => Next::Close(reason),
+        }
+    }
+
     fn leave(&self) {
         for session in self.sessions.values() {
             session.do_send(Unsubscribe {
                 subscriber: self.id,
             });
         }
-        if let Scope::Agent(_) = self.scope {
+        if self.scope == "agent" {
             self.state.registry.do_send(Unwatch { watcher: self.id });
         }
     }
@@ -260,6 +309,14 @@ pub fn start(
     Ok(response)
 }
 
+/// The next frame a relay brought; never, without one.
+async fn relayed(remote: &mut Option<Box<Remote>>) -> Frame {
+    match remote {
+        Some(remote) => remote.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     scope: Scope,
     state: AppState,
@@ -277,9 +334,25 @@ async fn run(
         Scope::Agent(_) => Events::Strong(events_tx.clone()),
         _ => Events::Weak(events_tx.downgrade()),
     };
+    let targets = match &scope {
+        Scope::Relayed {
+            agent_id,
+            room_name,
+            ..
+        } => Targets::Everywhere {
+            agent_id: agent_id.clone(),
+            room: Some(room_name.clone()),
+        },
+        Scope::Agent(agent_id) if state.sessions.cluster().is_some() => Targets::Everywhere {
+            agent_id: agent_id.clone(),
+            room: None,
+        },
+        _ => Targets::Here,
+    };
     let mut heartbeat = Heartbeat::new(&state.settings.ws);
     let mut channel = Channel {
-        scope: scope.clone(),
+        scope: channel_name,
+        targets,
         id: next_id(),
         socket,
         sessions: HashMap::new(),
@@ -288,15 +361,23 @@ async fn run(
     };
     let (appeared_tx, mut appeared) = mpsc::unbounded_channel();
     let mut acks: FuturesOrdered<Ack> = FuturesOrdered::new();
+    let mut remote = None;
+    let mut watched = None;
+    // A relayed session's events come from its node only: nothing here sends on `inbox`.
+    let events_here = !matches!(scope, Scope::Relayed { .. });
     let mut next = match scope {
         Scope::Session(live) => channel.subscribe(live).await,
+        Scope::Relayed { remote: r, .. } => {
+            remote = Some(r);
+            Next::Continue
+        }
         Scope::Ended(status) => {
             channel.send(protocol::status_frame(&status)).await;
             Next::Close(close_reason(CloseCode::Normal, "session ended"))
         }
         Scope::Agent(agent_id) => {
             let watch = WatchAgent {
-                agent_id,
+                agent_id: agent_id.clone(),
                 watcher: channel.id,
                 appeared: appeared_tx,
             };
@@ -304,6 +385,11 @@ async fn run(
             for session in live {
                 channel.subscribe(session).await;
             }
+            // The agent's sessions on the other nodes, relayed.
+            remote = super::relay::tap_agent(&channel.state, &agent_id)
+                .await
+                .map(Box::new);
+            watched = Some(agent_id);
             Next::Continue
         }
     };
@@ -327,9 +413,16 @@ async fn run(
                 if channel.send(ack).await { Next::Continue } else { Next::Close(None) }
             },
             // Events wait while an ack is owed: a client hears `ack` before what its command caused.
-            outbound = inbox.recv(), if acks.is_empty() => channel.outbound(outbound).await,
+            outbound = inbox.recv(), if acks.is_empty() && events_here => {
+                channel.outbound(outbound).await
+            },
+            frame = relayed(&mut remote), if acks.is_empty() => channel.relayed(frame).await,
             Some(live) = appeared.recv() => channel.subscribe(live).await,
             _ = heartbeat.tick() => {
+                // Nodes that joined since are tapped for the agent's sessions there.
+                if let (Some(remote), Some(agent_id)) = (remote.as_mut(), watched.as_deref()) {
+                    remote.tap_new_nodes(&channel.state, agent_id).await;
+                }
                 if heartbeat.beat(&mut channel.socket, channel_name).await {
                     Next::Continue
                 } else {

@@ -6,6 +6,7 @@
 pub mod control;
 pub mod preview;
 pub mod protocol;
+pub mod relay;
 
 use std::time::{Duration, Instant};
 

@@ -9,15 +9,94 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
+use super::relay::{Frame, Remote};
 use super::{close_reason, next_id, protocol, Heartbeat};
 use crate::actors::registry::LiveSession;
 use crate::actors::session::messages::{MediaStreams, Outbound, Subscribe, Unsubscribe};
 use crate::media::Want;
 use crate::state::AppState;
-use crate::voice::SAMPLE_RATE;
 
-pub const VIDEO: u8 = 0x01;
-pub const AUDIO: u8 = 0x02;
+pub use super::protocol::{audio_message, hello, video_message, AUDIO, VIDEO};
+
+/// What a preview client sent: answered (a pong, or a refusal: the preview takes no commands);
+/// false once the channel should close (`close` says why).
+async fn from_client(
+    message: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+    socket: &mut Socket,
+    close: &mut Option<actix_ws::CloseReason>,
+) -> bool {
+    match message {
+        Some(Ok(AggregatedMessage::Ping(bytes))) => socket.pong(&bytes).await.is_ok(),
+        Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
+            let refusal = json!({"type": "error", "code": "read_only", "message": "The preview channel takes no commands: use /control."});
+            socket.text(refusal.to_string()).await.is_ok()
+        }
+        Some(Ok(AggregatedMessage::Pong(_))) => true,
+        Some(Ok(AggregatedMessage::Close(reason))) => {
+            *close = reason;
+            false
+        }
+        Some(Err(_)) | None => false,
+    }
+}
+
+/// Starts a preview channel on `req` for a session another node runs: its node relays the media
+/// and events (`super::relay`), `hello` first.
+pub fn start_relayed(
+    remote: Remote,
+    hello: Option<serde_json::Value>,
+    state: AppState,
+    req: &actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+) -> Result<actix_web::HttpResponse, actix_web::Error> {
+    let (response, socket, stream) = actix_ws::handle(req, payload)?;
+    let stream = stream
+        .max_frame_size(64 * 1024)
+        .aggregate_continuations()
+        .max_continuation_size(64 * 1024);
+    actix_web::rt::spawn(run_relayed(remote, hello, state, socket, stream));
+    Ok(response)
+}
+
+async fn run_relayed(
+    mut remote: Remote,
+    hello: Option<serde_json::Value>,
+    state: AppState,
+    mut socket: Socket,
+    mut stream: actix_ws::AggregatedMessageStream,
+) {
+    let metrics = state.metrics.clone();
+    metrics.ws_connections.with_label_values(&["preview"]).inc();
+    let mut heartbeat = Heartbeat::new(&state.settings.ws);
+    let mut close = close_reason(CloseCode::Normal, "session ended");
+    let hello = hello.unwrap_or_default().to_string();
+    let mut open = socket.text(hello).await.is_ok();
+    while open {
+        open = tokio::select! {
+            frame = remote.next() => match frame {
+                Frame::Text { text, .. } => socket.text(text).await.is_ok(),
+                Frame::Binary(message) => socket.binary(message).await.is_ok(),
+                Frame::Close(reason) => {
+                    close = reason;
+                    false
+                }
+            },
+            message = stream.next() => {
+                heartbeat.heard();
+                from_client(message, &mut socket, &mut close).await
+            },
+            _ = heartbeat.tick() => {
+                let alive = heartbeat.beat(&mut socket, "preview").await;
+                if !alive {
+                    close = close_reason(CloseCode::Policy, "heartbeat timeout");
+                }
+                alive
+            },
+        };
+    }
+    metrics.ws_connections.with_label_values(&["preview"]).dec();
+    let _ = socket.close(close).await;
+}
 
 /// Starts a preview channel on `req` (the upgrade is already authorised by the caller).
 pub fn start(
@@ -47,16 +126,7 @@ async fn run(
     metrics.ws_connections.with_label_values(&["preview"]).inc();
     // The renderer encodes JPEG for as long as this lives.
     let _jpeg = Want::jpeg(&streams.wants);
-    let video = streams.video.as_ref().map(|v| {
-        json!({"width": v.width, "height": v.height, "mouth_region": v.mouth_region, "fps": v.fps, "device": v.device})
-    });
-    let hello = json!({
-        "type": "preview",
-        "session_id": live.session_id,
-        "video": video,
-        "audio": {"sample_rate": SAMPLE_RATE, "channels": 1, "format": "s16le"},
-        "binary": {"0x01": "jpeg frame", "0x02": "pcm chunk"},
-    });
+    let hello = hello(&live.session_id, &streams);
     let id = next_id();
     let (events_tx, mut inbox) = mpsc::channel(state.settings.ws.mailbox_capacity.max(1));
     // Status and events as text; the preview counts as a present client of its session.
@@ -77,12 +147,7 @@ async fn run(
         open = tokio::select! {
             frame = frames.recv(), if video_on => match frame {
                 Ok(frame) => match &frame.jpeg {
-                    Some(jpeg) => {
-                        let mut message = Vec::with_capacity(jpeg.len() + 1);
-                        message.push(VIDEO);
-                        message.extend_from_slice(jpeg);
-                        socket.binary(message).await.is_ok()
-                    }
+                    Some(jpeg) => socket.binary(video_message(jpeg)).await.is_ok(),
                     // Drawn before this preview's claim reached the renderer.
                     None => true,
                 },
@@ -96,14 +161,7 @@ async fn run(
                 }
             },
             chunk = audio.recv(), if audio_on => match chunk {
-                Ok(chunk) => {
-                    let mut message = Vec::with_capacity(chunk.len() * 2 + 1);
-                    message.push(AUDIO);
-                    for s in chunk.iter() {
-                        message.extend_from_slice(&s.to_le_bytes());
-                    }
-                    socket.binary(message).await.is_ok()
-                }
+                Ok(chunk) => socket.binary(audio_message(&chunk)).await.is_ok(),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics.preview_dropped.with_label_values(&["audio"]).inc_by(n);
                     true
@@ -125,19 +183,7 @@ async fn run(
             },
             message = stream.next() => {
                 heartbeat.heard();
-                match message {
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => socket.pong(&bytes).await.is_ok(),
-                    Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
-                        let refusal = json!({"type": "error", "code": "read_only", "message": "The preview channel takes no commands: use /control."});
-                        socket.text(refusal.to_string()).await.is_ok()
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => true,
-                    Some(Ok(AggregatedMessage::Close(reason))) => {
-                        close = reason;
-                        false
-                    }
-                    Some(Err(_)) | None => false,
-                }
+                from_client(message, &mut socket, &mut close).await
             },
             _ = heartbeat.tick() => {
                 let alive = heartbeat.beat(&mut socket, "preview").await;

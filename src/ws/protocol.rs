@@ -341,6 +341,45 @@ fn speech_source(frame: &mut Value, source: &SpeechSource) {
     }
 }
 
+/// The preview channel's binary messages: a tag byte, then the payload.
+pub const VIDEO: u8 = 0x01;
+pub const AUDIO: u8 = 0x02;
+
+/// A frame as the preview sends it: `0x01` + the JPEG.
+pub fn video_message(jpeg: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(jpeg.len() + 1);
+    message.push(VIDEO);
+    message.extend_from_slice(jpeg);
+    message
+}
+
+/// A chunk of speech as the preview sends it: `0x02` + s16le samples.
+pub fn audio_message(chunk: &[i16]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(chunk.len() * 2 + 1);
+    message.push(AUDIO);
+    for s in chunk {
+        message.extend_from_slice(&s.to_le_bytes());
+    }
+    message
+}
+
+/// What a preview says first: the session and the shapes of its media.
+pub fn hello(
+    session_id: &str,
+    streams: &crate::actors::session::messages::MediaStreams,
+) -> serde_json::Value {
+    let video = streams.video.as_ref().map(|v| {
+        json!({"width": v.width, "height": v.height, "mouth_region": v.mouth_region, "fps": v.fps, "device": v.device})
+    });
+    json!({
+        "type": "preview",
+        "session_id": session_id,
+        "video": video,
+        "audio": {"sample_rate": crate::voice::SAMPLE_RATE, "channels": 1, "format": "s16le"},
+        "binary": {"0x01": "jpeg frame", "0x02": "pcm chunk"},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -240,7 +240,7 @@ async fn a_start_on_a_full_node_is_placed_on_a_node_with_a_free_slot() {
 }
 
 #[actix_web::test]
-async fn racing_starts_on_three_nodes_never_pass_the_concurrency_limit() {
+async fn racing_starts_on_three_nodes_never_pass_a_limit() {
     let all = nodes(3, |_, _| {}).await;
     let acct = all[0].account(4, 10.0, 1000).await;
     let agent = all[0].ready_agent(&acct.key, json!({})).await;
@@ -269,6 +269,47 @@ async fn racing_starts_on_three_nodes_never_pass_the_concurrency_limit() {
         assert_eq!(r.body["data"]["status"], "stopped", "{:?}", r.body);
     }
     assert_eq!(all[0].account_info(&acct.key).await["live_sessions"], 0);
+
+    // A link's use_limit holds the same way: 12 racing link starts over the nodes, 3 win.
+    let acct = all[0].account(50, 10.0, 1000).await;
+    let agent = all[0].ready_agent(&acct.key, json!({})).await;
+    let link = all[0]
+        .post(
+            "/v1/links",
+            &acct.key,
+            json!({"agent_id": agent, "use_limit": 3}),
+        )
+        .await
+        .body["link"]["link_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let starts = (0..12).map(|i| {
+        all[i % 3].post_raw(
+            "/v1/links/start-session",
+            None,
+            json!({"link_id": link}).to_string(),
+        )
+    });
+    let replies = futures_util::future::join_all(starts).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.status == 403 && r.body["error_code"] == "link_inactive")
+        .count();
+    assert_eq!(
+        (ok, refused),
+        (3, 9),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let uses = all[1]
+        .get(&format!("/v1/links/{link}"), &acct.key)
+        .await
+        .body["link"]["uses"]
+        .clone();
+    assert_eq!(uses, 3);
+    assert_eq!(all[2].account_info(&acct.key).await["live_sessions"], 3);
 }
 
 #[actix_web::test]

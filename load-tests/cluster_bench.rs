@@ -65,6 +65,8 @@ async fn main() {
         settings.cluster.nats_url = nats.clone();
         settings.cluster.subject_prefix = format!("bench_{name}");
         settings.sessions.node_lost_after_seconds = lost_after;
+        // Heartbeats (checkpoints) every second, well within the heartbeat timeout.
+        settings.billing.checkpoint_seconds = 1;
         settings.media.onnxruntime = assets.join("libonnxruntime.so").display().to_string();
         settings.media.face_model = assets.join("models/centerface.onnx").display().to_string();
         settings.render.slots_per_device = sessions / nodes + 64;

@@ -18,8 +18,16 @@ use crate::store::now_ms;
 /// Sessions ended per transaction.
 const BATCH: usize = 1_000;
 
+/// How long a session's heartbeat may be silent before its node counts as lost: the setting, but
+/// never under two checkpoints and a second (a live node refreshes it at every checkpoint).
+fn lost_after_seconds(state: &AppState) -> u64 {
+    let settings = &state.settings;
+    let checkpoints = settings.billing.checkpoint_seconds.max(1) * 2 + 1;
+    settings.sessions.node_lost_after_seconds.max(checkpoints)
+}
+
 fn stale_before(state: &AppState) -> i64 {
-    now_ms() - state.settings.sessions.node_lost_after_seconds as i64 * 1000
+    now_ms() - lost_after_seconds(state) as i64 * 1000
 }
 
 /// At start: this node's unfinished sessions (a crash, a kill) and stale ones of any node end with
@@ -38,8 +46,7 @@ pub async fn reconcile(state: &AppState) {
 /// While serving: every quarter of the heartbeat timeout, the sessions of lost nodes end with
 /// `node_lost`.
 pub async fn watch_nodes(state: AppState) {
-    let every =
-        Duration::from_millis((state.settings.sessions.node_lost_after_seconds * 250).max(250));
+    let every = Duration::from_millis((lost_after_seconds(&state) * 250).max(250));
     loop {
         tokio::time::sleep(every).await;
         match state

@@ -35,6 +35,7 @@ async fn a_lost_nodes_sessions_are_ended_once_by_another() {
     let sink = WebhookSink::start().await;
     let b = spawn_app_with(Db::Postgres, |s| {
         s.sessions.node_lost_after_seconds = LOST_AFTER;
+        s.billing.checkpoint_seconds = 1;
         s.server.node_id = "node_b".into();
     })
     .await;
@@ -42,6 +43,7 @@ async fn a_lost_nodes_sessions_are_ended_once_by_another() {
     let dir = b.state.settings.server.data_dir.clone();
     let c = spawn_app_with(Db::Postgres, |s| {
         s.sessions.node_lost_after_seconds = LOST_AFTER;
+        s.billing.checkpoint_seconds = 1;
         s.server.node_id = "node_c".into();
         s.database.url = url.clone();
         s.server.data_dir = dir.clone();

@@ -158,9 +158,9 @@ impl Store {
 }
 
 /// Raises each session's `billed_seconds` to its line's total (never lowers it, never touches an
-/// ended session), and answers what each gained: session → (account, seconds).
-/// Raises each line's session total where it grew; returns the gains, and the lines whose session
-/// is already ended (nothing is billed for those).
+/// ended session) and refreshes the heartbeat of every one not ended, grown or not (the other
+/// nodes take a session whose heartbeat went stale for lost). Answers what each gained: session →
+/// (account, seconds), and the lines whose session is already ended (nothing is billed for those).
 async fn raise_totals(
     db: &impl ConnectionTrait,
     lines: &[BillLine],
@@ -192,25 +192,26 @@ async fn raise_totals(
                     .is_some_and(|b| l.total_seconds > *b)
             })
             .collect();
-        if grow.is_empty() {
+        if before.is_empty() {
             continue;
         }
-        let mut total = CaseStatement::new();
-        for l in &grow {
-            total = total.case(
-                Expr::col(session::Column::Id).eq(l.session_id.as_str()),
-                Expr::val(l.total_seconds),
-            );
-        }
-        let total = total.finally(Expr::col(session::Column::BilledSeconds));
-        let ids: Vec<&str> = grow.iter().map(|l| l.session_id.as_str()).collect();
-        let update = Query::update()
+        let mut update = Query::update();
+        update
             .table(session::Entity)
-            .value(session::Column::BilledSeconds, total)
             .value(session::Column::HeartbeatAt, now_ms())
-            .and_where(Expr::col(session::Column::Id).is_in(ids))
-            .and_where(Expr::col(session::Column::EndedAt).is_null())
-            .to_owned();
+            .and_where(Expr::col(session::Column::Id).is_in(before.keys().map(String::as_str)))
+            .and_where(Expr::col(session::Column::EndedAt).is_null());
+        if !grow.is_empty() {
+            let mut total = CaseStatement::new();
+            for l in &grow {
+                total = total.case(
+                    Expr::col(session::Column::Id).eq(l.session_id.as_str()),
+                    Expr::val(l.total_seconds),
+                );
+            }
+            let total = total.finally(Expr::col(session::Column::BilledSeconds));
+            update.value(session::Column::BilledSeconds, total);
+        }
         db.execute(&update).await?;
         for l in grow {
             let was = before[&l.session_id];

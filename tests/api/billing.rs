@@ -286,7 +286,39 @@ async fn a_busy_node_refuses_starts_at_once_and_holds_nothing(db: Db) {
     );
 }
 
+/// A checkpoint refreshes the heartbeat of every live session it settles, its total grown or not:
+/// a live session whose billed seconds did not grow at one checkpoint is not taken for lost.
+async fn every_checkpoint_refreshes_every_heartbeat(db: Db) {
+    use avatar_supervisor::store::billing::BillLine;
+    let app = spawn_app(db).await;
+    let acct = app.account(2, 10.0, 1000).await;
+    let agent = app.ready_agent(&acct.key, json!({})).await;
+    let id = app.started_session(&acct.key, &agent).await;
+    let row = app.state.store.session(&id).await.unwrap().unwrap();
+    let line = BillLine {
+        session_id: id.clone(),
+        account_id: row.account_id.clone(),
+        total_seconds: row.billed_seconds,
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let settled = app.state.store.settle(&[line]).await.unwrap();
+    assert!(settled.debited.is_empty(), "nothing grew: {settled:?}");
+    let after = app.state.store.session(&id).await.unwrap().unwrap();
+    assert_eq!(after.billed_seconds, row.billed_seconds);
+    assert!(
+        after.heartbeat_at > row.heartbeat_at,
+        "{:?} then {:?}",
+        row.heartbeat_at,
+        after.heartbeat_at
+    );
+    let r = app
+        .post(&format!("/v1/sessions/{id}/stop"), &acct.key, json!({}))
+        .await;
+    assert_eq!(r.body["data"]["status"], "stopped", "{:?}", r.body);
+}
+
 on_both_databases!(
+    every_checkpoint_refreshes_every_heartbeat,
     a_busy_node_refuses_starts_at_once_and_holds_nothing,
     billing_is_exact_for_sessions_of_known_length,
     counters_agree_after_racing_starts_and_stops,

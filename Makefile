@@ -30,7 +30,8 @@ bench-media: setup
 bench-sessions: setup
 	cargo run --release --locked --example session_bench -- --assets $(SETUP) $(ARGS)
 
-# Three nodes on one PostgreSQL and the local NATS: forwarded control round trips and fan-out.
+# Three nodes on one PostgreSQL and the local NATS: forwarded control round trips, fan-out, and the
+# failover time of a fourth node (the release binary) killed with -9.
 bench-cluster: setup
 	cargo build --release --locked --bin avatar-supervisor --example cluster_bench
 	target/release/examples/cluster_bench --assets $(SETUP) $(ARGS)

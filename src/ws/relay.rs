@@ -9,7 +9,7 @@
 //! falls silent (the session's node is gone).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason};
@@ -75,6 +75,7 @@ pub struct Remote {
     inbox: String,
     /// A tapped session's channel closes when its relay is silent this long (no ping, no frame).
     silence: Option<Duration>,
+    last_heard: Instant,
     /// The nodes an agent's channel has tapped.
     tapped: HashSet<String>,
 }
@@ -92,6 +93,7 @@ impl Remote {
             cluster: cluster.clone(),
             inbox,
             silence: None,
+            last_heard: Instant::now(),
             tapped: HashSet::new(),
         })
     }
@@ -99,18 +101,23 @@ impl Remote {
     /// The next frame; pings are answered on the way.
     pub async fn next(&mut self) -> Frame {
         loop {
+            // Counted from the last message heard, however often this is polled anew.
             let message = match self.silence {
-                Some(silence) => match tokio::time::timeout(silence, self.messages.next()).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        return Frame::Close(close_reason(CloseCode::Away, "node unavailable"))
+                Some(silence) => {
+                    let left = silence.saturating_sub(self.last_heard.elapsed());
+                    match tokio::time::timeout(left, self.messages.next()).await {
+                        Ok(message) => message,
+                        Err(_) => {
+                            return Frame::Close(close_reason(CloseCode::Away, "node unavailable"))
+                        }
                     }
-                },
+                }
                 None => self.messages.next().await,
             };
             let Some(message) = message else {
                 return Frame::Close(close_reason(CloseCode::Away, "node unavailable"));
             };
+            self.last_heard = Instant::now();
             if message.reply.is_some() {
                 self.cluster.reply(&message).await;
                 continue;

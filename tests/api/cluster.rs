@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const NATS: &str = "nats://127.0.0.1:4222";
+pub(crate) const NATS: &str = "nats://127.0.0.1:4222";
 
 /// `n` nodes sharing a database, a master key and NATS, `tweak`ed by index. Node ids and the
 /// subject prefix are unique to the call (tests run in parallel against one NATS server), so each

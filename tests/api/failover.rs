@@ -158,3 +158,71 @@ async fn a_lost_nodes_sessions_are_ended_once_by_another() {
     a.kill().unwrap();
     let _ = a.wait();
 }
+
+/// A channel on one node relaying a session of another (the real binary, on the same database and
+/// NATS) closes with 1001 when that node falls silent (frozen: no pings, no frames).
+#[actix_web::test]
+async fn a_relayed_channel_closes_when_the_sessions_node_falls_silent() {
+    let run = avatar_supervisor::domain::ids::random_token(8);
+    let prefix = format!("avs_test_{run}");
+    let b = spawn_app_with(Db::Postgres, |s| {
+        s.cluster.nats_url = crate::cluster::NATS.into();
+        s.cluster.subject_prefix = prefix.clone();
+        s.cluster.advertise_interval_ms = 200;
+        s.server.node_id = format!("node_b_{run}");
+        // The channel's loop wakes more often than the relay's silence lasts: the silence is
+        // counted from the last message, not from the last wake.
+        s.ws.heartbeat_interval_ms = 300;
+    })
+    .await;
+    let url = b.state.settings.database.url.clone();
+    let dir = b.state.settings.server.data_dir.clone();
+    let acct = b.account(2, 10.0, 1000).await;
+    let agent = b.ready_agent(&acct.key, json!({})).await;
+    let mut command = serve_command(&dir, &["--database-url", &url]);
+    command
+        .env("AVS_SERVER__NODE_ID", format!("node_a_{run}"))
+        .env("AVS_CLUSTER__NATS_URL", crate::cluster::NATS)
+        .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
+        .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200");
+    let (mut a, a_base) = spawn_serve(command);
+    let started = reply(
+        b.client
+            .post(format!("{a_base}/v1/sessions"))
+            .header("x-api-key", &acct.key)
+            .json(&json!({"agent_id": agent}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(started.status, 200, "{:?}", started.body);
+    let id = started.body["session_id"].as_str().unwrap().to_string();
+
+    let mut ws =
+        crate::control::connect(&b, &format!("/v1/sessions/{id}/control"), Some(&acct.key))
+            .await
+            .unwrap();
+    let status = ws.next().await;
+    assert_eq!(status["state"], "live", "A's session, relayed: {status}");
+    ws.send(json!({"type": "add_context", "id": "c", "text": "Across processes."}))
+        .await;
+    let (ack, _) = ws.until("ack").await;
+    assert_eq!(ack["delivered_to"], 1, "{ack}");
+
+    signal(a.id(), "-STOP");
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let frame = ws.next().await;
+            if frame["type"] == "__closed" {
+                break frame;
+            }
+        }
+    })
+    .await;
+    signal(a.id(), "-CONT");
+    a.kill().unwrap();
+    let _ = a.wait();
+    let closed = closed.expect("the channel closes within 15 s of its node falling silent");
+    assert_eq!(closed["code"], 1001, "{closed}");
+}

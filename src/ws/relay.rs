@@ -9,7 +9,7 @@
 //! falls silent (the session's node is gone).
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason};
@@ -68,14 +68,13 @@ pub enum Frame {
     Close(Option<CloseReason>),
 }
 
-/// What another node relays to a channel here.
+/// What another node relays to a channel here. A task of its own reads the relay: it answers the
+/// relay's pings at once (whatever the channel is busy with), and hands the frames over through a
+/// bounded queue the channel drains.
 pub struct Remote {
-    messages: Box<dyn Stream<Item = async_nats::Message> + Send + Unpin>,
+    frames: mpsc::Receiver<Frame>,
     cluster: Cluster,
     inbox: String,
-    /// A tapped session's channel closes when its relay is silent this long (no ping, no frame).
-    silence: Option<Duration>,
-    last_heard: Instant,
     /// The nodes an agent's channel has tapped.
     tapped: HashSet<String>,
 }
@@ -84,64 +83,30 @@ fn ping_interval(state: &AppState) -> Duration {
     Duration::from_millis(state.settings.cluster.advertise_interval_ms.max(1))
 }
 
+fn node_unavailable() -> Frame {
+    Frame::Close(close_reason(CloseCode::Away, "node unavailable"))
+}
+
 impl Remote {
-    async fn open(cluster: &Cluster) -> Option<Self> {
+    /// Listens on a fresh inbox; with `silence`, the channel is closed when nothing (no ping, no
+    /// frame) came for that long.
+    async fn open(state: &AppState, silence: Option<Duration>) -> Option<Self> {
+        let cluster = state.sessions.cluster()?;
         let inbox = cluster.new_inbox();
         let messages = cluster.subscribe(inbox.clone()).await.ok()?;
+        let (tx, frames) = mpsc::channel(state.settings.ws.mailbox_capacity.max(1));
+        actix_web::rt::spawn(read(messages, cluster.clone(), tx, silence));
         Some(Self {
-            messages: Box::new(messages),
+            frames,
             cluster: cluster.clone(),
             inbox,
-            silence: None,
-            last_heard: Instant::now(),
             tapped: HashSet::new(),
         })
     }
 
-    /// The next frame; pings are answered on the way.
+    /// The next frame.
     pub async fn next(&mut self) -> Frame {
-        loop {
-            // Counted from the last message heard, however often this is polled anew.
-            let message = match self.silence {
-                Some(silence) => {
-                    let left = silence.saturating_sub(self.last_heard.elapsed());
-                    match tokio::time::timeout(left, self.messages.next()).await {
-                        Ok(message) => message,
-                        Err(_) => {
-                            return Frame::Close(close_reason(CloseCode::Away, "node unavailable"))
-                        }
-                    }
-                }
-                None => self.messages.next().await,
-            };
-            let Some(message) = message else {
-                return Frame::Close(close_reason(CloseCode::Away, "node unavailable"));
-            };
-            self.last_heard = Instant::now();
-            if message.reply.is_some() {
-                self.cluster.reply(&message).await;
-                continue;
-            }
-            let (kind, body) = match message.payload.split_first() {
-                Some((kind, body)) => (*kind, body),
-                None => continue,
-            };
-            return match kind {
-                TEXT => {
-                    // `kind` + b'\n' + the frame.
-                    let text = String::from_utf8_lossy(body);
-                    let (kind, text) = text.split_once('\n').unwrap_or(("unknown", &text));
-                    Frame::Text {
-                        kind: kind.to_string(),
-                        text: text.to_string(),
-                    }
-                }
-                BINARY => Frame::Binary(body.to_vec()),
-                ENDED => Frame::Close(close_reason(CloseCode::Normal, "session ended")),
-                TOO_SLOW => Frame::Close(close_reason(CloseCode::Policy, "too slow")),
-                _ => continue,
-            };
-        }
+        self.frames.recv().await.unwrap_or_else(node_unavailable)
     }
 
     /// Taps, for an agent's channel, every node heard from that it has not tapped yet.
@@ -168,6 +133,70 @@ impl Remote {
     }
 }
 
+/// Reads a relay until the channel is gone: pings answered, frames queued. A channel that does not
+/// drain its queue is closed as too slow (preview media is skipped instead, as live media is).
+async fn read(
+    mut messages: impl Stream<Item = async_nats::Message> + Unpin,
+    cluster: Cluster,
+    frames: mpsc::Sender<Frame>,
+    silence: Option<Duration>,
+) {
+    loop {
+        let message = tokio::select! {
+            message = messages.next() => message,
+            _ = tokio::time::sleep(silence.unwrap_or(Duration::from_secs(86_400))), if silence.is_some() => {
+                let _ = frames.try_send(node_unavailable());
+                return;
+            }
+            _ = frames.closed() => return,
+        };
+        let Some(message) = message else {
+            let _ = frames.try_send(node_unavailable());
+            return;
+        };
+        if message.reply.is_some() {
+            cluster.reply(&message).await;
+            continue;
+        }
+        let Some(frame) = decode(&message.payload) else {
+            continue;
+        };
+        let media = matches!(frame, Frame::Binary(_));
+        match frames.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) if media => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The channel takes its queued frames first, then this end.
+                let _ = frames
+                    .send(Frame::Close(close_reason(CloseCode::Policy, "too slow")))
+                    .await;
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// A relayed message as a frame for the socket (`None`: not one this node knows).
+fn decode(payload: &[u8]) -> Option<Frame> {
+    let (kind, body) = payload.split_first()?;
+    Some(match *kind {
+        TEXT => {
+            // `kind` + b'\n' + the frame.
+            let text = String::from_utf8_lossy(body);
+            let (kind, text) = text.split_once('\n').unwrap_or(("unknown", &text));
+            Frame::Text {
+                kind: kind.to_string(),
+                text: text.to_string(),
+            }
+        }
+        BINARY => Frame::Binary(body.to_vec()),
+        ENDED => Frame::Close(close_reason(CloseCode::Normal, "session ended")),
+        TOO_SLOW => Frame::Close(close_reason(CloseCode::Policy, "too slow")),
+        _ => return None,
+    })
+}
+
 /// Why a session's node could not be tapped.
 #[derive(Debug)]
 pub enum TapError {
@@ -184,7 +213,10 @@ pub async fn tap_session(
     media: bool,
 ) -> Result<Option<(Remote, Option<Value>)>, TapError> {
     let cluster = state.sessions.cluster().ok_or(TapError::Unavailable)?;
-    let mut remote = Remote::open(cluster).await.ok_or(TapError::Unavailable)?;
+    let silence = ping_interval(state) * 3 + cluster.timeout();
+    let remote = Remote::open(state, Some(silence))
+        .await
+        .ok_or(TapError::Unavailable)?;
     let tap = Tap::Session {
         session_id: session_id.to_string(),
         inbox: remote.inbox.clone(),
@@ -197,13 +229,12 @@ pub async fn tap_session(
     if !tapped.live {
         return Ok(None);
     }
-    remote.silence = Some(ping_interval(state) * 3 + cluster.timeout());
     Ok(Some((remote, tapped.hello)))
 }
 
 /// Taps every other node for the agent's sessions there; `None` without a cluster.
 pub async fn tap_agent(state: &AppState, agent_id: &str) -> Option<Remote> {
-    let mut remote = Remote::open(state.sessions.cluster()?).await?;
+    let mut remote = Remote::open(state, None).await?;
     remote.tap_new_nodes(state, agent_id).await;
     Some(remote)
 }

@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::billing::Billing;
 use crate::actors::quota::Quota;
-use crate::actors::registry::{Drain, Registry};
+use crate::actors::registry::Registry;
 use crate::actors::render_pool::RenderPool;
 use crate::actors::service::SessionService;
 use crate::actors::session::SessionDeps;
@@ -296,7 +296,7 @@ impl Application {
         shutdown_signal().await;
         tracing::info!("shutting down: draining sessions");
         let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
-        let _ = state.registry.send(Drain { grace }).await;
+        state.sessions.drain(grace).await;
         handle.stop(true).await;
         let _ = server.await;
         Ok(())

@@ -4,6 +4,7 @@
 //! conditional write in the shared database, so racing starts on any nodes never pass a limit).
 //! A start is refused `no_capacity` only when no node admits it for want of a slot.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -150,14 +151,18 @@ impl SessionService {
         Duration::from_millis(self.settings.cluster.advertise_interval_ms.max(1) * 3)
     }
 
-    /// What this node advertises: its free render slots (on devices alive) and live sessions.
+    /// What this node advertises: its free render slots (on devices alive; none once it drains)
+    /// and live sessions.
     pub async fn advert(&self) -> Advert {
         let devices = self.render_pool.send(PoolStatus).await.unwrap_or_default();
-        let free_slots = devices
-            .iter()
-            .filter(|d| d.alive)
-            .map(|d| d.slots.saturating_sub(d.in_use))
-            .sum();
+        let free_slots = match self.draining.load(Ordering::Acquire) {
+            true => 0,
+            false => devices
+                .iter()
+                .filter(|d| d.alive)
+                .map(|d| d.slots.saturating_sub(d.in_use))
+                .sum(),
+        };
         let live_sessions = self.registry.send(LiveCount).await.unwrap_or(0);
         Advert {
             node_id: self.node_id.clone(),

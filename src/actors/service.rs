@@ -4,14 +4,14 @@
 //! it can fail, answering a typed [`StartError`]; the HTTP boundary only maps that to its dialect's
 //! error spelling.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde_json::Value;
 
 use super::quota::{Admit, Quota};
-use super::registry::{AgentSessions, Lookup, LookupRoom, Register, Registry};
+use super::registry::{AgentSessions, Drain, Lookup, LookupRoom, Register, Registry};
 use super::render_pool::{Acquire, Release, RenderError, RenderPool, SlotLease};
 use super::session::messages::{AwaitLive, EndReason, LiveSession, SessionError};
 use super::session::{Session, SessionAgent, SessionDeps};
@@ -155,6 +155,8 @@ pub struct SessionService {
     pub(super) node_id: String,
     /// The other nodes, when this is one of several (`cluster.nats_url`).
     pub(super) cluster: Option<Cluster>,
+    /// Set once this node leaves (SIGTERM): it starts nothing more, and places starts elsewhere.
+    pub(super) draining: Arc<AtomicBool>,
 }
 
 impl SessionService {
@@ -177,7 +179,15 @@ impl SessionService {
             pending: Arc::new(pending),
             node_id,
             cluster,
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// This node leaves: no start is admitted here any more (each is placed on another node, or
+    /// refused `no_capacity`), and its sessions end with `shutdown`, waiting at most `grace`.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        self.draining.store(true, Ordering::Release);
+        let _ = self.registry.send(Drain { grace }).await;
     }
 
     /// The agent must be ready, with the avatar generation made.
@@ -213,6 +223,9 @@ impl SessionService {
         mode: StartMode,
     ) -> Result<Started, StartError> {
         Self::check_ready(&req.agent)?;
+        if self.draining.load(Ordering::Acquire) {
+            return Err(StartError::NoCapacity);
+        }
         // Back-pressure: a node already admitting its share says so at once instead of queueing
         // the start behind the others (held until the session is live, or refused).
         let Ok(_permit) = self.pending.clone().try_acquire_owned() else {

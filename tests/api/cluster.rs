@@ -419,7 +419,6 @@ async fn a_channel_to_a_node_that_does_not_answer_is_refused_503() {
 
 #[actix_web::test]
 async fn a_node_that_leaves_drains_its_sessions_while_the_others_serve() {
-    use avatar_supervisor::actors::registry::Drain;
     let sink = crate::support::webhook_sink::WebhookSink::start().await;
     let (a, b) = two_nodes().await;
     let acct = a.account(6, 10.0, 1000).await;
@@ -433,13 +432,7 @@ async fn a_node_that_leaves_drains_its_sessions_while_the_others_serve() {
     let on_b = b.started_session(&acct.key, &agent).await;
 
     // A leaves as on SIGTERM: its sessions end with `shutdown`; B's goes on.
-    a.state
-        .registry
-        .send(Drain {
-            grace: Duration::from_secs(10),
-        })
-        .await
-        .unwrap();
+    a.state.sessions.drain(Duration::from_secs(10)).await;
     for id in &on_a {
         let row = b.get(&format!("/v1/sessions/{id}"), &acct.key).await.body["data"].clone();
         assert_eq!(row["status"], "stopped", "{row}");
@@ -449,8 +442,13 @@ async fn a_node_that_leaves_drains_its_sessions_while_the_others_serve() {
     assert_eq!(row["status"], "live", "{row}");
     assert_eq!(b.account_info(&acct.key).await["live_sessions"], 1);
 
-    // B still starts, steers and stops sessions.
+    // B still starts, steers and stops sessions; a start that reaches A while it leaves is
+    // placed on B.
     let more = b.started_session(&acct.key, &agent).await;
+    let r = a.start_session(&acct.key, &agent).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let placed = r.body["session_id"].as_str().unwrap().to_string();
+    assert_eq!(node_of(&b, &placed).await, b.state.node_id);
     let r = b
         .post(
             &format!("/v1/agent/{agent}/speak"),
@@ -458,8 +456,8 @@ async fn a_node_that_leaves_drains_its_sessions_while_the_others_serve() {
             json!({"message": "Still serving."}),
         )
         .await;
-    assert_eq!(r.body["delivered_to_rooms"], 2, "{:?}", r.body);
-    for id in [&on_b, &more] {
+    assert_eq!(r.body["delivered_to_rooms"], 3, "{:?}", r.body);
+    for id in [&on_b, &more, &placed] {
         let r = b
             .post(&format!("/v1/sessions/{id}/stop"), &acct.key, json!({}))
             .await;
@@ -479,9 +477,9 @@ async fn a_node_that_leaves_drains_its_sessions_while_the_others_serve() {
             })
             .collect::<Vec<_>>()
     };
-    let ended = eventually(Duration::from_secs(10), || async { stopped().len() >= 4 }).await;
+    let ended = eventually(Duration::from_secs(10), || async { stopped().len() >= 5 }).await;
     assert!(ended, "{:?}", sink.received());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ids: std::collections::HashSet<String> = stopped().into_iter().collect();
-    assert_eq!((ids.len(), stopped().len()), (4, 4), "each once");
+    assert_eq!((ids.len(), stopped().len()), (5, 5), "each once");
 }

@@ -40,6 +40,39 @@ async fn from_client(
     }
 }
 
+/// The upgrade of `req` to a preview channel: the client sends little (pings, a close).
+fn upgrade(
+    req: &actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+) -> Result<
+    (
+        actix_web::HttpResponse,
+        Socket,
+        actix_ws::AggregatedMessageStream,
+    ),
+    actix_web::Error,
+> {
+    let (response, socket, stream) = actix_ws::handle(req, payload)?;
+    let stream = stream
+        .max_frame_size(64 * 1024)
+        .aggregate_continuations()
+        .max_continuation_size(64 * 1024);
+    Ok((response, socket, stream))
+}
+
+/// Pings the client; false (and `close` says why) once it has been silent too long.
+async fn beat(
+    heartbeat: &Heartbeat,
+    socket: &mut Socket,
+    close: &mut Option<actix_ws::CloseReason>,
+) -> bool {
+    let alive = heartbeat.beat(socket, "preview").await;
+    if !alive {
+        *close = close_reason(CloseCode::Policy, "heartbeat timeout");
+    }
+    alive
+}
+
 /// Starts a preview channel on `req` for a session another node runs: its node relays the media
 /// and events (`super::relay`), `hello` first.
 pub fn start_relayed(
@@ -49,11 +82,7 @@ pub fn start_relayed(
     req: &actix_web::HttpRequest,
     payload: actix_web::web::Payload,
 ) -> Result<actix_web::HttpResponse, actix_web::Error> {
-    let (response, socket, stream) = actix_ws::handle(req, payload)?;
-    let stream = stream
-        .max_frame_size(64 * 1024)
-        .aggregate_continuations()
-        .max_continuation_size(64 * 1024);
+    let (response, socket, stream) = upgrade(req, payload)?;
     actix_web::rt::spawn(run_relayed(remote, hello, state, socket, stream));
     Ok(response)
 }
@@ -85,13 +114,7 @@ async fn run_relayed(
                 heartbeat.heard();
                 from_client(message, &mut socket, &mut close).await
             },
-            _ = heartbeat.tick() => {
-                let alive = heartbeat.beat(&mut socket, "preview").await;
-                if !alive {
-                    close = close_reason(CloseCode::Policy, "heartbeat timeout");
-                }
-                alive
-            },
+            _ = heartbeat.tick() => beat(&heartbeat, &mut socket, &mut close).await,
         };
     }
     metrics.ws_connections.with_label_values(&["preview"]).dec();
@@ -106,11 +129,7 @@ pub fn start(
     req: &actix_web::HttpRequest,
     payload: actix_web::web::Payload,
 ) -> Result<actix_web::HttpResponse, actix_web::Error> {
-    let (response, socket, stream) = actix_ws::handle(req, payload)?;
-    let stream = stream
-        .max_frame_size(64 * 1024)
-        .aggregate_continuations()
-        .max_continuation_size(64 * 1024);
+    let (response, socket, stream) = upgrade(req, payload)?;
     actix_web::rt::spawn(run(live, streams, state, socket, stream));
     Ok(response)
 }
@@ -185,13 +204,7 @@ async fn run(
                 heartbeat.heard();
                 from_client(message, &mut socket, &mut close).await
             },
-            _ = heartbeat.tick() => {
-                let alive = heartbeat.beat(&mut socket, "preview").await;
-                if !alive {
-                    close = close_reason(CloseCode::Policy, "heartbeat timeout");
-                }
-                alive
-            },
+            _ = heartbeat.tick() => beat(&heartbeat, &mut socket, &mut close).await,
         };
     }
     metrics.ws_connections.with_label_values(&["preview"]).dec();

@@ -57,6 +57,19 @@ async fn node_of(app: &TestApp, id: &str) -> String {
     app.state.store.session(id).await.unwrap().unwrap().node_id
 }
 
+/// Rewrites which node session `id`'s row says runs it.
+async fn set_node(app: &TestApp, id: &str, node: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(app.state.settings.database.url.as_str())
+        .await
+        .unwrap();
+    db.execute_unprepared(&format!(
+        "UPDATE sessions SET node_id = '{node}' WHERE id = '{id}'"
+    ))
+    .await
+    .unwrap();
+}
+
 fn metric_line<'a>(metrics: &'a str, start: &str) -> Option<&'a str> {
     metrics.lines().find(|l| l.starts_with(start))
 }
@@ -135,15 +148,7 @@ async fn a_stop_for_a_node_that_does_not_answer_is_503_and_changes_nothing() {
     let agent = a.ready_agent(&acct.key, json!({})).await;
     let id = a.started_session(&acct.key, &agent).await;
     // The row says another node runs it, one nobody answers for.
-    let db = sea_orm::Database::connect(a.state.settings.database.url.as_str())
-        .await
-        .unwrap();
-    use sea_orm::ConnectionTrait;
-    db.execute_unprepared(&format!(
-        "UPDATE sessions SET node_id = 'node_gone' WHERE id = '{id}'"
-    ))
-    .await
-    .unwrap();
+    set_node(&a, &id, "node_gone").await;
     let r = b
         .post(&format!("/v1/sessions/{id}/stop"), &acct.key, json!({}))
         .await;
@@ -393,24 +398,11 @@ async fn a_channel_to_a_node_that_does_not_answer_is_refused_503() {
     let acct = a.account(2, 10.0, 1000).await;
     let agent = a.ready_agent(&acct.key, json!({})).await;
     let id = a.started_session(&acct.key, &agent).await;
-    let db = sea_orm::Database::connect(a.state.settings.database.url.as_str())
-        .await
-        .unwrap();
-    use sea_orm::ConnectionTrait;
-    db.execute_unprepared(&format!(
-        "UPDATE sessions SET node_id = 'node_gone' WHERE id = '{id}'"
-    ))
-    .await
-    .unwrap();
+    set_node(&a, &id, "node_gone").await;
     let refused =
         crate::control::connect(&b, &format!("/v1/sessions/{id}/control"), Some(&acct.key)).await;
     assert_eq!(refused.err(), Some(503));
-    db.execute_unprepared(&format!(
-        "UPDATE sessions SET node_id = '{}' WHERE id = '{id}'",
-        a.state.node_id
-    ))
-    .await
-    .unwrap();
+    set_node(&a, &id, &a.state.node_id).await;
     let r = b
         .post(&format!("/v1/sessions/{id}/stop"), &acct.key, json!({}))
         .await;

@@ -21,6 +21,22 @@ fn signal(pid: u32, which: &str) {
     assert!(ok, "kill {which} {pid}");
 }
 
+/// Starts a session on the node at `base` (the real binary) through `app`'s client; its id.
+async fn start_on(app: &TestApp, base: &str, key: &str, agent: &str) -> String {
+    let started = reply(
+        app.client
+            .post(format!("{base}/v1/sessions"))
+            .header("x-api-key", key)
+            .json(&json!({"agent_id": agent}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(started.status, 200, "{:?}", started.body);
+    started.body["session_id"].as_str().unwrap().to_string()
+}
+
 fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -64,18 +80,7 @@ async fn a_lost_nodes_sessions_are_ended_once_by_another() {
             LOST_AFTER.to_string(),
         );
     let (mut a, a_base) = spawn_serve(command);
-    let started = reply(
-        b.client
-            .post(format!("{a_base}/v1/sessions"))
-            .header("x-api-key", &acct.key)
-            .json(&json!({"agent_id": agent}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(started.status, 200, "{:?}", started.body);
-    let id = started.body["session_id"].as_str().unwrap().to_string();
+    let id = start_on(&b, &a_base, &acct.key, &agent).await;
     let row = b.get(&format!("/v1/sessions/{id}"), &acct.key).await.body["data"].clone();
     assert_eq!(row["status"], "live");
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -186,18 +191,7 @@ async fn a_relayed_channel_closes_when_the_sessions_node_falls_silent() {
         .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
         .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200");
     let (mut a, a_base) = spawn_serve(command);
-    let started = reply(
-        b.client
-            .post(format!("{a_base}/v1/sessions"))
-            .header("x-api-key", &acct.key)
-            .json(&json!({"agent_id": agent}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(started.status, 200, "{:?}", started.body);
-    let id = started.body["session_id"].as_str().unwrap().to_string();
+    let id = start_on(&b, &a_base, &acct.key, &agent).await;
 
     let mut ws =
         crate::control::connect(&b, &format!("/v1/sessions/{id}/control"), Some(&acct.key))

@@ -1,116 +1,13 @@
 //! One `Metrics` over its own Prometheus registry (no globals: several apps can share a process).
 
-use std::sync::{Arc, OnceLock};
-
 use prometheus::{
     Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// The local room's media engine, read at every scrape (it counts in atomics of its own).
-#[derive(Clone)]
-struct RtcMetrics {
-    server: Arc<OnceLock<avs_rtc::RtcServer>>,
-    sessions: IntGauge,
-    viewers: IntGauge,
-    connections: IntCounterVec,
-    packets: IntCounterVec,
-    bytes: IntCounterVec,
-    keyframe_requests: IntCounter,
-    frames_encoded: IntCounter,
-    frames_dropped: IntCounterVec,
-    encode_seconds: Counter,
-    microphone_seconds: Counter,
-}
+mod rtc;
 
-/// Brings a counter up to a total kept elsewhere (totals only grow).
-fn catch_up(counter: &IntCounter, total: u64) {
-    counter.inc_by(total.saturating_sub(counter.get()));
-}
-
-fn catch_up_f64(counter: &Counter, total: f64) {
-    let delta = total - counter.get();
-    if delta > 0.0 {
-        counter.inc_by(delta);
-    }
-}
-
-impl RtcMetrics {
-    fn new(r: &Reg) -> Self {
-        Self {
-            server: Arc::new(OnceLock::new()),
-            sessions: r.gauge(RTC_SESSIONS, "Sessions with a local-room media session"),
-            viewers: r.gauge(RTC_VIEWERS, "Browser viewers of local-room sessions"),
-            connections: r.counters(
-                RTC_CONNECTIONS_TOTAL,
-                "WebRTC viewer connections by what happened (new, connected, closed, failed, timed_out)",
-                &["state"],
-            ),
-            packets: r.counters(RTC_PACKETS_SENT_TOTAL, "RTP packets sent to viewers", &["kind"]),
-            bytes: r.counters(RTC_BYTES_SENT_TOTAL, "RTP bytes sent to viewers", &["kind"]),
-            keyframe_requests: r.counter(
-                RTC_KEYFRAME_REQUESTS_TOTAL,
-                "Keyframes asked for (new viewers, PLI, FIR)",
-            ),
-            frames_encoded: r.counter(RTC_FRAMES_ENCODED_TOTAL, "Video frames encoded (once per session)"),
-            frames_dropped: r.counters(
-                RTC_FRAMES_DROPPED_TOTAL,
-                "Video frames dropped (where: encoder behind, viewer behind)",
-                &["where"],
-            ),
-            encode_seconds: r.counter_f64(RTC_ENCODE_SECONDS_TOTAL, "Time spent encoding video frames"),
-            microphone_seconds: r.counter_f64(
-                RTC_MICROPHONE_SECONDS_TOTAL,
-                "Seconds of viewers' microphone audio received",
-            ),
-        }
-    }
-
-    fn refresh(&self) {
-        let Some(server) = self.server.get() else {
-            return;
-        };
-        let s = server.stats();
-        self.sessions.set(s.sessions as i64);
-        self.viewers.set(s.viewers as i64);
-        for (state, total) in [
-            ("new", s.connections_new_total),
-            ("connected", s.connections_connected_total),
-            ("closed", s.connections_closed_total),
-            ("failed", s.connections_failed_total),
-            ("timed_out", s.connections_timed_out_total),
-        ] {
-            catch_up(&self.connections.with_label_values(&[state]), total);
-        }
-        for (kind, packets, bytes) in [
-            (
-                "video",
-                s.rtp_video_packets_sent_total,
-                s.rtp_video_bytes_sent_total,
-            ),
-            (
-                "audio",
-                s.rtp_audio_packets_sent_total,
-                s.rtp_audio_bytes_sent_total,
-            ),
-        ] {
-            catch_up(&self.packets.with_label_values(&[kind]), packets);
-            catch_up(&self.bytes.with_label_values(&[kind]), bytes);
-        }
-        catch_up(&self.keyframe_requests, s.keyframe_requests_total);
-        catch_up(&self.frames_encoded, s.video_frames_encoded_total);
-        catch_up(
-            &self.frames_dropped.with_label_values(&["encoder"]),
-            s.video_frames_dropped_encoder_total,
-        );
-        catch_up(
-            &self.frames_dropped.with_label_values(&["viewer"]),
-            s.video_frames_dropped_viewer_total,
-        );
-        catch_up_f64(&self.encode_seconds, s.encode_seconds_sum);
-        catch_up_f64(&self.microphone_seconds, s.microphone_seconds_total);
-    }
-}
+use rtc::RtcMetrics;
 
 pub const HTTP_REQUESTS_TOTAL: &str = "avs_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "avs_http_request_duration_seconds";

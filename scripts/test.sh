@@ -15,16 +15,33 @@ export AVS_AGENTS__DEFAULT_AVATAR_IMAGE=${AVS_AGENTS__DEFAULT_AVATAR_IMAGE:-$ROO
 export AVS_MEDIA__FACE_MODEL=${AVS_MEDIA__FACE_MODEL:-$ROOT/.setup/models/centerface.onnx}
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
-command -v pg_isready >/dev/null 2>&1 || { echo "test: pg_isready not found; install PostgreSQL (apt-get install postgresql)" >&2; exit 1; }
+# PostgreSQL's programs: Debian keeps them in /usr/lib/postgresql/<major>/bin, off the PATH.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+[ -z "$pg_bin" ] || PATH=$PATH:$pg_bin
+command -v pg_isready >/dev/null 2>&1 || { echo "test: pg_isready not found; install PostgreSQL (make setup does: apt-get install postgresql)" >&2; exit 1; }
 if ! pg_up; then
-    # shellcheck disable=SC2012  # ls sorts; the first cluster is the one
-    cluster=$(ls /etc/postgresql 2>/dev/null | head -n 1 || true)
-    if [ -n "$cluster" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
-        echo "test: PostgreSQL is down; starting cluster $cluster/main"
-        pg_ctlcluster --skip-systemctl-redirect "$cluster" main start || echo "test: pg_ctlcluster $cluster main start failed"
-    else
-        echo "test: PostgreSQL is down and no local cluster was found in /etc/postgresql"
+    # A cluster of the tests' own, trust auth on 127.0.0.1:5432 only, made once and kept between runs
+    # (the machine's own cluster, if any, is left as it is). PostgreSQL refuses to run as root: then
+    # the cluster belongs to the `postgres` user that Debian's package makes.
+    command -v initdb >/dev/null 2>&1 || { echo "test: PostgreSQL is down and initdb is missing (make setup installs postgresql)" >&2; exit 1; }
+    pgdata=${AVS_TEST_PGDATA:-${TMPDIR:-/tmp}/avs-test-postgres}
+    as_pg=()
+    if [ "$(id -u)" = 0 ]; then
+        id postgres >/dev/null 2>&1 || { echo "test: running as root and there is no postgres user to run PostgreSQL as" >&2; exit 1; }
+        as_pg=(runuser -u postgres --)
     fi
+    if [ ! -s "$pgdata/PG_VERSION" ]; then
+        echo "test: PostgreSQL is down; making a cluster for the tests in $pgdata (trust auth, 127.0.0.1:5432)"
+        rm -rf "$pgdata"
+        mkdir -p "$pgdata"
+        [ ${#as_pg[@]} -eq 0 ] || chown postgres: "$pgdata"
+        "${as_pg[@]}" initdb -D "$pgdata" -U postgres -A trust --no-sync >"$pgdata.initdb.log" 2>&1 || { echo "test: initdb failed:" >&2; cat "$pgdata.initdb.log" >&2; exit 1; }
+    fi
+    echo "test: PostgreSQL is down; starting the tests' cluster ($pgdata)"
+    # Throwaway data: no fsync; the socket beside the data, not in /run (which may not exist).
+    "${as_pg[@]}" pg_ctl -D "$pgdata" -l "$pgdata/server.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -c port=5432 -c unix_socket_directories=$pgdata -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+        start >/dev/null || { echo "test: PostgreSQL did not start; see $pgdata/server.log:" >&2; tail -n 20 "$pgdata/server.log" >&2; exit 1; }
     for _ in $(seq 1 30); do
         pg_up && break
         sleep 1
@@ -32,6 +49,10 @@ if ! pg_up; then
     pg_up || { echo "test: PostgreSQL is not accepting connections at 127.0.0.1:5432 after 30 s; start it (or set AVS_TEST_DATABASE_URL) and rerun" >&2; exit 1; }
     echo "test: PostgreSQL is up"
 fi
+psql "$AVS_TEST_DATABASE_URL" -Atqc 'SELECT 1' >/dev/null 2>&1 || {
+    echo "test: PostgreSQL answers at 127.0.0.1:5432 but $AVS_TEST_DATABASE_URL cannot log in (the tests want trust auth for postgres on 127.0.0.1; or set AVS_TEST_DATABASE_URL)" >&2
+    exit 1
+}
 
 # NATS at 127.0.0.1:4222 for the cluster tests: started here (Debian's nats-server, the same command
 # line as the machine's own service) if nothing answers there.

@@ -7,6 +7,8 @@
 #   .setup/livekit/ffi.fds               its protobuf schema as a FileDescriptorSet, for the test that
 #                                        checks the hand-written Rust messages against it
 #   .setup/venv/                         + aiortc, livekit-protocol, aiohttp for tests/support/fake_livekit.py
+#                                        + the pinned wheel itself (the `livekit` Python SDK, livekit.rtc)
+#                                          for tests/support/lk_peer.py, the peer of the real-server tests
 #
 # The wheel is pinned by version and hash: the Rust messages are written for exactly this library's
 # schema (package livekit.proto, proto2), so another version is a deliberate change, not a fallback.
@@ -82,6 +84,21 @@ else
     rm -f "$VENV"/.livekit-fake-*
     "${pip[@]}" freeze >"$pip_stamp"  # the stamp records what was installed
     say "ok: fake LiveKit packages installed"
+fi
+
+# 3b. The Python SDK from the same pinned wheel (its own copy of the library inside), with its
+#     dependencies, for the peer the tests against the real livekit-server run
+#     (crates/livekit-ffi/tests/support/lk_peer.py). Stamped by the wheel's hash, in the venv.
+sdk_stamp=$VENV/.livekit-sdk-${LK_SHA256:0:16}
+if [ -f "$sdk_stamp" ] && "$py" -c 'import livekit.rtc' 2>/dev/null; then
+    say "ok: livekit $LK_VERSION Python SDK present in .setup/venv"
+else
+    say "installing the livekit $LK_VERSION Python SDK ($LK_WHEEL, with its dependencies) into $VENV"
+    "${pip[@]}" install -q "$wheel"
+    "$py" -c 'import livekit.rtc' || die "livekit.rtc does not import after installing $LK_WHEEL"
+    rm -f "$VENV"/.livekit-sdk-*
+    "${pip[@]}" freeze >"$sdk_stamp"
+    say "ok: livekit $LK_VERSION Python SDK installed"
 fi
 
 # 4. The library's schema (needs google.protobuf, which step 3 guarantees). Redone when the wheel or

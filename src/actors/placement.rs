@@ -15,7 +15,7 @@ use super::render_pool::PoolStatus;
 use super::service::{SessionService, StartError, StartMode, StartRequest, Started};
 use crate::cluster::{Advert, ClusterError};
 use crate::domain::events::SessionWebhook;
-use crate::livekit::RoomAccess;
+use crate::livekit::{BorrowedRoom, RoomAccess};
 
 /// The topic of the starts placed on another node (`crate::cluster`).
 const STARTS: &str = "starts";
@@ -36,6 +36,10 @@ pub struct PlacedStart {
     webhook: Option<SessionWebhook>,
     max_duration_seconds: Option<i64>,
     queued: bool,
+    #[serde(default)]
+    room: Option<BorrowedRoom>,
+    #[serde(default)]
+    voice_from_room: bool,
 }
 
 impl PlacedStart {
@@ -54,6 +58,8 @@ impl PlacedStart {
             webhook: req.webhook.clone(),
             max_duration_seconds: req.max_duration_seconds,
             queued: matches!(mode, StartMode::Queued),
+            room: req.room.clone(),
+            voice_from_room: req.voice_from_room,
         }
     }
 }
@@ -285,6 +291,8 @@ impl SessionService {
             tag: placed.tag,
             webhook: placed.webhook,
             max_duration_seconds: placed.max_duration_seconds,
+            room: placed.room,
+            voice_from_room: placed.voice_from_room,
         };
         match self.start_here(request, mode).await {
             Ok(started) => Placed::Started {

@@ -21,7 +21,7 @@ use crate::domain::agent::VoiceAgent;
 use crate::domain::events::SessionWebhook;
 use crate::domain::ids;
 use crate::domain::time::now_ms;
-use crate::livekit::RoomAccess;
+use crate::livekit::{BorrowedRoom, RoomAccess};
 use crate::store::entities::{agent, session};
 use crate::store::sessions::Admission;
 use crate::store::{Store, StoreError};
@@ -40,6 +40,11 @@ pub struct StartRequest {
     pub tag: Option<String>,
     pub webhook: Option<SessionWebhook>,
     pub max_duration_seconds: Option<i64>,
+    /// A room the caller brings (its LiveKit URL and the avatar's token); `None`: this server's.
+    pub room: Option<BorrowedRoom>,
+    /// The room's own agent is the avatar's voice (LiveKit Agents' avatar protocol): no voice
+    /// bridge provider, the agent's audio streams are played instead. Only with `room`.
+    pub voice_from_room: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -295,8 +300,13 @@ impl SessionService {
         let now = now_ms();
         let id = ids::session_id();
         let suffix = &id["sess_".len()..];
+        // A room the caller brings keeps its own name, and the avatar the identity its token gives.
+        let (room_name, agent_identity) = match &req.room {
+            Some(room) => (room.room.clone(), room.identity.clone()),
+            None => (format!("room_{suffix}"), settings.agent_identity.clone()),
+        };
         session::Model {
-            room_name: format!("room_{suffix}"),
+            room_name,
             user_identity: format!("user_{}", &suffix[..12]),
             id: id.clone(),
             account_id: req.account_id.clone(),
@@ -305,7 +315,7 @@ impl SessionService {
             source: req.source.to_string(),
             link_id: req.link_id.clone(),
             state: initial.into(),
-            agent_identity: settings.agent_identity.clone(),
+            agent_identity,
             aspect_ratio: req.aspect_ratio.clone(),
             client_user_ref: req.client_user_ref.clone(),
             metadata: req.metadata.as_ref().map(Value::to_string),
@@ -380,6 +390,8 @@ impl SessionService {
                 .voice_agent
                 .as_deref()
                 .and_then(|v| serde_json::from_str::<VoiceAgent>(v).ok()),
+            room: req.room.clone(),
+            voice_from_room: req.voice_from_room,
         };
         let deps = self.deps.clone();
         let actor_row = row.clone();

@@ -117,6 +117,8 @@ pub async fn connect(
             tag: None,
             webhook: None,
             max_duration_seconds: None,
+            room: None,
+            voice_from_room: false,
         },
         StartMode::WaitLive,
     )

@@ -197,6 +197,8 @@ pub async fn start_route(
             tag: Some(tag),
             webhook,
             max_duration_seconds: None,
+            room: None,
+            voice_from_room: false,
         },
         StartMode::Queued,
     )

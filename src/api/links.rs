@@ -296,6 +296,8 @@ async fn start_with_link(
             tag: None,
             webhook: None,
             max_duration_seconds: None,
+            room: None,
+            voice_from_room: false,
         },
         StartMode::WaitLive,
     )

@@ -44,7 +44,9 @@ pub struct SessionAccess {
     pub session_id: String,
     /// LiveKit's URL, or this server's for the local room.
     pub livekit_url: String,
-    /// The user's token for the room (and this session's control channel).
+    /// The user's token for the room (and this session's control channel); absent in a room
+    /// the caller brought.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub participant_token: String,
     /// The avatar's identity in the room.
     pub agent_identity: String,

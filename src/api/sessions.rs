@@ -15,7 +15,9 @@ pub use crate::actors::service::{StartMode, StartRequest, Started};
 use crate::domain::events::SessionWebhook;
 use crate::domain::ids::SessionId;
 use crate::domain::session::{EndReason, SessionState};
+use crate::domain::time::now_ms;
 use crate::domain::views::SessionView;
+use crate::livekit::BorrowedRoom;
 use crate::state::AppState;
 use crate::store::entities::agent;
 use crate::store::sessions::SessionFilter;
@@ -128,6 +130,23 @@ struct CreateBody {
     /// 1 to 86400; default the account's or the server's.
     max_duration_seconds: Option<i64>,
     webhook: Option<WebhookBody>,
+    /// Your own LiveKit room: the avatar joins it with this token instead of a room of this
+    /// server's (LiveKit Agents' avatar, bring your own room).
+    room: Option<RoomBody>,
+    /// `room`: the room's agent speaks through the avatar (LiveKit Agents' avatar protocol), no
+    /// voice of this server's; `agent` (default): the agent's own voice.
+    voice: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = BorrowedRoomRequest)]
+struct RoomBody {
+    /// `wss://…` (or `ws://`, `https://`, `http://`): your LiveKit server.
+    livekit_url: String,
+    /// The avatar's token, minted with your LiveKit keys: `kind: agent`, a `video` grant that
+    /// joins the room and may publish, and `lk.publish_on_behalf` naming your agent.
+    livekit_token: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -145,6 +164,9 @@ struct WebhookBody {
 pub struct StartedSession {
     #[serde(flatten)]
     pub access: SessionAccess,
+    /// In a room you brought: the avatar's identity there (no participant token is minted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_identity: Option<String>,
     pub room_name: String,
     pub status: String,
     /// The session's control WebSocket.
@@ -240,12 +262,33 @@ pub async fn create(
         }
         None => None,
     };
+    let voice_from_room = match body.voice.as_deref() {
+        None | Some("agent") => false,
+        Some("room") => true,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "voice",
+                "must be `agent` or `room`",
+            ))
+        }
+    };
+    let room = match &body.room {
+        Some(room) => Some(borrowed_room(&state, room)?),
+        None if voice_from_room => {
+            return Err(ApiError::invalid_field(
+                "voice",
+                "`room` needs a room of yours (room.livekit_url and room.livekit_token)",
+            ))
+        }
+        None => None,
+    };
     let agent = state
         .store
         .agent_of(&principal.account_id, &body.agent_id)
         .await?
         .ok_or_else(|| ApiError::agent_not_found(&body.agent_id))?;
     ensure_ready(&agent)?;
+    let borrowed = room.is_some();
     let started = start(
         &state,
         StartRequest {
@@ -261,6 +304,8 @@ pub async fn create(
             tag: None,
             webhook,
             max_duration_seconds: body.max_duration_seconds,
+            room,
+            voice_from_room,
         },
         StartMode::WaitLive,
     )
@@ -274,12 +319,35 @@ pub async fn create(
             session_id: started.row.id,
             livekit_url: access.url,
             participant_token: access.user_token,
-            agent_identity: started.row.agent_identity,
+            agent_identity: started.row.agent_identity.clone(),
         },
+        participant_identity: borrowed.then_some(started.row.agent_identity),
         room_name: started.row.room_name,
         status: started.row.state,
         control_url,
     }))
+}
+
+/// A room the caller brings, read before anything is started: a token that could never join is
+/// refused naming why (400 `invalid_request`).
+fn borrowed_room(state: &AppState, room: &RoomBody) -> ApiResult<BorrowedRoom> {
+    max_len("room.livekit_url", &room.livekit_url, 2048)?;
+    max_len("room.livekit_token", &room.livekit_token, 16 * 1024)?;
+    let room = BorrowedRoom::parse(&room.livekit_url, &room.livekit_token, now_ms()).map_err(
+        |problem| {
+            ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "invalid_request",
+                problem.to_string(),
+            )
+        },
+    )?;
+    if !state.settings.livekit.ffi_library_path().exists() {
+        return Err(ApiError::unavailable(
+            "This server cannot join LiveKit rooms: LiveKit's FFI library is not installed (make setup).",
+        ));
+    }
+    Ok(room)
 }
 
 /// `GET /v1/sessions/{id}`.

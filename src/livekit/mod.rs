@@ -11,6 +11,9 @@ use livekit_api::webhooks::WebhookReceiver;
 use crate::config::Settings;
 use crate::crypto::MasterKey;
 
+mod borrowed;
+pub use borrowed::{BorrowedRoom, TokenProblem, PUBLISH_ON_BEHALF};
+
 /// Key id of tokens the local room signs.
 const LOCAL_KEY: &str = "avs-local";
 

@@ -45,6 +45,10 @@ pub const LIVEKIT_VIDEO_FRAMES_TOTAL: &str = "avs_livekit_video_frames_total";
 pub const LIVEKIT_USER_AUDIO_SECONDS_TOTAL: &str = "avs_livekit_user_audio_seconds_total";
 pub const LIVEKIT_RECONNECTS_TOTAL: &str = "avs_livekit_reconnects_total";
 pub const LIVEKIT_FFI_HANDLES: &str = "avs_livekit_ffi_handles";
+pub const LIVEKIT_AGENT_STREAMS_TOTAL: &str = "avs_livekit_agent_streams_total";
+pub const LIVEKIT_AGENT_AUDIO_SECONDS_TOTAL: &str = "avs_livekit_agent_audio_seconds_total";
+pub const LIVEKIT_AGENT_RESAMPLED_TOTAL: &str = "avs_livekit_agent_streams_resampled_total";
+pub const LIVEKIT_RPC_TOTAL: &str = "avs_livekit_rpc_total";
 pub const RTC_SESSIONS: &str = "avs_rtc_sessions";
 pub const RTC_VIEWERS: &str = "avs_rtc_viewers";
 pub const RTC_CONNECTIONS_TOTAL: &str = "avs_rtc_connections_total";
@@ -111,6 +115,10 @@ pub const ALL: &[&str] = &[
     LIVEKIT_USER_AUDIO_SECONDS_TOTAL,
     LIVEKIT_RECONNECTS_TOTAL,
     LIVEKIT_FFI_HANDLES,
+    LIVEKIT_AGENT_STREAMS_TOTAL,
+    LIVEKIT_AGENT_AUDIO_SECONDS_TOTAL,
+    LIVEKIT_AGENT_RESAMPLED_TOTAL,
+    LIVEKIT_RPC_TOTAL,
     RTC_SESSIONS,
     RTC_VIEWERS,
     RTC_CONNECTIONS_TOTAL,
@@ -184,6 +192,13 @@ pub struct Metrics {
     pub livekit_user_audio_seconds: Counter,
     pub livekit_reconnects: IntCounter,
     livekit_ffi_handles: IntGauge,
+    /// LiveKit Agents' audio streams to an avatar (outcome: accepted, not_the_agent, no_format,
+    /// bad_format).
+    pub livekit_agent_streams: IntCounterVec,
+    pub livekit_agent_audio_seconds: Counter,
+    pub livekit_agent_resampled: IntCounter,
+    /// The avatar protocol's RPCs (method; direction: received, sent; outcome).
+    pub livekit_rpc: IntCounterVec,
     rtc: RtcMetrics,
     pub face_detection_seconds: Histogram,
     pub preview_dropped: IntCounterVec,
@@ -384,6 +399,24 @@ impl Metrics {
                 LIVEKIT_FFI_HANDLES,
                 "Live handles of LiveKit's FFI library (rooms, tracks, sources, streams)",
             ),
+            livekit_agent_streams: r.counters(
+                LIVEKIT_AGENT_STREAMS_TOTAL,
+                "Audio streams a room's agent sent its avatar (outcome: accepted, not_the_agent, no_format, bad_format)",
+                &["outcome"],
+            ),
+            livekit_agent_audio_seconds: r.counter_f64(
+                LIVEKIT_AGENT_AUDIO_SECONDS_TOTAL,
+                "Seconds of a room agent's speech received by its avatar (16 kHz)",
+            ),
+            livekit_agent_resampled: r.counter(
+                LIVEKIT_AGENT_RESAMPLED_TOTAL,
+                "Agent audio streams not at 16 kHz mono, resampled",
+            ),
+            livekit_rpc: r.counters(
+                LIVEKIT_RPC_TOTAL,
+                "LiveKit Agents avatar RPCs (method; direction: received, sent; outcome: ok, error, unsupported)",
+                &["method", "direction", "outcome"],
+            ),
             rtc: RtcMetrics::new(&r),
             face_detection_seconds: r.histogram(
                 FACE_DETECTION_SECONDS,
@@ -512,6 +545,12 @@ mod tests {
             .set(1);
         m.link_start_failures
             .with_label_values(&["link_inactive"])
+            .inc();
+        m.livekit_agent_streams
+            .with_label_values(&["accepted"])
+            .inc();
+        m.livekit_rpc
+            .with_label_values(&["lk.clear_buffer", "received", "ok"])
             .inc();
         let mut registered: Vec<String> = m
             .registry

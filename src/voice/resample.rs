@@ -46,6 +46,11 @@ pub struct Resampler {
     pending_out: Vec<i16>,
     /// rubato's output block, reused.
     block_out: Vec<f32>,
+    /// Rates, and whole input frames taken so far: what [`flush`](Self::flush) must give out.
+    from_hz: u32,
+    to_hz: u32,
+    frames_in: u64,
+    samples_out: u64,
 }
 
 impl Resampler {
@@ -78,7 +83,44 @@ impl Resampler {
             to_trim,
             pending_out: Vec::new(),
             block_out,
+            from_hz,
+            to_hz,
+            frames_in: 0,
+            samples_out: 0,
         })
+    }
+
+    /// The end of the stream: what the filter still holds comes out (it is fed silence until the
+    /// output has the input's length), the last chunk padded with silence to a whole chunk. The
+    /// resampler starts over afterwards.
+    pub fn flush(&mut self) -> Vec<Vec<i16>> {
+        self.partial_frame.clear();
+        let expected = self.frames_in * u64::from(self.to_hz) / u64::from(self.from_hz);
+        let owed = |r: &Self| expected.saturating_sub(r.samples_out + r.pending_out.len() as u64);
+        let silence =
+            vec![0i16; self.channels * (self.from_hz as usize * CHUNK_MS as usize / 1000).max(1)];
+        // Each round pushes at least one block through; the delay is a few blocks at most.
+        let mut rounds = 0;
+        while owed(self) > 0 && self.fft.is_some() && rounds < 64 {
+            self.take_frames(&silence);
+            rounds += 1;
+        }
+        let keep = (expected.saturating_sub(self.samples_out) as usize).min(self.pending_out.len());
+        self.pending_out.truncate(keep);
+        let mut chunks: Vec<Vec<i16>> = self
+            .pending_out
+            .chunks(self.chunk)
+            .map(<[i16]>::to_vec)
+            .collect();
+        if let Some(last) = chunks.last_mut() {
+            last.resize(self.chunk, 0);
+        }
+        let reset = Self::new(self.from_hz, self.to_hz, self.channels);
+        // unwrap-free: the same arguments made this one.
+        if let Ok(fresh) = reset {
+            *self = fresh;
+        }
+        chunks
     }
 
     /// Samples per chunk that [`push`](Self::push) hands out (20 ms at the output rate).
@@ -104,6 +146,7 @@ impl Resampler {
         self.partial_frame.extend_from_slice(&input[whole..]);
 
         let ready = self.pending_out.len() / self.chunk * self.chunk;
+        self.samples_out += ready as u64;
         let chunks = self.pending_out[..ready]
             .chunks_exact(self.chunk)
             .map(<[i16]>::to_vec)
@@ -114,6 +157,7 @@ impl Resampler {
 
     /// Downmixes whole frames and resamples every full block.
     fn take_frames(&mut self, frames: &[i16]) {
+        self.frames_in += (frames.len() / self.channels) as u64;
         let scale = 1.0 / (32768.0 * self.channels as f32);
         let mono = frames
             .chunks_exact(self.channels)
@@ -328,5 +372,38 @@ mod tests {
             .fold(0.0, f32::max);
         let half_a_sample = 0.5 * 2.0 * PI * 300.0 / 16_000.0 * 0.5;
         assert!(worst < half_a_sample, "{worst}");
+    }
+
+    #[test]
+    fn a_flushed_stream_gives_out_all_of_its_audio_and_starts_over() {
+        for (rate, channels) in [(24_000u32, 1usize), (48_000, 2), (16_000, 1), (22_050, 1)] {
+            let mono = pcm(&tone(rate, 300.0, 0.5, 0.51));
+            let input: Vec<i16> = mono
+                .iter()
+                .flat_map(|&s| std::iter::repeat_n(s, channels))
+                .collect();
+            let mut r = Resampler::new(rate, 16_000, channels).unwrap();
+            // Cut oddly, a frame split between two pushes.
+            let mut out: Vec<i16> = Vec::new();
+            for piece in input.chunks(777) {
+                out.extend(r.push(piece).concat());
+            }
+            let flushed = r.flush();
+            assert!(flushed.iter().all(|c| c.len() == 320), "{rate}");
+            out.extend(flushed.concat());
+            let expected = mono.len() * 16_000 / rate as usize;
+            assert_eq!(
+                out.len(),
+                expected.div_ceil(320) * 320,
+                "{rate} Hz x{channels}"
+            );
+            let (peak, hz) = measure(&out[..expected], 16_000);
+            assert!(
+                (peak - 0.5).abs() < 0.03 && (hz - 300.0).abs() < 3.0,
+                "{rate}: {peak} {hz}"
+            );
+            // Nothing of this stream leaks into the next.
+            assert!(r.flush().is_empty());
+        }
     }
 }

@@ -9,6 +9,7 @@ mod helpers;
 mod agents;
 mod auth;
 mod billing;
+mod borrowed;
 mod cli;
 mod cluster;
 mod connect;

@@ -1,4 +1,6 @@
 //! The thread that turns the library's events into answers and room events.
+//! (One file past 600 lines: every event kind is released or handed on here, by the one thread
+//! that owns the handles; split, the release of a handle would be two files apart from its use.)
 //!
 //! One thread for the process, fed by the callback (raw event bytes) and by this crate (room
 //! removal), in one FIFO. Being the only consumer, it owns every room's remote-side bookkeeping
@@ -18,10 +20,11 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use prost::Message as _;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+use crate::data::RpcErrorCode;
 use crate::ffi::{self, FfiLibrary};
 use crate::handle::OwnedHandle;
 use crate::proto::{self, ffi_event, ffi_request, ffi_response, room_event};
-use crate::room::{disconnect_reason_name, RoomEvent, RoomHandle, RoomShared};
+use crate::room::{disconnect_reason_name, RoomEvent, RoomHandle, RoomShared, RpcInvocation};
 use crate::LkError;
 
 pub(crate) enum Input {
@@ -94,6 +97,8 @@ pub(crate) fn run(input: mpsc::Receiver<Input>) {
             Input::RemoveRoom { room, done } => {
                 if let Some(state) = dispatcher.rooms.remove(&room) {
                     dispatcher.streams.retain(|_, (owner, _)| *owner != room);
+                    dispatcher.readers.retain(|_, owner| *owner != room);
+                    dispatcher.participants.remove(&state.local_participant);
                     drop(state);
                 }
                 if let Some(done) = done {
@@ -109,6 +114,10 @@ struct Dispatcher {
     rooms: HashMap<u64, RoomState>,
     /// Audio stream handle → (room handle, identity of the participant it carries).
     streams: HashMap<u64, (u64, String)>,
+    /// Byte stream reader handle → room handle.
+    readers: HashMap<u64, u64>,
+    /// Local participant handle → room handle (RPC invocations name the local participant).
+    participants: HashMap<u64, u64>,
 }
 
 /// The remote side of one room, as far as this crate keeps it.
@@ -119,6 +128,9 @@ struct RoomState {
     microphones: HashMap<String, RemotePublication>,
     /// Their subscribed tracks and the 16 kHz mono streams read from them, by track sid.
     audio: HashMap<String, RemoteAudio>,
+    local_participant: u64,
+    /// Byte streams being read, by reader handle: the handle and the stream's id.
+    readers: HashMap<u64, (OwnedHandle, String)>,
 }
 
 struct RemotePublication {
@@ -139,6 +151,41 @@ impl RoomState {
         let _ = self.events.send(event);
     }
 
+    /// Starts reading a byte stream on an accepted topic (its chunks come as reader events) and
+    /// tells the owner; any other stream's reader is released unread, as the library expects of
+    /// a client that does not read it. Answers the reader's handle when it is being read.
+    fn read_byte_stream(
+        &mut self,
+        lib: &FfiLibrary,
+        opened: proto::ByteStreamOpened,
+    ) -> Option<u64> {
+        let reader = OwnedHandle::new(opened.reader.handle.id)?;
+        let info = opened.reader.info;
+        if !self.shared.byte_stream_topics.contains(&info.topic) {
+            return None;
+        }
+        let read = ffi_request::Message::ByteReadIncremental(
+            proto::ByteStreamReaderReadIncrementalRequest {
+                reader_handle: reader.id(),
+            },
+        );
+        if let Err(e) = lib.request(read) {
+            tracing::warn!(error = %e, topic = %info.topic, "could not read a byte stream");
+            return None;
+        }
+        let id = reader.id();
+        self.readers.insert(id, (reader, info.stream_id.clone()));
+        self.emit(RoomEvent::ByteStreamOpened {
+            stream_id: info.stream_id,
+            identity: opened.participant_identity,
+            topic: info.topic,
+            name: info.name,
+            mime_type: info.mime_type,
+            attributes: info.attributes,
+        });
+        Some(id)
+    }
+
     fn add_publication(
         &mut self,
         lib: &FfiLibrary,
@@ -151,7 +198,7 @@ impl RoomState {
         let info = publication.info;
         let is_microphone = info.kind == proto::TrackKind::KindAudio as i32
             && info.source == proto::TrackSource::SourceMicrophone as i32;
-        if !is_microphone {
+        if !is_microphone || !self.shared.receive_microphones {
             return; // its handle is released here: nothing else of a remote participant is read
         }
         // Rooms are joined without auto-subscribe, so the avatar receives (and decodes) only what
@@ -210,6 +257,9 @@ impl Dispatcher {
             E::PublishTrack(ref cb) => answer(cb.async_id, message),
             E::UnpublishTrack(ref cb) => answer(cb.async_id, message),
             E::CaptureAudioFrame(ref cb) => answer(cb.async_id, message),
+            E::PerformRpc(ref cb) => answer(cb.async_id, message),
+            E::RpcMethodInvocation(invocation) => self.on_rpc_invocation(lib, invocation),
+            E::ByteStreamReaderEvent(event) => self.on_byte_stream_event(event),
         }
     }
 
@@ -259,17 +309,22 @@ impl Dispatcher {
             shared,
             microphones: HashMap::new(),
             audio: HashMap::new(),
+            local_participant: local_participant.id(),
+            readers: HashMap::new(),
         };
         for p in result.participants {
             drop(OwnedHandle::new(p.participant.handle.id));
+            let agent = is_agent(&p.participant.info);
             let identity = p.participant.info.identity;
             state.emit(RoomEvent::ParticipantJoined {
                 identity: identity.clone(),
+                agent,
             });
             for publication in p.publications {
                 state.add_publication(lib, &identity, publication);
             }
         }
+        self.participants.insert(local_participant.id(), room.id());
         self.rooms.insert(room.id(), state);
         // Until this request the library holds the room's events back; without it, it closes the
         // room after 15 s and reports a panic.
@@ -297,8 +352,15 @@ impl Dispatcher {
             R::ParticipantConnected(p) => {
                 drop(OwnedHandle::new(p.info.handle.id));
                 room.emit(RoomEvent::ParticipantJoined {
+                    agent: is_agent(&p.info.info),
                     identity: p.info.info.identity,
                 });
+            }
+            R::ByteStreamOpened(opened) => {
+                let room_id = event.room_handle;
+                if let Some(reader) = room.read_byte_stream(lib, opened) {
+                    self.readers.insert(reader, room_id);
+                }
             }
             R::ParticipantDisconnected(p) => {
                 room.forget_participant(&p.participant_identity, &mut self.streams);
@@ -376,6 +438,68 @@ impl Dispatcher {
             R::Eos(_) => room.shared.disconnected.store(true, Ordering::Release),
             R::LocalTrackRepublished(r) => room.shared.republished(r),
             other => release_room_event_handles(other),
+        }
+    }
+
+    /// A registered method was called: the room's owner answers. A call for a room this crate no
+    /// longer knows is answered here, so the caller is not left waiting for its timeout.
+    fn on_rpc_invocation(&mut self, lib: &FfiLibrary, invocation: proto::RpcMethodInvocationEvent) {
+        let room = self
+            .participants
+            .get(&invocation.local_participant_handle)
+            .and_then(|room| self.rooms.get(room));
+        match room {
+            Some(room) => room.emit(RoomEvent::RpcInvocation(RpcInvocation {
+                invocation_id: invocation.invocation_id,
+                method: invocation.method,
+                caller_identity: invocation.caller_identity,
+                payload: invocation.payload,
+                response_timeout_ms: invocation.response_timeout_ms,
+            })),
+            None => {
+                let refuse = proto::RpcMethodInvocationResponseRequest {
+                    local_participant_handle: invocation.local_participant_handle,
+                    invocation_id: invocation.invocation_id,
+                    payload: None,
+                    error: Some(proto::RpcError {
+                        code: RpcErrorCode::UnsupportedMethod as u32,
+                        message: "the participant is leaving".into(),
+                        data: None,
+                    }),
+                };
+                let _ = lib.request(ffi_request::Message::RpcMethodInvocationResponse(refuse));
+            }
+        }
+    }
+
+    fn on_byte_stream_event(&mut self, event: proto::ByteStreamReaderEvent) {
+        use proto::byte_stream_reader_event::Detail;
+        let Some(room) = self
+            .readers
+            .get(&event.reader_handle)
+            .and_then(|room| self.rooms.get_mut(room))
+        else {
+            return;
+        };
+        let Some((_, stream_id)) = room.readers.get(&event.reader_handle) else {
+            return;
+        };
+        match event.detail {
+            Some(Detail::ChunkReceived(chunk)) => room.emit(RoomEvent::ByteStreamChunk {
+                stream_id: stream_id.clone(),
+                bytes: chunk.content,
+            }),
+            Some(Detail::Eos(eos)) => {
+                let stream_id = stream_id.clone();
+                // The reader's handle is released with its entry: the stream is over.
+                room.readers.remove(&event.reader_handle);
+                self.readers.remove(&event.reader_handle);
+                room.emit(RoomEvent::ByteStreamClosed {
+                    stream_id,
+                    error: eos.error.map(|e| e.description),
+                });
+            }
+            None => {}
         }
     }
 
@@ -484,6 +608,10 @@ fn release_room_event_handles(message: room_event::Message) {
         | R::Eos(_) => 0,
     };
     drop(OwnedHandle::new(id));
+}
+
+fn is_agent(info: &proto::ParticipantInfo) -> bool {
+    info.kind == proto::ParticipantKind::Agent as i32
 }
 
 fn forward_logs(batch: proto::LogBatch) {

@@ -24,6 +24,11 @@ pub enum LkError {
     Capture(String),
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: &'static str, secs: u64 },
+    /// A remote participant's RPC method answered with an error, or the call failed on the way
+    /// (LiveKit's codes: 1400 unsupported method, 1401 recipient not found, 1500 application
+    /// error, 1501/1502 connection/response timeout, 1503 recipient disconnected, ...).
+    #[error("RPC failed with code {code}: {message}")]
+    Rpc { code: u32, message: String },
     #[error("the room is disconnected")]
     Disconnected,
     /// The thread that receives the library's events has stopped; nothing can be awaited any more.

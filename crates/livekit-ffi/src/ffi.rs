@@ -206,5 +206,9 @@ fn request_name(message: &ffi_request::Message) -> &'static str {
         M::CaptureAudioFrame(_) => "capture_audio_frame",
         M::ClearAudioBuffer(_) => "clear_audio_buffer",
         M::ReadyForRoomEvent(_) => "ready_for_room_event",
+        M::PerformRpc(_) => "perform_rpc",
+        M::RegisterRpcMethod(_) => "register_rpc_method",
+        M::RpcMethodInvocationResponse(_) => "rpc_method_invocation_response",
+        M::ByteReadIncremental(_) => "byte_read_incremental",
     }
 }

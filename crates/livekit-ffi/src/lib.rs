@@ -13,7 +13,8 @@
 //! use avs_livekit_ffi::{join, AvatarOptions, FfiLibrary, RoomEvent};
 //! let lib = FfiLibrary::load(".setup/livekit/liblivekit_ffi.so")?;
 //! let opts = AvatarOptions { width: 512, height: 512, fps: 25, max_video_bitrate: 800_000,
-//!                            audio_sample_rate: 16_000, audio_queue_ms: 200 };
+//!                            audio_sample_rate: 16_000, audio_queue_ms: 200,
+//!                            receive_microphones: true, byte_stream_topics: vec![] };
 //! let (room, mut events) = join(&lib, "wss://lk.example", "<avatar token>", opts).await?;
 //! let (y, u, v) = (vec![0u8; 512 * 512], vec![128u8; 256 * 256], vec![128u8; 256 * 256]);
 //! room.capture_video_i420(512, 512, &y, &u, &v, 0)?;   // returns at once
@@ -34,6 +35,8 @@
 //!   and keeps each room's remote side (subscribing microphones, opening their audio streams,
 //!   releasing every handle an event hands over).
 //! - `room`: [`join`], [`AvatarRoom`] (capture, interrupt, stats, close), [`RoomEvent`].
+//! - `data`: what a LiveKit Agents worker speaks to an avatar besides media: RPC (register a
+//!   method, answer its calls, call a remote participant's) and incoming byte streams.
 //! - `handle`: each library handle has one owner whose `Drop` releases it; [`live_handles`] counts
 //!   them (a metric, and the tests' proof that nothing outlives a room).
 //! - `proto`: the protobuf messages used, hand-written with prost derives and checked field by
@@ -85,9 +88,12 @@
 //! - `tests/schema.rs`: every field of `src/proto.rs` against the library's schema.
 //! - `tests/library.rs`: the real library without a network (load, refuse, failed connect, no leak).
 //! - `tests/netns.rs` (`AVS_NETNS=1`, inside a network namespace; libwebrtc ignores loopback):
-//!   the fake LiveKit server `tests/support/fake_livekit.py` (aiortc) decodes and measures what is
-//!   published; see that file for how to run it.
+//!   LiveKit's own server (`.setup/livekit-server/`) with `tests/support/lk_peer.py` (LiveKit's
+//!   Python SDK) as the other participants, which decode and measure what is published, speak,
+//!   stream bytes and call RPC; one test (a dropped signal connection) uses the fake server
+//!   `tests/support/fake_livekit.py`. See that file for how to run it.
 
+mod data;
 mod dispatcher;
 mod error;
 mod ffi;
@@ -95,7 +101,8 @@ mod handle;
 mod proto;
 mod room;
 
+pub use data::RpcErrorCode;
 pub use error::LkError;
 pub use ffi::FfiLibrary;
 pub use handle::live_handles;
-pub use room::{join, AvatarOptions, AvatarRoom, RoomEvent, RoomStats};
+pub use room::{join, AvatarOptions, AvatarRoom, RoomEvent, RoomStats, RpcInvocation};

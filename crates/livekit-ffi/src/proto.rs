@@ -27,7 +27,7 @@
 pub struct FfiRequest {
     #[prost(
         oneof = "ffi_request::Message",
-        tags = "3, 4, 5, 6, 8, 15, 16, 21, 22, 25, 26, 27, 28, 83"
+        tags = "3, 4, 5, 6, 8, 15, 16, 21, 22, 25, 26, 27, 28, 38, 39, 41, 54, 83"
     )]
     pub message: Option<ffi_request::Message>,
 }
@@ -61,6 +61,14 @@ pub mod ffi_request {
         CaptureAudioFrame(super::CaptureAudioFrameRequest),
         #[prost(message, tag = "28")]
         ClearAudioBuffer(super::ClearAudioBufferRequest),
+        #[prost(message, tag = "38")]
+        PerformRpc(super::PerformRpcRequest),
+        #[prost(message, tag = "39")]
+        RegisterRpcMethod(super::RegisterRpcMethodRequest),
+        #[prost(message, tag = "41")]
+        RpcMethodInvocationResponse(super::RpcMethodInvocationResponseRequest),
+        #[prost(message, tag = "54")]
+        ByteReadIncremental(super::ByteStreamReaderReadIncrementalRequest),
         #[prost(message, tag = "83")]
         ReadyForRoomEvent(super::ReadyForRoomEventRequest),
     }
@@ -70,7 +78,7 @@ pub mod ffi_request {
 pub struct FfiResponse {
     #[prost(
         oneof = "ffi_response::Message",
-        tags = "3, 4, 5, 6, 8, 15, 16, 21, 22, 25, 26, 27, 28, 82"
+        tags = "3, 4, 5, 6, 8, 15, 16, 21, 22, 25, 26, 27, 28, 37, 38, 40, 53, 82"
     )]
     pub message: Option<ffi_response::Message>,
 }
@@ -104,6 +112,14 @@ pub mod ffi_response {
         CaptureAudioFrame(super::CaptureAudioFrameResponse),
         #[prost(message, tag = "28")]
         ClearAudioBuffer(super::ClearAudioBufferResponse),
+        #[prost(message, tag = "37")]
+        PerformRpc(super::PerformRpcResponse),
+        #[prost(message, tag = "38")]
+        RegisterRpcMethod(super::RegisterRpcMethodResponse),
+        #[prost(message, tag = "40")]
+        RpcMethodInvocationResponse(super::RpcMethodInvocationResponseResponse),
+        #[prost(message, tag = "53")]
+        ByteReadIncremental(super::ByteStreamReaderReadIncrementalResponse),
         #[prost(message, tag = "82")]
         ReadyForRoomEvent(super::ReadyForRoomEventResponse),
     }
@@ -111,7 +127,10 @@ pub mod ffi_response {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct FfiEvent {
-    #[prost(oneof = "ffi_event::Message", tags = "1, 4, 5, 7, 9, 10, 13, 18, 20")]
+    #[prost(
+        oneof = "ffi_event::Message",
+        tags = "1, 4, 5, 7, 9, 10, 13, 18, 20, 23, 24, 28"
+    )]
     pub message: Option<ffi_event::Message>,
 }
 
@@ -136,6 +155,12 @@ pub mod ffi_event {
         Logs(super::LogBatch),
         #[prost(message, tag = "20")]
         Panic(super::Panic),
+        #[prost(message, tag = "23")]
+        PerformRpc(super::PerformRpcCallback),
+        #[prost(message, tag = "24")]
+        RpcMethodInvocation(super::RpcMethodInvocationEvent),
+        #[prost(message, tag = "28")]
+        ByteStreamReaderEvent(super::ByteStreamReaderEvent),
     }
 }
 
@@ -552,6 +577,8 @@ pub struct RoomEos {}
 pub struct ByteStreamOpened {
     #[prost(message, required, tag = "1")]
     pub reader: OwnedByteStreamReader,
+    #[prost(string, required, tag = "2")]
+    pub participant_identity: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -578,6 +605,21 @@ pub struct ParticipantInfo {
     pub name: String,
     #[prost(string, required, tag = "3")]
     pub identity: String,
+    #[prost(map = "string, string", tag = "6")]
+    pub attributes: std::collections::HashMap<String, String>,
+    #[prost(enumeration = "ParticipantKind", required, tag = "7")]
+    pub kind: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+pub enum ParticipantKind {
+    Standard = 0,
+    Ingress = 1,
+    Egress = 2,
+    Sip = 3,
+    Agent = 4,
+    Connector = 5,
+    Bridge = 6,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -960,14 +1002,78 @@ pub enum AudioStreamType {
 }
 
 // ---------------------------------------------------------------------------------------------
-// data_stream.proto, data_track.proto: only the handles an event can hand over, so that they are
-// released even though this crate reads no data streams.
+// data_stream.proto: reading the byte streams a remote participant sends (LiveKit Agents sends
+// its speech to an avatar as one), and the handles of text streams and data tracks, which this
+// crate releases unread.
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OwnedByteStreamReader {
     #[prost(message, required, tag = "1")]
     pub handle: FfiOwnedHandle,
+    #[prost(message, required, tag = "2")]
+    pub info: ByteStreamInfo,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ByteStreamInfo {
+    #[prost(string, required, tag = "1")]
+    pub stream_id: String,
+    #[prost(string, required, tag = "3")]
+    pub mime_type: String,
+    #[prost(string, required, tag = "4")]
+    pub topic: String,
+    #[prost(uint64, optional, tag = "5")]
+    pub total_length: Option<u64>,
+    #[prost(map = "string, string", tag = "6")]
+    pub attributes: std::collections::HashMap<String, String>,
+    #[prost(string, required, tag = "7")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ByteStreamReaderReadIncrementalRequest {
+    #[prost(uint64, required, tag = "1")]
+    pub reader_handle: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ByteStreamReaderReadIncrementalResponse {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ByteStreamReaderEvent {
+    #[prost(uint64, required, tag = "1")]
+    pub reader_handle: u64,
+    #[prost(oneof = "byte_stream_reader_event::Detail", tags = "2, 3")]
+    pub detail: Option<byte_stream_reader_event::Detail>,
+}
+
+pub mod byte_stream_reader_event {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Detail {
+        #[prost(message, tag = "2")]
+        ChunkReceived(super::ByteStreamReaderChunkReceived),
+        #[prost(message, tag = "3")]
+        Eos(super::ByteStreamReaderEos),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ByteStreamReaderChunkReceived {
+    #[prost(bytes = "vec", required, tag = "1")]
+    pub content: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ByteStreamReaderEos {
+    #[prost(message, optional, tag = "1")]
+    pub error: Option<StreamError>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamError {
+    #[prost(string, required, tag = "1")]
+    pub description: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -980,4 +1086,97 @@ pub struct OwnedTextStreamReader {
 pub struct OwnedRemoteDataTrack {
     #[prost(message, required, tag = "1")]
     pub handle: FfiOwnedHandle,
+}
+
+// ---------------------------------------------------------------------------------------------
+// rpc.proto
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcError {
+    #[prost(uint32, required, tag = "1")]
+    pub code: u32,
+    #[prost(string, required, tag = "2")]
+    pub message: String,
+    #[prost(string, optional, tag = "3")]
+    pub data: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PerformRpcRequest {
+    #[prost(uint64, required, tag = "1")]
+    pub local_participant_handle: u64,
+    #[prost(string, required, tag = "2")]
+    pub destination_identity: String,
+    #[prost(string, required, tag = "3")]
+    pub method: String,
+    #[prost(string, required, tag = "4")]
+    pub payload: String,
+    #[prost(uint32, optional, tag = "5")]
+    pub response_timeout_ms: Option<u32>,
+    #[prost(uint64, optional, tag = "6")]
+    pub request_async_id: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PerformRpcResponse {
+    #[prost(uint64, required, tag = "1")]
+    pub async_id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PerformRpcCallback {
+    #[prost(uint64, required, tag = "1")]
+    pub async_id: u64,
+    #[prost(string, optional, tag = "2")]
+    pub payload: Option<String>,
+    #[prost(message, optional, tag = "3")]
+    pub error: Option<RpcError>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RegisterRpcMethodRequest {
+    #[prost(uint64, required, tag = "1")]
+    pub local_participant_handle: u64,
+    #[prost(string, required, tag = "2")]
+    pub method: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RegisterRpcMethodResponse {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcMethodInvocationEvent {
+    #[prost(uint64, required, tag = "1")]
+    pub local_participant_handle: u64,
+    #[prost(uint64, required, tag = "2")]
+    pub invocation_id: u64,
+    #[prost(string, required, tag = "3")]
+    pub method: String,
+    #[prost(string, required, tag = "4")]
+    pub request_id: String,
+    #[prost(string, required, tag = "5")]
+    pub caller_identity: String,
+    #[prost(string, required, tag = "6")]
+    pub payload: String,
+    #[prost(uint32, required, tag = "7")]
+    pub response_timeout_ms: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcMethodInvocationResponseRequest {
+    #[prost(uint64, required, tag = "1")]
+    pub local_participant_handle: u64,
+    #[prost(uint64, required, tag = "2")]
+    pub invocation_id: u64,
+    #[prost(string, optional, tag = "3")]
+    pub payload: Option<String>,
+    #[prost(message, optional, tag = "4")]
+    pub error: Option<RpcError>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcMethodInvocationResponseResponse {
+    #[prost(string, optional, tag = "1")]
+    pub error: Option<String>,
 }

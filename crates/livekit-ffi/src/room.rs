@@ -2,6 +2,7 @@
 //! (One file: every operation below goes through the same handle bookkeeping, which must stay in
 //! one place for handles to be released exactly once; the unit tests follow from line 737.)
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -31,6 +32,12 @@ pub struct AvatarOptions {
     /// is queued, so it is also how far audio may run ahead of real time (and of the video); an
     /// interrupt drops all of it.
     pub audio_queue_ms: u32,
+    /// Subscribe to every remote microphone and deliver it as [`RoomEvent::UserAudio`]. Off for an
+    /// avatar whose voice is the room's own agent: it listens to nobody.
+    pub receive_microphones: bool,
+    /// Byte streams on these topics are read and delivered as [`RoomEvent::ByteStreamOpened`],
+    /// `ByteStreamChunk` and `ByteStreamClosed`; streams on any other topic are released unread.
+    pub byte_stream_topics: Vec<String>,
 }
 
 impl AvatarOptions {
@@ -75,8 +82,10 @@ impl AvatarOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
     /// A remote participant is in the room (also sent once for each one already there at join).
+    /// `agent`: it joined as LiveKit's participant kind `agent` (a LiveKit Agents worker).
     ParticipantJoined {
         identity: String,
+        agent: bool,
     },
     ParticipantLeft {
         identity: String,
@@ -97,6 +106,39 @@ pub enum RoomEvent {
     Disconnected {
         reason: String,
     },
+    /// A remote participant opened a byte stream on one of
+    /// [`AvatarOptions::byte_stream_topics`]; its chunks follow in order, then its close.
+    ByteStreamOpened {
+        stream_id: String,
+        identity: String,
+        topic: String,
+        name: String,
+        mime_type: String,
+        attributes: HashMap<String, String>,
+    },
+    ByteStreamChunk {
+        stream_id: String,
+        bytes: Vec<u8>,
+    },
+    /// The sender closed the stream (`error: None`), or it broke off.
+    ByteStreamClosed {
+        stream_id: String,
+        error: Option<String>,
+    },
+    /// A remote participant called one of the methods registered with
+    /// [`AvatarRoom::register_rpc_method`]: answer it with [`AvatarRoom::respond_rpc`] within
+    /// `response_timeout_ms`.
+    RpcInvocation(RpcInvocation),
+}
+
+/// One call of a registered RPC method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcInvocation {
+    pub invocation_id: u64,
+    pub method: String,
+    pub caller_identity: String,
+    pub payload: String,
+    pub response_timeout_ms: u32,
 }
 
 /// Counters for metrics, since join.
@@ -129,6 +171,8 @@ pub(crate) struct RoomShared {
     /// unpublish would wait forever for an event that never comes, so close skips it.
     pub disconnected: AtomicBool,
     pub user_audio_sample_rate: u32,
+    pub receive_microphones: bool,
+    pub byte_stream_topics: Vec<String>,
     /// Bumped by every interrupt: a capture that started before stops feeding the rest of its
     /// samples.
     clear_generation: AtomicU64,
@@ -215,9 +259,9 @@ impl Drop for RoomHandle {
 
 /// The avatar in its room, publishing a camera track (VP8) and a microphone track.
 pub struct AvatarRoom {
-    lib: Arc<FfiLibrary>,
+    pub(crate) lib: Arc<FfiLibrary>,
     opts: AvatarOptions,
-    shared: Arc<RoomShared>,
+    pub(crate) shared: Arc<RoomShared>,
     /// The answer of the capture in flight: the library refuses a second capture while one waits
     /// for room in its queue, so each capture first waits for the previous one, even one whose
     /// caller was cancelled.
@@ -227,7 +271,7 @@ pub struct AvatarRoom {
     audio_track: OwnedHandle,
     video_source: OwnedHandle,
     audio_source: OwnedHandle,
-    local_participant: OwnedHandle,
+    pub(crate) local_participant: OwnedHandle,
     room: RoomHandle,
 }
 
@@ -263,6 +307,8 @@ pub async fn join(
         stats: StatsCounters::default(),
         disconnected: AtomicBool::new(false),
         user_audio_sample_rate: opts.audio_sample_rate,
+        receive_microphones: opts.receive_microphones,
+        byte_stream_topics: opts.byte_stream_topics.clone(),
         clear_generation: AtomicU64::new(0),
         publications: Mutex::new(Vec::new()),
     });
@@ -674,7 +720,7 @@ fn owned(id: u64, what: &'static str) -> Result<OwnedHandle, LkError> {
 }
 
 /// One async request: registers its waiter under a fresh async id, sends it, awaits the answer.
-async fn call(
+pub(crate) async fn call(
     lib: &FfiLibrary,
     request: impl FnOnce(u64) -> ffi_request::Message,
     timeout: Duration,
@@ -748,6 +794,8 @@ mod tests {
             max_video_bitrate: 800_000,
             audio_sample_rate: 16_000,
             audio_queue_ms: 200,
+            receive_microphones: true,
+            byte_stream_topics: Vec::new(),
         }
     }
 

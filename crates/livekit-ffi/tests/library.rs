@@ -27,6 +27,8 @@ async fn load_refuse_and_fail_to_connect_without_leaking() {
         max_video_bitrate: 800_000,
         audio_sample_rate: 16_000,
         audio_queue_ms: 200,
+        receive_microphones: true,
+        byte_stream_topics: Vec::new(),
     };
     let bad = AvatarOptions {
         audio_queue_ms: 25,

@@ -393,6 +393,22 @@ fn check_field(
             expected.number()
         ));
     }
+    // A map is a repeated message of the map's own `<Name>Entry` type in the schema.
+    if let Some(map) = attr.pairs.get("map") {
+        let entry = expected.type_name().rsplit('.').next().unwrap_or_default();
+        if expected.label() != Label::Repeated
+            || expected.r#type() != Type::Message
+            || !entry.ends_with("Entry")
+        {
+            problems.push(format!(
+                "{what}: map<{map}> in Rust, {:?} {:?} {} in the library",
+                expected.label(),
+                expected.r#type(),
+                expected.type_name()
+            ));
+        }
+        return;
+    }
     let label = if attr.words.iter().any(|w| w == "required") {
         Some(Label::Required)
     } else if attr.words.iter().any(|w| w == "repeated") {
@@ -465,9 +481,11 @@ fn check_type(
         ("sint32", Type::Sint32),
         ("sint64", Type::Sint64),
     ];
-    let rust = scalars
-        .iter()
-        .find(|(word, _)| attr.words.iter().any(|w| w == word));
+    // `bytes` is also written `bytes = "vec"` (or `"bytes"`), a pair rather than a word.
+    let rust = scalars.iter().find(|(word, _)| {
+        attr.words.iter().any(|w| w == word)
+            || (*word == "bytes" && attr.pairs.contains_key("bytes"))
+    });
     match rust {
         Some((_, t)) if *t == expected.r#type() => {}
         _ => problems.push(format!(

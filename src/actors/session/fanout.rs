@@ -188,6 +188,12 @@ impl Handler<VoiceEvent> for Session {
                 }
                 return;
             }
+            VoiceEvent::AgentPlayback(notice) => {
+                if let Some(room) = &self.children.room {
+                    room.do_send(notice);
+                }
+                return;
+            }
             VoiceEvent::Provider {
                 provider,
                 connected,

@@ -196,6 +196,37 @@ pub enum VoiceEvent {
         listening: bool,
         detail: String,
     },
+    /// How a room agent's segment is playing: for the agent (its RPCs), through the Room child.
+    AgentPlayback(PlaybackNotice),
+}
+
+/// The room's agent speaking through the avatar (LiveKit Agents' `lk.audio_stream`), from the
+/// Room child to the session, which hands it to its VoiceBridge in the order it came.
+#[derive(Message, Debug, PartialEq)]
+#[rtype(result = "()")]
+pub enum AgentAudio {
+    /// More of a segment (one byte stream), 16 kHz mono; the first (maybe empty) opens it.
+    Segment { segment: u64, pcm: Vec<i16> },
+    /// The segment's stream closed.
+    End { segment: u64 },
+    /// The agent called `lk.clear_buffer`: drop every segment not yet played.
+    Clear,
+}
+
+/// What the agent is told of its segments (`lk.playback_started`, `lk.playback_finished`), from
+/// the VoiceBridge to the Room child through the session.
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub enum PlaybackNotice {
+    Started {
+        segment: u64,
+    },
+    /// Exactly once per segment.
+    Finished {
+        segment: u64,
+        position_seconds: f64,
+        interrupted: bool,
+    },
 }
 
 /// Make the avatar say `text` (queued after what it is saying, unless `interrupt`).

@@ -13,6 +13,7 @@
 //! - [`commands`]: speak, add context, interrupt (and [`deliver`], which fans one out);
 //! - [`ending`]: the one way out, as named steps (bill, release, notify).
 
+pub mod agent_link;
 pub mod messages;
 pub mod renderer;
 pub mod restart;
@@ -42,7 +43,7 @@ use crate::actors::webhooks::{Emit, Webhooks};
 use crate::config::Settings;
 use crate::domain::agent::VoiceAgent;
 use crate::domain::events::{LifecycleEvent, VideoInfo, VoiceStatus};
-use crate::livekit::{RoomAccess, RoomBackend};
+use crate::livekit::{BorrowedRoom, RoomAccess, RoomBackend};
 use crate::media::{FrameWants, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::entities::session as session_row;
@@ -82,6 +83,10 @@ pub struct SessionAgent {
     pub model_asset_id: String,
     /// The agent's conversational voice; none: the local TTS alone.
     pub voice_agent: Option<VoiceAgent>,
+    /// The caller's own LiveKit room, when it brought one.
+    pub room: Option<BorrowedRoom>,
+    /// The room's agent speaks through the avatar (LiveKit Agents): no provider of ours.
+    pub voice_from_room: bool,
 }
 
 /// The children and what they hold: one place for supervision's bookkeeping.
@@ -159,6 +164,9 @@ pub struct Session {
     system_prompt: String,
     model_asset_id: String,
     voice_agent: Option<VoiceAgent>,
+    /// The caller's room, when it brought one (see [`SessionAgent::room`]).
+    borrowed: Option<BorrowedRoom>,
+    voice_from_room: bool,
     children: Children,
     media: Media,
     presence: Presence,
@@ -194,6 +202,8 @@ impl Session {
             system_prompt: agent.system_prompt,
             model_asset_id: agent.model_asset_id,
             voice_agent: agent.voice_agent,
+            borrowed: agent.room,
+            voice_from_room: agent.voice_from_room,
             children: Children {
                 room: None,
                 renderer: None,

@@ -111,3 +111,14 @@ impl Handler<ClientDetached> for Session {
         self.someone_left(ctx);
     }
 }
+
+impl Handler<AgentAudio> for Session {
+    type Result = ();
+
+    fn handle(&mut self, audio: AgentAudio, _: &mut Self::Context) {
+        // In order, to the voice: a clear must not overtake the audio it drops.
+        if let Some(voice) = &self.children.voice {
+            voice.do_send(audio);
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! when the room or the connection is lost for good it exits, and the session's restart policy
 //! decides. Closing leaves the room (unpublish, disconnect) and then deletes it, in that order.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +14,14 @@ use avs_rtc::{RtcError, RtcServer, ViewerId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{
-    ChildExited, ChildKind, ParticipantJoined, ParticipantLeft, RoomReady, RoomUpdate, UserAudio,
+    AgentAudio, ChildExited, ChildKind, EndReason, ParticipantJoined, ParticipantLeft,
+    PlaybackNotice, RoomReady, RoomUpdate, Stop, UserAudio,
 };
 use super::transport::{
     LiveKitJoin, LiveKitParticipant, LocalRoom, MediaTaps, Transport, TransportEvent,
 };
 use crate::domain::events::RoomStatus;
-use crate::livekit::{RoomAccess, RoomBackend};
+use crate::livekit::{BorrowedRoom, RoomAccess, RoomBackend};
 use crate::metrics::Metrics;
 
 /// Where a Room child reports, and what it needs to make the room and its media.
@@ -35,6 +37,13 @@ pub struct RoomSpec {
     /// The frame size and rate once the renderer knows them (`None` until then).
     pub video: Option<(u32, u32, u32)>,
     pub livekit: Option<Arc<FfiLibrary>>,
+    /// Where LiveKit's FFI library is, for a room the caller brought to a server that has no
+    /// LiveKit of its own (loaded then, once per process).
+    pub livekit_library: PathBuf,
+    /// The caller's own room: joined with its token, neither created nor deleted here.
+    pub borrowed: Option<BorrowedRoom>,
+    /// The room's agent is the avatar's voice (LiveKit Agents).
+    pub agent_voice: bool,
     pub rtc: Option<RtcServer>,
     pub max_video_bitrate: u64,
     pub max_side: u32,
@@ -46,6 +55,9 @@ pub struct RoomSpec {
     pub joined: Recipient<ParticipantJoined>,
     pub left: Recipient<ParticipantLeft>,
     pub heard: Recipient<UserAudio>,
+    pub agent_audio: Recipient<AgentAudio>,
+    /// The room is over for good: the session ends `room_closed`.
+    pub closed: Recipient<Stop>,
 }
 
 /// Where an offer's answer goes.
@@ -145,24 +157,65 @@ impl Room {
             height,
             fps,
             max_video_bitrate: self.spec.max_video_bitrate,
+            agent_voice: self
+                .spec
+                .agent_voice
+                .then(|| self.spec.borrowed.as_ref().and_then(|b| b.agent.clone())),
         };
+        let borrowed = self.spec.borrowed.is_some();
         let joining = LiveKitParticipant::join(
             join,
             self.spec.taps.clone(),
             self.events.clone(),
             self.spec.metrics.clone(),
         );
-        ctx.wait(joining.into_actor(self).map(|result, act, ctx| match result {
+        ctx.wait(joining.into_actor(self).map(move |result, act, ctx| match result {
             Ok(participant) => {
                 act.transport = Some(Transport::LiveKit(Box::new(participant)));
                 act.status.joined = true;
                 act.status.published = true;
                 act.report();
+                // A room the caller brought is ready once the avatar is in it: a room that cannot
+                // be joined fails the start before anything is billed.
+                if borrowed {
+                    if let Some(access) = act.access.clone() {
+                        act.spec.ready.do_send(RoomReady(access));
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(room = %act.spec.room_name, error = %e, "the avatar could not join its room");
-                act.die(ctx, "the avatar could not join its room".into());
+                act.die(ctx, format!("the avatar could not join the room: {e}"));
             }
+        }));
+    }
+
+    /// The caller's room: the avatar joins it with the caller's token (LiveKit's FFI library is
+    /// loaded now if this server has no LiveKit of its own).
+    fn join_borrowed(&mut self, ctx: &mut Context<Self>, room: BorrowedRoom) {
+        self.access = Some(RoomAccess {
+            url: room.url.clone(),
+            user_token: String::new(),
+            agent_token: room.token.clone(),
+        });
+        if let Some(library) = self.spec.livekit.clone() {
+            return self.join_livekit(ctx, library);
+        }
+        let path = self.spec.livekit_library.clone();
+        let load = actix_web::rt::task::spawn_blocking(move || FfiLibrary::load(&path));
+        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
+            Ok(Ok(library)) => {
+                act.spec.livekit = Some(library.clone());
+                act.join_livekit(ctx, library);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "LiveKit's FFI library could not be loaded");
+                act.die(
+                    ctx,
+                    "LiveKit's FFI library is not available on this server".into(),
+                );
+            }
+            Err(e) => act.die(ctx, format!("loading LiveKit's FFI library failed: {e}")),
         }));
     }
 
@@ -216,6 +269,9 @@ impl Actor for Room {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(room) = self.spec.borrowed.clone() {
+            return self.join_borrowed(ctx, room);
+        }
         let backend = self.spec.backend.clone();
         let name = self.spec.room_name.clone();
         let ttl = self.spec.token_ttl;
@@ -287,6 +343,14 @@ impl StreamHandler<TransportEvent> for Room {
                 self.status.joined = true;
                 self.report();
             }
+            TransportEvent::AgentAudio(audio) => self.spec.agent_audio.do_send(audio),
+            TransportEvent::Closed(reason) => {
+                tracing::info!(room = %self.spec.room_name, %reason, "the room is over");
+                self.status = RoomStatus::default();
+                self.report();
+                self.dead = true;
+                self.spec.closed.do_send(Stop(EndReason::RoomClosed));
+            }
             TransportEvent::Disconnected(reason) => {
                 self.status = RoomStatus::default();
                 self.report();
@@ -316,13 +380,17 @@ impl Handler<CloseRoom> for Room {
         let transport = self.transport.take();
         let backend = self.spec.backend.clone();
         let name = self.spec.room_name.clone();
+        // The caller's room is theirs: the avatar leaves it, nothing more.
+        let owned = self.spec.borrowed.is_none();
         Box::pin(
             async move {
                 if let Some(transport) = transport {
                     transport.close().await;
                 }
-                if let Err(e) = backend.delete(&name).await {
-                    tracing::warn!(room = %name, error = %e, "room delete failed");
+                if owned {
+                    if let Err(e) = backend.delete(&name).await {
+                        tracing::warn!(room = %name, error = %e, "room delete failed");
+                    }
                 }
             }
             .into_actor(self)
@@ -347,6 +415,19 @@ impl Handler<VideoSize> for Room {
         self.spec.video = Some((msg.width, msg.height, msg.fps));
         if self.access.is_some() {
             self.open_local(ctx);
+        }
+    }
+}
+
+impl Handler<PlaybackNotice> for Room {
+    type Result = ();
+
+    fn handle(&mut self, notice: PlaybackNotice, _: &mut Self::Context) {
+        match &self.transport {
+            Some(transport) => transport.notify(notice),
+            // Between a lost connection and the next: the agent's session is over or will resume
+            // its own bookkeeping on the new connection.
+            None => tracing::debug!(?notice, "a playback notice with no room to send it in"),
         }
     }
 }

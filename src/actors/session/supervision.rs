@@ -40,6 +40,9 @@ impl Session {
                 .as_ref()
                 .map(|v| (v.width, v.height, v.fps)),
             livekit: self.deps.livekit.clone(),
+            livekit_library: settings.livekit.ffi_library_path(),
+            borrowed: self.borrowed.clone(),
+            agent_voice: self.voice_from_room,
             rtc: self.deps.rtc.clone(),
             max_video_bitrate: settings.media.video_bitrate_bps,
             max_side: settings.render.max_side,
@@ -50,7 +53,9 @@ impl Session {
             exited: me.clone().recipient(),
             joined: me.clone().recipient(),
             left: me.clone().recipient(),
-            heard: me.recipient(),
+            heard: me.clone().recipient(),
+            agent_audio: me.clone().recipient(),
+            closed: me.recipient(),
         };
         self.children.room = Some(Room::launch(spec));
     }
@@ -77,6 +82,9 @@ impl Session {
     /// The agent's voice: its ElevenLabs conversational agent, or the local TTS alone.
     fn voice_provider(&self) -> ProviderSpec {
         let settings = &self.deps.settings.voice;
+        if self.voice_from_room {
+            return ProviderSpec::Room;
+        }
         let Some(agent) = self.voice_agent.as_ref().filter(|a| a.is_elevenlabs()) else {
             return ProviderSpec::Local;
         };

@@ -20,6 +20,8 @@ use avs_rtc::{MediaSession, RtcError, RtcServer, ViewerId};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+use super::agent_link::{self, AgentLink, LinkAction, AUDIO_STREAM_TOPIC, RPC_CLEAR_BUFFER};
+use super::messages::{AgentAudio, PlaybackNotice};
 use crate::media::{FrameWants, VideoFrame, Want};
 use crate::metrics::Metrics;
 use crate::voice::PcmChunk;
@@ -35,8 +37,13 @@ pub enum TransportEvent {
     Viewers(usize),
     Reconnecting,
     Reconnected,
-    /// The connection is gone for good (the library gave up, or the room was deleted).
+    /// The connection is gone for good (the library gave up).
     Disconnected(String),
+    /// The room is over and will not come back: deleted, the avatar removed from it, or (in a
+    /// room the caller brought) its agent gone. The session ends `room_closed`.
+    Closed(String),
+    /// The room's agent speaking through the avatar (LiveKit Agents).
+    AgentAudio(AgentAudio),
 }
 
 /// The session's media channels, as a transport takes them.
@@ -53,6 +60,13 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Tells the room's agent how its speech plays (LiveKit Agents), where there is one.
+    pub fn notify(&self, notice: PlaybackNotice) {
+        if let Transport::LiveKit(p) = self {
+            p.notify(notice);
+        }
+    }
+
     /// Drops what the voice has queued but not yet sent (an interrupt is heard at once).
     pub fn clear_audio(&self) {
         if let Transport::LiveKit(p) = self {
@@ -87,6 +101,8 @@ pub struct LiveKitParticipant {
     room: Arc<AvatarRoom>,
     tasks: Vec<JoinHandle<()>>,
     metrics: Metrics,
+    /// To the room's agent, when it speaks through the avatar.
+    notices: Option<mpsc::UnboundedSender<PlaybackNotice>>,
 }
 
 /// How the avatar joins: the library, where, as whom, and how its video is encoded.
@@ -98,6 +114,9 @@ pub struct LiveKitJoin {
     pub height: u32,
     pub fps: u32,
     pub max_video_bitrate: u64,
+    /// The room's agent is the voice (LiveKit Agents' avatar protocol): its audio streams are
+    /// taken, nobody's microphone is. `Some(None)`: the agent is whoever joins as one.
+    pub agent_voice: Option<Option<String>>,
 }
 
 impl LiveKitParticipant {
@@ -117,21 +136,58 @@ impl LiveKitParticipant {
             // A small queue: it is how far the voice may run ahead of the face, and what an
             // interrupt has to drop.
             audio_queue_ms: 200,
+            receive_microphones: join.agent_voice.is_none(),
+            byte_stream_topics: match join.agent_voice {
+                Some(_) => vec![AUDIO_STREAM_TOPIC.to_string()],
+                None => Vec::new(),
+            },
         };
         let (room, room_events) =
             avs_livekit_ffi::join(&join.library, &join.url, &join.token, opts).await?;
         let room = Arc::new(room);
+        let link = match join.agent_voice {
+            Some(expected) => {
+                room.register_rpc_method(RPC_CLEAR_BUFFER)?;
+                Some(AgentLink::new(expected, metrics.clone()))
+            }
+            None => None,
+        };
         metrics.livekit_published.inc();
-        let tasks = vec![
+        let mut tasks = vec![
             actix_web::rt::spawn(publish_video(room.clone(), taps.clone(), metrics.clone())),
             actix_web::rt::spawn(publish_audio(room.clone(), taps.audio.subscribe())),
-            actix_web::rt::spawn(forward_room_events(room_events, events, metrics.clone())),
         ];
+        let mut notices = None;
+        if let Some(link) = &link {
+            let (tx, rx) = mpsc::unbounded_channel();
+            notices = Some(tx);
+            tasks.push(actix_web::rt::spawn(agent_link::notify_agent(
+                room.clone(),
+                rx,
+                link.agent(),
+                metrics.clone(),
+            )));
+        }
+        tasks.push(actix_web::rt::spawn(forward_room_events(
+            room.clone(),
+            room_events,
+            link,
+            events,
+            metrics.clone(),
+        )));
         Ok(Self {
             room,
             tasks,
             metrics,
+            notices,
         })
+    }
+
+    /// Tells the room's agent how one of its segments plays.
+    pub fn notify(&self, notice: PlaybackNotice) {
+        if let Some(notices) = &self.notices {
+            let _ = notices.send(notice);
+        }
     }
 
     async fn close(mut self) {
@@ -188,13 +244,38 @@ async fn publish_audio(room: Arc<AvatarRoom>, mut audio: broadcast::Receiver<Pcm
 }
 
 async fn forward_room_events(
+    room: Arc<AvatarRoom>,
     mut room_events: mpsc::UnboundedReceiver<RoomEvent>,
+    mut link: Option<AgentLink>,
     events: mpsc::UnboundedSender<TransportEvent>,
     metrics: Metrics,
 ) {
     while let Some(event) = room_events.recv().await {
+        if let Some(link) = &mut link {
+            for action in link.on_event(&event) {
+                let event = match action {
+                    LinkAction::Audio(audio) => TransportEvent::AgentAudio(audio),
+                    LinkAction::AgentLeft(identity) => {
+                        TransportEvent::Closed(format!("the agent {identity} left the room"))
+                    }
+                    LinkAction::Answer {
+                        invocation_id,
+                        method,
+                        result,
+                    } => {
+                        if let Err(e) = room.respond_rpc(invocation_id, result) {
+                            tracing::warn!(error = %e, %method, "an RPC was not answered");
+                        }
+                        continue;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        }
         let event = match event {
-            RoomEvent::ParticipantJoined { identity } => {
+            RoomEvent::ParticipantJoined { identity, .. } => {
                 TransportEvent::ParticipantJoined(identity)
             }
             RoomEvent::ParticipantLeft { identity } => TransportEvent::ParticipantLeft(identity),
@@ -209,7 +290,21 @@ async fn forward_room_events(
                 metrics.livekit_reconnects.inc();
                 TransportEvent::Reconnected
             }
+            // Gone for good: a deleted room, or the avatar removed from it, does not come back.
+            RoomEvent::Disconnected { reason }
+                if matches!(
+                    reason.as_str(),
+                    "room_deleted" | "participant_removed" | "room_closed"
+                ) =>
+            {
+                TransportEvent::Closed(reason)
+            }
             RoomEvent::Disconnected { reason } => TransportEvent::Disconnected(reason),
+            // The protocol's own events were the link's.
+            RoomEvent::ByteStreamOpened { .. }
+            | RoomEvent::ByteStreamChunk { .. }
+            | RoomEvent::ByteStreamClosed { .. }
+            | RoomEvent::RpcInvocation(_) => continue,
         };
         if events.send(event).is_err() {
             return;

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 mod player;
 
-use super::messages::{ChildExited, ChildKind, VoiceEvent};
+use super::messages::{AgentAudio, ChildExited, ChildKind, PlaybackNotice, VoiceEvent};
 use crate::domain::events::Speaker;
 use crate::voice::elevenlabs::{self, ElevenLabsHandle, ProviderEvent};
 use crate::voice::tts::TtsCache;
@@ -130,10 +130,36 @@ impl VoiceProvider for ElevenLabsHandle {
     }
 }
 
+/// The room's own agent is the voice (LiveKit Agents): its speech comes as [`AgentAudio`] from
+/// the room, not from a provider; `speak` still goes through the local TTS.
+pub struct RoomAgentVoice;
+
+impl VoiceProvider for RoomAgentVoice {
+    fn name(&self) -> &'static str {
+        "room"
+    }
+    // The agent hears the user in its own room, and keeps its own context and prompt.
+    fn hear(&self, _: &[i16]) -> Result<(), String> {
+        Ok(())
+    }
+    fn add_context(&self, _: &str) -> Result<(), String> {
+        Err("the room's agent keeps its own context".into())
+    }
+    fn set_prompt(&self, _: &str) -> Result<(), String> {
+        Err("the room's agent keeps its own instructions".into())
+    }
+    fn spoke(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn close(self: Box<Self>) {}
+}
+
 /// Which provider a bridge starts with.
 pub enum ProviderSpec {
     Local,
     ElevenLabs(Box<ElevenLabsSpec>),
+    /// The room's agent ([`RoomAgentVoice`]).
+    Room,
 }
 
 pub struct ElevenLabsSpec {
@@ -278,6 +304,16 @@ impl Actor for VoiceBridge {
                     detail: "local text-to-speech".into(),
                 });
             }
+            Some(ProviderSpec::Room) => {
+                self.provider = Box::new(RoomAgentVoice);
+                self.events.do_send(VoiceEvent::Provider {
+                    provider: "room",
+                    connected: true,
+                    // The agent listens in its own room, not through this bridge.
+                    listening: false,
+                    detail: "the room's agent (LiveKit Agents)".into(),
+                });
+            }
             Some(ProviderSpec::ElevenLabs(spec)) => {
                 match elevenlabs::start(spec.config, spec.conversation, spec.http) {
                     Ok((handle, events)) => {
@@ -414,8 +450,51 @@ impl Handler<Played> for VoiceBridge {
                     interrupted,
                 }
             }
+            Played::StreamStarted(segment) => {
+                self.events.do_send(VoiceEvent::AgentSpeech {
+                    speaking: true,
+                    interrupted: false,
+                });
+                VoiceEvent::AgentPlayback(PlaybackNotice::Started { segment })
+            }
+            Played::StreamEnded {
+                segment,
+                played_samples,
+                interrupted,
+            } => {
+                if played_samples > 0 {
+                    self.events.do_send(VoiceEvent::AgentSpeech {
+                        speaking: false,
+                        interrupted,
+                    });
+                }
+                VoiceEvent::AgentPlayback(PlaybackNotice::Finished {
+                    segment,
+                    position_seconds: played_samples as f64 / crate::voice::SAMPLE_RATE as f64,
+                    interrupted,
+                })
+            }
         };
         self.events.do_send(event);
+    }
+}
+
+impl Handler<AgentAudio> for VoiceBridge {
+    type Result = ();
+
+    fn handle(&mut self, audio: AgentAudio, _: &mut Self::Context) {
+        match audio {
+            AgentAudio::Segment { segment, pcm } => self.play(PlayerCommand::Stream {
+                segment,
+                samples: pcm,
+            }),
+            AgentAudio::End { segment } => self.play(PlayerCommand::StreamEnd { segment }),
+            AgentAudio::Clear => {
+                self.play(PlayerCommand::CutAgent);
+                // The room's queue too: the agent's last words stop within one audio frame.
+                self.events.do_send(VoiceEvent::Cut);
+            }
+        }
     }
 }
 

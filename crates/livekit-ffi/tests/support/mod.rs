@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 pub mod fake;
+pub mod peer;
+pub mod server;
 
 pub fn repo_root() -> PathBuf {
     match std::env::var_os("AVS_REPO_ROOT") {

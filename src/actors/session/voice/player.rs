@@ -19,6 +19,16 @@ pub(super) enum PlayerCommand {
     CutAll,
     /// Drop the agent's unplayed audio (an interruption of its turn, or a `speak`).
     CutAgent,
+    /// More of a room agent's speech segment (LiveKit Agents' `lk.audio_stream`), which is
+    /// queued at its first command (possibly empty: the stream just opened).
+    Stream {
+        segment: u64,
+        samples: Vec<i16>,
+    },
+    /// The segment's stream closed: once it has played out, it is over.
+    StreamEnd {
+        segment: u64,
+    },
 }
 
 /// From the player to the bridge.
@@ -34,6 +44,14 @@ pub(super) enum Played {
     AgentEnded {
         interrupted: bool,
     },
+    /// A room agent's segment played its first audio.
+    StreamStarted(u64),
+    /// A room agent's segment is over (exactly once per segment): played out, or cut.
+    StreamEnded {
+        segment: u64,
+        played_samples: usize,
+        interrupted: bool,
+    },
 }
 
 enum Segment {
@@ -46,6 +64,13 @@ enum Segment {
         samples: VecDeque<i16>,
         dry_ticks: u32,
     },
+    /// A segment of a room agent's speech: it waits (silent) for its stream while it is open.
+    Stream {
+        id: u64,
+        samples: VecDeque<i16>,
+        closed: bool,
+        played: usize,
+    },
 }
 
 /// Ticks an agent turn may run dry (audio arrives in bursts) before it counts as ended.
@@ -55,6 +80,7 @@ fn started(segment: &Segment) -> bool {
     match segment {
         Segment::Utterance { pos, .. } => *pos > 0,
         Segment::Agent { .. } => true,
+        Segment::Stream { played, .. } => *played > 0,
     }
 }
 
@@ -65,7 +91,17 @@ fn ended(segment: &Segment, interrupted: bool) -> Played {
             interrupted,
         },
         Segment::Agent { .. } => Played::AgentEnded { interrupted },
+        Segment::Stream { id, played, .. } => Played::StreamEnded {
+            segment: *id,
+            played_samples: *played,
+            interrupted,
+        },
     }
+}
+
+/// Whether a cut must say so: what started, and every stream segment (each is owed its end).
+fn owed_an_end(segment: &Segment) -> bool {
+    matches!(segment, Segment::Stream { .. }) || started(segment)
 }
 
 pub(super) async fn player(
@@ -96,16 +132,47 @@ pub(super) async fn player(
                     if let Some(done) = finishing.take() {
                         bridge.do_send(done);
                     }
-                    if let Some(front) = queue.front().filter(|s| started(s)) {
-                        bridge.do_send(ended(front, true));
+                    for (i, segment) in queue.iter().enumerate() {
+                        if owed_an_end(segment) && (i == 0 || matches!(segment, Segment::Stream { .. })) {
+                            bridge.do_send(ended(segment, true));
+                        }
                     }
                     queue.clear();
                 }
                 Some(PlayerCommand::CutAgent) => {
-                    if let Some(front @ Segment::Agent { .. }) = queue.front() {
-                        bridge.do_send(ended(front, true));
+                    for (i, segment) in queue.iter().enumerate() {
+                        match segment {
+                            Segment::Agent { .. } if i == 0 => bridge.do_send(ended(segment, true)),
+                            Segment::Stream { .. } => bridge.do_send(ended(segment, true)),
+                            _ => {}
+                        }
                     }
                     queue.retain(|s| matches!(s, Segment::Utterance { .. }));
+                }
+                Some(PlayerCommand::Stream { segment, samples }) => {
+                    let held = queue.iter_mut().find_map(|s| match s {
+                        Segment::Stream { id, samples, closed: false, .. } if *id == segment => Some(samples),
+                        _ => None,
+                    });
+                    match held {
+                        Some(held) => held.extend(samples),
+                        None => queue.push_back(Segment::Stream {
+                            id: segment,
+                            samples: samples.into(),
+                            closed: false,
+                            played: 0,
+                        }),
+                    }
+                }
+                Some(PlayerCommand::StreamEnd { segment }) => {
+                    // A segment no longer queued was cut, and has had its end already.
+                    for s in queue.iter_mut() {
+                        if let Segment::Stream { id, closed, .. } = s {
+                            if *id == segment {
+                                *closed = true;
+                            }
+                        }
+                    }
                 }
             },
             _ = tick.tick(), if !queue.is_empty() || finishing.is_some() => {
@@ -126,6 +193,36 @@ pub(super) async fn player(
                             queue.pop_front();
                         }
                         Some(chunk)
+                    }
+                    Segment::Stream { id, samples, closed, played } => {
+                        if samples.is_empty() {
+                            if *closed {
+                                finishing = Some(Played::StreamEnded {
+                                    segment: *id,
+                                    played_samples: *played,
+                                    interrupted: false,
+                                });
+                                queue.pop_front();
+                            }
+                            None
+                        } else {
+                            if *played == 0 {
+                                bridge.do_send(Played::StreamStarted(*id));
+                            }
+                            let n = CHUNK_SAMPLES.min(samples.len());
+                            *played += n;
+                            let chunk: Vec<i16> = samples.drain(..n).collect();
+                            // Its last chunk plays for one more tick before the segment is over.
+                            if samples.is_empty() && *closed {
+                                finishing = Some(Played::StreamEnded {
+                                    segment: *id,
+                                    played_samples: *played,
+                                    interrupted: false,
+                                });
+                                queue.pop_front();
+                            }
+                            Some(chunk)
+                        }
                     }
                     Segment::Agent { samples, dry_ticks } => {
                         if samples.is_empty() {

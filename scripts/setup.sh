@@ -230,6 +230,7 @@ say "ok: default avatar .setup/default-avatar.png"
 
 bash "$ROOT/scripts/setup_livekit.sh"  # 6. LiveKit media: liblivekit_ffi.so, its schema, the fake server's packages
 bash "$ROOT/scripts/setup_livekit_server.sh"  # 6b. livekit-server, built from its Go module
+bash "$ROOT/scripts/setup_agents.sh"  # 6c. LiveKit Agents and this repository's plugin (tests/agents)
 bash "$ROOT/scripts/setup_web.sh"  # 7. chromium, livekit-client and playwright-core (.setup/web/)
 
 # 8. The OpenAPI test's tools, in a virtualenv of their own (their pydantic/typer/ruff stay away
@@ -264,6 +265,7 @@ setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   test lip-sync     $SETUP/models/tiny_lipsync.onnx
   images            $SETUP/images/
   default avatar    $SETUP/default-avatar.png
+  LiveKit Agents    $SETUP/agents-venv  (livekit-agents, plugins/livekit-plugins-avatar-supervisor)
   web               $SETUP/web/  (livekit-client, playwright-core)
   OpenAPI tools     $OPENAPI_VENV  (${OPENAPI_REQS[*]})
 EOF

@@ -101,5 +101,11 @@ if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null 2>&1; then
 else
     bash scripts/netns_run.sh cargo test --locked --offline -p avs-livekit-ffi --test netns -- --test-threads=1 || status=$?
     bash scripts/netns_run.sh cargo test --locked --offline --test api -- netns:: --test-threads=1 || status=$?
+    # 3. LiveKit Agents end to end (pytest): a real AgentSession (livekit-agents, with an espeak-ng
+    #    TTS and a scripted LLM) in a room on LiveKit's own server, and this server's avatar started
+    #    by the plugin in plugins/ (the debug build step 1 made), against LiveKit's own avatar
+    #    side as the reference; plus the plugin's HTTP calls.
+    AVS_BIN=$ROOT/target/debug/avatar-supervisor \
+        bash scripts/netns_run.sh .setup/agents-venv/bin/python -m pytest -q -p no:cacheprovider tests/agents || status=$?
 fi
 exit $status

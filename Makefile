@@ -7,7 +7,7 @@ export AVS_AGENTS__DEFAULT_AVATAR_IMAGE := $(SETUP)/default-avatar.png
 export AVS_MEDIA__FACE_MODEL := $(SETUP)/models/centerface.onnx
 ARGS ?=
 
-.PHONY: setup build run test lint bench bench-media bench-sessions bench-cluster load-test clean-data
+.PHONY: setup build run run-livekit test lint bench bench-media bench-sessions bench-cluster load-test clean-data
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,10 @@ build: setup
 
 run: setup
 	cargo run --release --locked --bin avatar-supervisor -- serve $(ARGS)
+
+# LiveKit's own server (dev mode, built by make setup) and this server pointed at it.
+run-livekit: setup
+	@bash scripts/run_livekit.sh $(ARGS)
 
 test: setup
 	@bash scripts/test.sh
@@ -37,7 +41,11 @@ bench-cluster: setup
 	target/release/examples/cluster_bench --assets $(SETUP) $(ARGS)
 
 # N live sessions held then stopped, then SIGTERM, on SQLite and PostgreSQL (load-tests/RESULTS.md).
-load-test: setup
+load-# LiveKit's own server (dev mode, built by make setup) and this server pointed at it.
+run-livekit: setup
+	@bash scripts/run_livekit.sh $(ARGS)
+
+test: setup
 	cargo build --release --locked --bin avatar-supervisor --example load_bench
 	target/release/examples/load_bench --assets $(SETUP) $(ARGS)
 

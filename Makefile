@@ -41,11 +41,7 @@ bench-cluster: setup
 	target/release/examples/cluster_bench --assets $(SETUP) $(ARGS)
 
 # N live sessions held then stopped, then SIGTERM, on SQLite and PostgreSQL (load-tests/RESULTS.md).
-load-# LiveKit's own server (dev mode, built by make setup) and this server pointed at it.
-run-livekit: setup
-	@bash scripts/run_livekit.sh $(ARGS)
-
-test: setup
+load-test: setup
 	cargo build --release --locked --bin avatar-supervisor --example load_bench
 	target/release/examples/load_bench --assets $(SETUP) $(ARGS)
 

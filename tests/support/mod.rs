@@ -11,6 +11,12 @@ pub mod livekit;
 /// The fake LiveKit server that does real WebRTC (aiortc), shared with `avs-livekit-ffi`'s tests.
 #[path = "../../crates/livekit-ffi/tests/support/fake.rs"]
 pub mod livekit_media;
+/// A participant of a real LiveKit room (LiveKit's Python SDK), shared with `avs-livekit-ffi`.
+#[path = "../../crates/livekit-ffi/tests/support/peer.rs"]
+pub mod livekit_peer;
+/// LiveKit's own server (`.setup/livekit-server/`), shared with `avs-livekit-ffi`'s tests.
+#[path = "../../crates/livekit-ffi/tests/support/server.rs"]
+pub mod livekit_server;
 pub mod webhook_sink;
 
 use std::sync::Arc;

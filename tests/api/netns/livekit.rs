@@ -71,6 +71,14 @@ fn audio_windows(observed: &Value) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Whether the avatar shows in `room` on the server (within [`WAIT`]).
+async fn avatar_joined(livekit: &LiveKitServer, room: &str) -> bool {
+    eventually(WAIT, || async {
+        livekit.participants(room).await.iter().any(|p| p == AVATAR)
+    })
+    .await
+}
+
 /// A server with its rooms on LiveKit's server and its voice on the fake ElevenLabs.
 async fn server(livekit: &LiveKitServer, el: &FakeElevenLabs) -> TestApp {
     let (url, http, ws) = (livekit.url(), el.http_base(), el.ws_base());
@@ -112,15 +120,8 @@ async fn the_avatar_meets_a_user_in_a_livekit_room() {
     let room = r.body["room_name"].as_str().unwrap().to_string();
     // The room exists on the server (made through RoomService) with the avatar in it.
     assert!(
-        eventually(WAIT, || async {
-            livekit
-                .participants(&room)
-                .await
-                .iter()
-                .any(|p| p == AVATAR)
-        })
-        .await,
-        "the avatar is in {room}: {}",
+        avatar_joined(&livekit, &room).await,
+        "the avatar is not in {room}: {}",
         livekit.log_tail(20)
     );
     // A user joins with the session's own participant token.
@@ -400,15 +401,9 @@ async fn a_room_deleted_through_room_service_ends_the_session_room_closed() {
     let id = r.body["session_id"].as_str().unwrap().to_string();
     let room = r.body["room_name"].as_str().unwrap().to_string();
     assert!(
-        eventually(WAIT, || async {
-            livekit
-                .participants(&room)
-                .await
-                .iter()
-                .any(|p| p == AVATAR)
-        })
-        .await,
-        "the avatar is in {room}"
+        avatar_joined(&livekit, &room).await,
+        "the avatar is not in {room}: {}",
+        livekit.log_tail(20)
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The room's owner deletes it: the avatar is told `room_deleted`, and the session is over

@@ -198,17 +198,38 @@
     const LK = window.LivekitClient;
     const lk = new LK.Room({ adaptiveStream: true, dynacast: true });
     room.livekit = lk;
+    const tracks = new Set();
+    // The statistics of the room's tracks as one report, in the shape of a peer connection's
+    // (what the local path's `room.pc` gives): the avatar's tracks received, the microphone sent.
+    room.pc = {
+      async getStats() {
+        const report = new Map();
+        for (const track of tracks) {
+          const stats = await track.getRTCStatsReport();
+          if (stats) stats.forEach((value, key) => report.set(key, value));
+        }
+        return report;
+      },
+      close() {},
+    };
     lk.on(LK.RoomEvent.TrackSubscribed, (track, _publication, participant) => {
       if (participant.identity !== session.agent_identity) return;
+      tracks.add(track);
       room.remote.addTrack(track.mediaStreamTrack);
       if (track.kind === 'video') showVideo();
     });
-    lk.on(LK.RoomEvent.TrackUnsubscribed, (track) => room.remote.removeTrack(track.mediaStreamTrack));
+    lk.on(LK.RoomEvent.TrackUnsubscribed, (track) => {
+      tracks.delete(track);
+      room.remote.removeTrack(track.mediaStreamTrack);
+    });
     lk.on(LK.RoomEvent.Disconnected, () => ended('The session ended.'));
     await lk.connect(session.livekit_url, session.participant_token);
     say(`You are talking with ${data.agent_name}.`);
     const track = room.mic && room.mic.getAudioTracks()[0];
-    if (track) await lk.localParticipant.publishTrack(track, { source: LK.Track.Source.Microphone });
+    if (track) {
+      const published = await lk.localParticipant.publishTrack(track, { source: LK.Track.Source.Microphone });
+      if (published && published.track) tracks.add(published.track);
+    }
   }
 
   function controlChannel(session) {

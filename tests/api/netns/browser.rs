@@ -15,6 +15,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use super::require_netns;
 use crate::helpers::*;
 use crate::support::elevenlabs::{Access, FakeElevenLabs};
+use crate::support::livekit_server::{LiveKitServer, API_KEY, API_SECRET};
 
 const SAY: &str = "Hello there, I am your avatar.";
 const USER_LINE: &str = "Could you tell me about the weather?";
@@ -178,12 +179,34 @@ fn window_rms(samples: &[i16]) -> Vec<f64> {
 #[actix_web::test]
 async fn room_page_plays_the_avatar_and_hears_the_visitor() {
     require_netns();
+    room_page(None).await;
+}
+
+/// The same page when the server's rooms are on LiveKit's own server: livekit-client (served by
+/// this server) joins the session's room there.
+#[actix_web::test]
+async fn room_page_on_livekit_plays_the_avatar_and_hears_the_visitor() {
+    require_netns();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let livekit = LiveKitServer::start(root).await;
+    room_page(Some(&livekit)).await;
+}
+
+/// A visit of the room page, its media through the local room or through `livekit`.
+async fn room_page(livekit: Option<&LiveKitServer>) {
     let fake = FakeElevenLabs::start("xi-unused").await;
     fake.add_agent("el_room", Access::Public);
     let (http, ws) = (fake.http_base(), fake.ws_base());
+    let livekit_url = livekit.map(LiveKitServer::url);
     let app = spawn_app_with(Db::Sqlite, move |s| {
         s.voice.elevenlabs_http_base = http;
         s.voice.elevenlabs_ws_base = ws;
+        if let Some(url) = livekit_url {
+            s.livekit.url = url;
+            s.livekit.api_key = API_KEY.into();
+            s.livekit.api_secret = avatar_supervisor::config::Secret::new(API_SECRET);
+            s.livekit.avatar_participant = true;
+        }
     })
     .await;
     let acct = app.account(2, 10.0, 1000).await;
@@ -234,15 +257,27 @@ async fn room_page_plays_the_avatar_and_hears_the_visitor() {
     assert_eq!(room["focus"][3], "say-text");
     assert_eq!(room["focus"][4], "leave");
     assert_eq!(room["session_id"], session.as_str());
-    assert!(room["viewer"]
-        .as_str()
-        .is_some_and(|v| v.contains(&format!("/v1/sessions/{session}/rtc/"))));
+    match livekit {
+        // The page joined the session's LiveKit room: no viewer of the local room.
+        Some(_) => assert!(room["viewer"].is_null(), "{}", room["viewer"]),
+        None => assert!(room["viewer"]
+            .as_str()
+            .is_some_and(|v| v.contains(&format!("/v1/sessions/{session}/rtc/")))),
+    }
 
-    // Video: VP8 at the session's frame size, at least 20 frames a second.
+    // Video: VP8 at the session's frame size, at least 20 frames a second through the local room.
+    // Through LiveKit the page's decoder shares the two cores with LiveKit's server as well, so
+    // that test asks only that frames keep coming (10 a second; the rate is printed, and
+    // `make bench-livekit` measures it); `AVS_TEST_MIN_FPS` sets the bar of both.
     let video = &room["video"];
     assert_eq!(video["codec"], "video/VP8");
     let fps = video["fps"].as_f64().unwrap();
-    assert!(fps >= 20.0, "decoded {fps:.1} fps: {video}");
+    eprintln!("room page: {fps:.1} fps decoded");
+    let min_fps: f64 = std::env::var("AVS_TEST_MIN_FPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if livekit.is_some() { 10.0 } else { 20.0 });
+    assert!(fps >= min_fps, "decoded {fps:.1} fps: {video}");
     let size = &room["status_video"];
     assert_eq!(
         (video["width"].as_i64(), video["height"].as_i64()),

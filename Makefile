@@ -7,7 +7,7 @@ export AVS_AGENTS__DEFAULT_AVATAR_IMAGE := $(SETUP)/default-avatar.png
 export AVS_MEDIA__FACE_MODEL := $(SETUP)/models/centerface.onnx
 ARGS ?=
 
-.PHONY: setup build run run-livekit test lint bench bench-media bench-sessions bench-cluster load-test clean-data
+.PHONY: setup build run run-livekit test lint bench bench-media bench-sessions bench-cluster bench-livekit load-test clean-data
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,13 @@ bench-sessions: setup
 bench-cluster: setup
 	cargo build --release --locked --bin avatar-supervisor --example cluster_bench
 	target/release/examples/cluster_bench --assets $(SETUP) $(ARGS)
+
+# The avatar for LiveKit Agents on LiveKit's real server (load-tests/agents_bench.py, in the network
+# namespace, as root): start -> first frame at a subscriber, A/V offset, interrupt -> silence, CPU
+# and memory per published session, sessions one node publishes at 25 fps.
+bench-livekit: setup
+	cargo build --release --locked --bin avatar-supervisor
+	AVS_BIN=$(CURDIR)/target/release/avatar-supervisor bash scripts/netns_run.sh .setup/agents-venv/bin/python load-tests/agents_bench.py $(ARGS)
 
 # N live sessions held then stopped, then SIGTERM, on SQLite and PostgreSQL (load-tests/RESULTS.md).
 load-test: setup

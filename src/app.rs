@@ -182,6 +182,7 @@ impl Application {
         let render_pool = RenderPool::new(
             &settings.render,
             &media.onnx,
+            media.mesher.clone(),
             store.clone(),
             metrics.clone(),
         )?
@@ -392,15 +393,21 @@ pub async fn check(settings: &Settings) -> (String, bool) {
             "run `make setup`, or set ORT_DYLIB_PATH / media.onnxruntime",
         ),
     );
-    let face = if settings.media.face_model.is_empty() {
-        PathBuf::from(".setup/models/centerface.onnx")
-    } else {
-        PathBuf::from(&settings.media.face_model)
-    };
     report(
         "face model",
         true,
-        file(face, "run `make setup`, or set media.face_model"),
+        file(
+            settings.media.face_model_path(),
+            "run `make setup`, or set media.face_model",
+        ),
+    );
+    report(
+        "face mesh",
+        true,
+        file(
+            settings.media.face_mesh_model_path(),
+            "run `make setup`, or set media.face_mesh_model",
+        ),
     );
     report(
         "default portrait",

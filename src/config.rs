@@ -197,6 +197,8 @@ pub struct MediaSettings {
     /// onnxruntime's shared library; empty: the `ORT_DYLIB_PATH` environment variable.
     pub onnxruntime: String,
     pub face_model: String,
+    /// mediapipe's face mesh as ONNX; empty: `face_landmark.onnx` beside the face model.
+    pub face_mesh_model: String,
     pub face_threshold: f64,
     /// Where the local room's UDP media socket binds.
     pub bind_ip: std::net::IpAddr,
@@ -234,6 +236,24 @@ impl LiveKitSettings {
 }
 
 impl MediaSettings {
+    /// CenterFace: the setting, else where `make setup` puts it.
+    pub fn face_model_path(&self) -> PathBuf {
+        if self.face_model.is_empty() {
+            PathBuf::from(".setup/models/centerface.onnx")
+        } else {
+            PathBuf::from(&self.face_model)
+        }
+    }
+
+    /// The face mesh: the setting, else `face_landmark.onnx` beside the face model.
+    pub fn face_mesh_model_path(&self) -> PathBuf {
+        if self.face_mesh_model.is_empty() {
+            self.face_model_path().with_file_name("face_landmark.onnx")
+        } else {
+            PathBuf::from(&self.face_mesh_model)
+        }
+    }
+
     /// The onnxruntime library to load: the setting, else `ORT_DYLIB_PATH`.
     pub fn onnxruntime_path(&self) -> Option<PathBuf> {
         if !self.onnxruntime.is_empty() {

@@ -150,8 +150,10 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
 
     let ratio = agent.aspect_ratio.clone();
     let max_side = state.settings.render.max_side;
+    let mesher = state.media.mesher.clone();
     let (model, crop_png) = blocking("avatar crop", move || {
-        let (model, crop) = avatar::build(&image, &face, &ratio, max_side);
+        let (mut model, crop) = avatar::build(&image, &face, &ratio, max_side);
+        model.mesh = Some(mesher.mesh_or_why(&crop, &model.face));
         let mut png = Cursor::new(Vec::new());
         crop.write_to(&mut png, image::ImageFormat::Png)
             .map_err(|e| format!("avatar crop could not be encoded: {e}"))?;

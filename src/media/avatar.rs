@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::face::Face;
 
-/// Version of the JSON layout below.
-pub const MODEL_VERSION: u32 = 1;
+/// Version of the JSON layout below: 2 added `mesh` (a model of version 1 gets it when a session
+/// first prepares it).
+pub const MODEL_VERSION: u32 = 2;
 /// The face takes about this share of the frame's height.
 const FACE_SHARE: f32 = 0.36;
 /// The face's centre sits this far down the frame.
@@ -92,6 +93,42 @@ pub struct Mouth {
     pub region: Rect,
 }
 
+/// The mesh of an avatar, as its model (`model_url`) carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum MeshState {
+    /// 468 points `[x, y, z]` in the model's pixels (z: depth, in the same scale, nearer < 0).
+    Ok { points: Vec<[f32; 3]> },
+    /// The mesh model saw no face where the detector found one: the renderer uses the five
+    /// landmarks.
+    Unavailable { reason: String },
+}
+
+impl MeshState {
+    pub fn points(&self) -> Option<&[[f32; 3]]> {
+        match self {
+            MeshState::Ok { points } => Some(points),
+            MeshState::Unavailable { .. } => None,
+        }
+    }
+
+    /// The same mesh with every point passed through `map` (x, y, and z scaled like x).
+    pub fn mapped(&self, map: impl Fn([f32; 2]) -> [f32; 2], z_scale: f32) -> Self {
+        match self {
+            MeshState::Ok { points } => MeshState::Ok {
+                points: points
+                    .iter()
+                    .map(|p| {
+                        let [x, y] = map([p[0], p[1]]);
+                        [x, y, p[2] * z_scale]
+                    })
+                    .collect(),
+            },
+            other => other.clone(),
+        }
+    }
+}
+
 /// The JSON half of the avatar asset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AvatarModel {
@@ -105,6 +142,10 @@ pub struct AvatarModel {
     pub face_score: f32,
     pub landmarks: Landmarks,
     pub mouth: Mouth,
+    /// mediapipe's 468-point mesh of the face, or why there is none; absent in models made before
+    /// it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshState>,
 }
 
 /// Width over height of `"W:H"`; `None` if it is not two positive numbers.
@@ -157,6 +198,7 @@ fn mouth_of(landmarks: &Landmarks, face: &Rect) -> Mouth {
 }
 
 /// Crops `image` around `face` to `ratio_text`, scaled so the longer side is at most `max_side`.
+/// The model's `mesh` is left to the caller (`FaceMesher::mesh` on the crop, at `model.face`).
 pub fn build(
     image: &RgbImage,
     face: &Face,
@@ -188,6 +230,7 @@ pub fn build(
         face_score: face.score,
         mouth: mouth_of(&landmarks, &face_in),
         landmarks,
+        mesh: None,
     };
     (model, out)
 }
@@ -235,6 +278,10 @@ pub fn prepare(
         face_score: model.face_score,
         mouth: mouth_of(&landmarks, &face),
         landmarks,
+        mesh: model
+            .mesh
+            .as_ref()
+            .map(|m| m.mapped(|p| frame.map(p, sx, sy), sx)),
     };
     (prepared, out)
 }
@@ -296,5 +343,31 @@ mod tests {
         assert_eq!(base.height(), 512);
         assert_eq!(base.width(), 384);
         assert!(prepared.landmarks.mouth_left[0] < prepared.landmarks.mouth_right[0]);
+        assert_eq!(
+            prepared.mesh, None,
+            "a model without a mesh prepares without one"
+        );
+
+        // A mesh travels with the model: a point on the nose stays on the prepared nose.
+        let mut meshed = model.clone();
+        let nose = model.landmarks.nose;
+        meshed.mesh = Some(MeshState::Ok {
+            points: vec![[nose[0], nose[1], -10.0]; 468],
+        });
+        let (prepared, _) = prepare(&meshed, &crop, "3:4", 512);
+        let point = prepared.mesh.as_ref().and_then(|m| m.points()).unwrap()[0];
+        let at = prepared.landmarks.nose;
+        assert!((point[0] - at[0]).abs() < 0.01 && (point[1] - at[1]).abs() < 0.01);
+        assert!(point[2] < 0.0);
+        // And through JSON, as `model_url` serves it and a session reads it back.
+        let json = serde_json::to_string(&meshed).unwrap();
+        let back: AvatarModel = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, meshed);
+        let old = json.replace(
+            &format!(",\"mesh\":{}", serde_json::to_string(&meshed.mesh).unwrap()),
+            "",
+        );
+        let old: AvatarModel = serde_json::from_str(&old).unwrap();
+        assert_eq!(old.mesh, None, "a model made before the mesh still reads");
     }
 }

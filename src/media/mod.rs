@@ -6,6 +6,7 @@ pub mod avatar;
 pub mod face;
 pub mod jpeg;
 pub mod lipsync;
+pub mod mesh;
 pub mod onnx;
 pub mod render;
 pub mod yuv;
@@ -19,26 +20,23 @@ pub enum MediaError {
     Model(String),
 }
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::MediaSettings;
 
-/// What generation and rendering share: the runtime and the face detector, loaded once at start.
+/// What generation and rendering share: the runtime, the face detector and the face mesh, loaded
+/// once at start.
 pub struct MediaRuntime {
     pub onnx: onnx::Onnx,
     pub faces: Arc<face::FaceDetector>,
+    pub mesher: Arc<mesh::FaceMesher>,
 }
 
 impl MediaRuntime {
-    /// Loads onnxruntime and the face model, or says what to run to get them.
+    /// Loads onnxruntime, the face model and the face mesh, or says what to run to get them.
     pub fn load(settings: &MediaSettings) -> Result<Self, MediaError> {
         let onnx = onnx::Onnx::load(settings.onnxruntime_path())?;
-        let model = if settings.face_model.is_empty() {
-            PathBuf::from(".setup/models/centerface.onnx")
-        } else {
-            PathBuf::from(&settings.face_model)
-        };
+        let model = settings.face_model_path();
         if !model.exists() {
             return Err(MediaError::Setup(format!(
                 "the face model {} is missing: run `make setup`, then start the server with \
@@ -47,9 +45,11 @@ impl MediaRuntime {
             )));
         }
         let faces = face::FaceDetector::load(&onnx, &model, settings.face_threshold as f32)?;
+        let mesher = mesh::FaceMesher::load(&onnx, &settings.face_mesh_model_path())?;
         Ok(Self {
             onnx,
             faces: Arc::new(faces),
+            mesher: Arc::new(mesher),
         })
     }
 }

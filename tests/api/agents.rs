@@ -116,6 +116,39 @@ async fn generate_poll_get_and_assets(db: Db) {
         );
     }
     assert!(model["mouth"]["region"]["w"].as_f64().unwrap() > 0.0);
+    // The face mesh: 468 points, the lips' inner edges between the mouth's corners and in its
+    // region, the upper above the lower, each eye's lids about the detector's eye.
+    assert_eq!(model["version"], 2, "{model}");
+    assert_eq!(model["mesh"]["status"], "ok", "{}", model["mesh"]);
+    let mesh = model["mesh"]["points"].as_array().unwrap();
+    assert_eq!(mesh.len(), 468);
+    let at = |i: usize| (mesh[i][0].as_f64().unwrap(), mesh[i][1].as_f64().unwrap());
+    let region = &model["mouth"]["region"];
+    let (rx, ry) = (region["x"].as_f64().unwrap(), region["y"].as_f64().unwrap());
+    let (rw, rh) = (region["w"].as_f64().unwrap(), region["h"].as_f64().unwrap());
+    for lip in [13, 14, 0, 17] {
+        let (px, py) = at(lip);
+        assert!(
+            px > x("mouth_left") && px < x("mouth_right"),
+            "lip point {lip} at {px} is not between the corners"
+        );
+        assert!(
+            px > rx && px < rx + rw && py > ry && py < ry + rh,
+            "lip point {lip} ({px}, {py}) outside the mouth region"
+        );
+    }
+    assert!(at(0).1 < at(13).1 && at(13).1 <= at(14).1 && at(14).1 < at(17).1);
+    let eye_distance = x("right_eye") - x("left_eye");
+    for (lids, eye) in [([159, 145], "left_eye"), ([386, 374], "right_eye")] {
+        let (ux, uy) = at(lids[0]);
+        let (_, ly) = at(lids[1]);
+        assert!(uy < ly, "{eye}: upper lid below the lower");
+        let (ex, ey) = (x(eye), y(eye));
+        assert!(
+            (ux - ex).abs() < 0.25 * eye_distance && (uy - ey).abs() < 0.25 * eye_distance,
+            "{eye}: lid ({ux}, {uy}) far from the detector's eye ({ex}, {ey})"
+        );
+    }
     let avatar_url = got.body["data"]["avatar_image_url"].as_str().unwrap();
     assert_ne!(avatar_url, image_url);
     let (kind, crop) = fetch(avatar_url.into()).await;

@@ -540,6 +540,54 @@ async fn a_lipsync_model_drives_the_mouth(db: Db) {
     );
 }
 
+/// The face mesh on a picture with no face where the detector's box says: `unavailable`, with a
+/// reason, never an error; on the astronaut's face, 468 points.
+#[test]
+fn the_face_mesh_is_unavailable_where_it_sees_no_face() {
+    use avatar_supervisor::media::avatar::{MeshState, Rect};
+    use avatar_supervisor::media::face::FaceDetector;
+    use avatar_supervisor::media::mesh::FaceMesher;
+    use avatar_supervisor::media::onnx::Onnx;
+
+    let assets = assets();
+    let onnx = Onnx::load(Some(assets.join("libonnxruntime.so"))).unwrap();
+    let mesher = FaceMesher::load(&onnx, &assets.join("models/face_landmark.onnx")).unwrap();
+    let face = Rect {
+        x: 180.0,
+        y: 60.0,
+        w: 130.0,
+        h: 160.0,
+    };
+    let wall = image::RgbImage::from_fn(512, 512, |x, y| {
+        image::Rgb([120 + (x % 7) as u8, 110 + (y % 5) as u8, 100])
+    });
+    match mesher.mesh_or_why(&wall, &face) {
+        MeshState::Unavailable { reason } => assert!(reason.contains("no face"), "{reason}"),
+        MeshState::Ok { .. } => panic!("a mesh on a plain wall"),
+    }
+    let astronaut = image::load_from_memory(&photo("astronaut.png"))
+        .unwrap()
+        .to_rgb8();
+    let detector = FaceDetector::load(&onnx, &assets.join("models/centerface.onnx"), 0.5).unwrap();
+    let found = detector.detect(&astronaut).unwrap().remove(0);
+    let face = Rect {
+        x: found.x,
+        y: found.y,
+        w: found.w,
+        h: found.h,
+    };
+    let points = match mesher.mesh_or_why(&astronaut, &face) {
+        MeshState::Ok { points } => points,
+        other => panic!("no mesh on the astronaut: {other:?}"),
+    };
+    assert_eq!(points.len(), 468);
+    // Her mouth is in the lower half of the box, her eyes in the upper.
+    assert!(points[13][1] > face.y + face.h / 2.0 && points[159][1] < face.y + face.h / 2.0);
+    // A missing model is a set-up error naming what to run.
+    let missing = FaceMesher::load(&onnx, &assets.join("models/absent.onnx"));
+    assert!(matches!(missing, Err(e) if e.to_string().contains("make setup")));
+}
+
 on_both_databases!(
     preview_streams_frames_and_the_mouth_follows_speech,
     preview_credentials_and_an_ended_session,

@@ -21,6 +21,7 @@ use crate::domain::agent::ModelAsset;
 use crate::media::audio::{AudioWindow, MelSpec, MouthDriver};
 use crate::media::avatar::{self, AvatarModel};
 use crate::media::lipsync::LipSync;
+use crate::media::mesh::FaceMesher;
 use crate::media::onnx::{Device, Onnx};
 use crate::media::render::Prepared;
 use crate::media::{FrameWants, MediaError, VideoFrame};
@@ -130,6 +131,8 @@ pub struct RenderPool {
     store: Store,
     settings: RenderSettings,
     prepared: HashMap<(String, String), Weak<Prepared>>,
+    /// Meshes the avatars made before the mesh existed, when a session first prepares them.
+    mesher: Arc<FaceMesher>,
     metrics: Metrics,
 }
 
@@ -138,6 +141,7 @@ impl RenderPool {
     pub fn new(
         settings: &RenderSettings,
         onnx: &Onnx,
+        mesher: Arc<FaceMesher>,
         store: Store,
         metrics: Metrics,
     ) -> Result<Self, MediaError> {
@@ -213,6 +217,7 @@ impl RenderPool {
             store,
             settings: settings.clone(),
             prepared: HashMap::new(),
+            mesher,
             metrics,
         })
     }
@@ -292,6 +297,7 @@ impl Handler<Prepare> for RenderPool {
         }
         let store = self.store.clone();
         let max_side = self.settings.max_side;
+        let mesher = self.mesher.clone();
         let load = async move {
             let bad = unrenderable;
             let model = store
@@ -299,8 +305,9 @@ impl Handler<Prepare> for RenderPool {
                 .await
                 .map_err(|e| bad("the model could not be read", &e))?
                 .ok_or_else(|| bad("the agent's model asset is gone", &"missing"))?;
-            let described: ModelAsset<String, AvatarModel> = serde_json::from_slice(&model.data)
-                .map_err(|e| bad("the model asset is not valid", &e))?;
+            let mut described: ModelAsset<String, AvatarModel> =
+                serde_json::from_slice(&model.data)
+                    .map_err(|e| bad("the model asset is not valid", &e))?;
             let crop = store
                 .asset(&described.avatar_asset_id)
                 .await
@@ -311,6 +318,10 @@ impl Handler<Prepare> for RenderPool {
                 let image = image::load_from_memory(&crop.data)
                     .map_err(|e| bad("the avatar image is not valid", &e))?
                     .to_rgb8();
+                if described.model.mesh.is_none() {
+                    // Made before the mesh: meshed now (the stored model is left as it was).
+                    described.model.mesh = Some(mesher.mesh_or_why(&image, &described.model.face));
+                }
                 let (model, base) = avatar::prepare(&described.model, &image, &aspect, max_side);
                 Ok(Arc::new(Prepared::new(model, base)))
             })

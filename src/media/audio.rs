@@ -1,6 +1,7 @@
-//! What the renderers hear: the last few hundred milliseconds of the session's 16 kHz PCM, and the
-//! features a frame needs from them: loudness and brightness for the built-in renderer's mouth,
-//! and an 80-band log-mel spectrogram (Wav2Lip's conventions) for a lip-sync model.
+//! What the renderers hear: the last few hundred milliseconds of the session's 16 kHz PCM, and what
+//! a frame needs from them: its loudness and its last 40 ms (for `visemes`, the built-in
+//! renderer's mouth), and an 80-band log-mel spectrogram (Wav2Lip's conventions) for a lip-sync
+//! model.
 
 use std::collections::VecDeque;
 use std::f32::consts::PI;
@@ -52,37 +53,17 @@ impl AudioWindow {
         out
     }
 
-    /// Loudness (0 silent .. 1 loud speech) and brightness (-1 dark, rounded vowels .. 1 bright,
-    /// fricatives and spread vowels) of the last frame's audio.
-    pub fn features(&self) -> (f32, f32) {
+    /// Loudness of the last frame's audio: 0 silent .. 1 loud speech.
+    pub fn loudness(&self) -> f32 {
         let x = self.last(FRAME_WINDOW);
         let energy = x.iter().map(|s| s * s).sum::<f32>() / x.len() as f32;
         let db = 10.0 * energy.max(1e-10).log10();
-        let loud = ((db + 50.0) / 35.0).clamp(0.0, 1.0);
-        let crossings = x
-            .windows(2)
-            .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
-            .count() as f32
-            / x.len() as f32;
-        let bright = ((crossings - 0.08) / 0.12).clamp(-1.0, 1.0);
-        (loud, bright)
+        ((db + 50.0) / 35.0).clamp(0.0, 1.0)
     }
-}
 
-/// Mouth motion from loudness: opens fast, closes a little slower, like a jaw.
-#[derive(Debug, Default, Clone)]
-pub struct MouthDriver {
-    pub open: f32,
-    pub shape: f32,
-}
-
-impl MouthDriver {
-    pub fn step(&mut self, loud: f32, bright: f32) -> (f32, f32) {
-        let target = loud.powf(0.8);
-        let rate = if target > self.open { 0.7 } else { 0.45 };
-        self.open += (target - self.open) * rate;
-        self.shape += (bright - self.shape) * 0.5;
-        (self.open, self.shape)
+    /// The last frame's audio (40 ms), for the viseme tracker.
+    pub fn frame(&self) -> Vec<f32> {
+        self.last(FRAME_WINDOW)
     }
 }
 
@@ -248,26 +229,16 @@ mod tests {
     #[test]
     fn loudness_follows_the_audio_and_silence_is_silent() {
         let mut w = AudioWindow::default();
-        assert_eq!(w.features().0, 0.0);
+        assert_eq!(w.loudness(), 0.0);
         w.push(&tone(200.0, 0.3, 1600));
-        let (loud, dark) = w.features();
-        assert!(loud > 0.7, "{loud}");
-        assert!(dark < 0.0, "{dark}");
-        w.push(&tone(3000.0, 0.3, 1600));
-        assert!(w.features().1 > 0.5);
+        assert!(w.loudness() > 0.7, "{}", w.loudness());
+        assert_eq!(w.frame().len(), FRAME_WINDOW);
+        w.push(&tone(200.0, 0.003, 1600));
+        assert!(w.loudness() < 0.4, "{}", w.loudness());
         for _ in 0..3 {
             w.tick();
         }
-        assert_eq!(w.features().0, 0.0, "stale audio is dropped");
-    }
-
-    #[test]
-    fn the_mouth_opens_fast_and_closes_slower() {
-        let mut m = MouthDriver::default();
-        let (opened, _) = m.step(1.0, 0.0);
-        assert!(opened > 0.6);
-        let (closing, _) = m.step(0.0, 0.0);
-        assert!(closing > 0.3 && closing < opened);
+        assert_eq!(w.loudness(), 0.0, "stale audio is dropped");
     }
 
     #[test]

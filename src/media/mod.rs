@@ -9,6 +9,7 @@ pub mod lipsync;
 pub mod mesh;
 pub mod onnx;
 pub mod render;
+pub mod visemes;
 pub mod yuv;
 
 #[derive(Debug, Clone, thiserror::Error)]

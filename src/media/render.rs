@@ -1,8 +1,9 @@
 //! The built-in renderer: one pass over the frame that moves the whole portrait a little (breathing
 //! and a slow sway), closes the eyelids now and then, and, while the voice speaks, opens the mouth:
 //! the jaw and lower lip slide down and the upper lip lifts, with the displacement fading smoothly
-//! into the cheeks and chin around the landmarks, the mouth widens or rounds with the sound's
-//! brightness, and the opening shows the mouth's dark inside below what was above the lip line.
+//! into the cheeks and chin around the landmarks, the mouth widens or rounds with the viseme
+//! (`visemes`: spread, rounded), and the opening shows the mouth's dark inside below what was
+//! above the lip line.
 //!
 //! Pixels are sampled backwards (each output pixel reads the source where it came from) with
 //! bilinear filtering, over `ndarray` images in HWC `u8` layout.

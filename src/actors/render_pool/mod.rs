@@ -18,12 +18,13 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::config::RenderSettings;
 use crate::domain::agent::ModelAsset;
-use crate::media::audio::{AudioWindow, MelSpec, MouthDriver};
+use crate::media::audio::{AudioWindow, MelSpec};
 use crate::media::avatar::{self, AvatarModel};
 use crate::media::lipsync::LipSync;
 use crate::media::mesh::FaceMesher;
 use crate::media::onnx::{Device, Onnx};
 use crate::media::render::Prepared;
+use crate::media::visemes::{MouthDriver, VisemeTracker};
 use crate::media::{FrameWants, MediaError, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -363,6 +364,7 @@ impl Handler<Attach> for RenderPool {
             prepared: msg.prepared,
             audio: msg.audio,
             window: AudioWindow::default(),
+            visemes: VisemeTracker::new(),
             mouth: MouthDriver::default(),
             frames: msg.frames,
             notices: msg.notices,

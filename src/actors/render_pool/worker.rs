@@ -19,9 +19,10 @@ use rayon::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use super::RenderNotice;
-use crate::media::audio::{AudioWindow, MelSpec, MouthDriver, MEL_SAMPLES};
+use crate::media::audio::{AudioWindow, MelSpec, MEL_SAMPLES};
 use crate::media::lipsync::{LipFace, LipSync};
 use crate::media::render::{blink_at, render_into, FrameParams, Prepared};
+use crate::media::visemes::{MouthDriver, VisemeTracker};
 use crate::media::yuv::I420;
 use crate::media::{jpeg, FrameWants, VideoFrame};
 use crate::metrics::Metrics;
@@ -48,6 +49,8 @@ pub(super) struct Attached {
     pub(super) lip: Option<LipFace>,
     pub(super) audio: broadcast::Receiver<PcmChunk>,
     pub(super) window: AudioWindow,
+    /// The voice's mouth shapes (visemes), and their blend into the frame's mouth.
+    pub(super) visemes: VisemeTracker,
     pub(super) mouth: MouthDriver,
     pub(super) frames: broadcast::Sender<VideoFrame>,
     pub(super) notices: mpsc::UnboundedSender<RenderNotice>,
@@ -211,9 +214,10 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let (loud, bright) = s.window.features();
+            let loud = s.window.loudness();
+            let (viseme, intensity) = s.visemes.step(&s.window.frame());
             s.window.tick();
-            let (open, shape) = s.mouth.step(loud, bright);
+            let (open, shape) = s.mouth.step(viseme, intensity);
             params.push((
                 loud,
                 FrameParams {

@@ -90,8 +90,11 @@ GENERIC_MOUTH_BOX = (0.30, 0.55, 0.70, 0.85)
 # into its AudioSource to sound at the subscriber) took 300-400 ms, so "100 ms after
 # interrupt()" is not measurable here, and even the excess over the path delay varied from -130 to
 # +150 ms for LiveKit's own AvatarRunner (+530 once, before this process ran at a raised
-# priority): it is printed against the 100 ms target and asserted against a looser 300 ms (the
-# three asserted bounds can be set from the environment).
+# priority), and ours reached +301 ms once with a build running beside it. So the figures are
+# printed against the 100 ms target, and the asserts only check that the interrupt stopped the
+# speech: the sentence has about 10 s left when it is interrupted, so an avatar that ignored
+# lk.clear_buffer would be heard for seconds, far past these bounds (each can be set from the
+# environment). The speed is `make bench-livekit`'s to measure (load-tests/RESULTS.md).
 INTERRUPT_TARGET_S = 0.100
 # Frames decoded at the subscriber. The target is 24 fps (the avatar sends 25); `make test` runs
 # the server's debug build beside LiveKit's server, two LiveKit clients and the agent on 2 cores,
@@ -99,9 +102,9 @@ INTERRUPT_TARGET_S = 0.100
 # keep coming (15 fps unless AVS_AGENTS_MIN_FPS says otherwise) and prints the rate; speed is the
 # benchmarks' to measure (`make bench-livekit`).
 MIN_FPS = float(os.environ.get("AVS_AGENTS_MIN_FPS", "15"))
-INTERRUPT_EXCESS_BOUND_S = float(os.environ.get("AVS_AGENTS_INTERRUPT_EXCESS_BOUND_S", "0.300"))
-INTERRUPT_BOUND_S = float(os.environ.get("AVS_AGENTS_INTERRUPT_BOUND_S", "0.800"))
-INTERRUPT_TOTAL_BOUND_S = float(os.environ.get("AVS_AGENTS_INTERRUPT_TOTAL_BOUND_S", "1.000"))
+INTERRUPT_EXCESS_BOUND_S = float(os.environ.get("AVS_AGENTS_INTERRUPT_EXCESS_BOUND_S", "0.800"))
+INTERRUPT_BOUND_S = float(os.environ.get("AVS_AGENTS_INTERRUPT_BOUND_S", "1.200"))
+INTERRUPT_TOTAL_BOUND_S = float(os.environ.get("AVS_AGENTS_INTERRUPT_TOTAL_BOUND_S", "1.500"))
 
 
 def log(msg: str) -> None:
@@ -640,6 +643,8 @@ def test_interrupt_silences_the_avatar(
             log(f"{avatar}: the subscriber's audio arrived with gaps (ms) {gaps[:10]}: the test "
                 "process's event loop was busy; the figures above include that")
 
+        assert spoken_total - (t_int - t_say) > INTERRUPT_TOTAL_BOUND_S + 2.0, (
+            "too little of the sentence was left to tell an interrupt from its end")
         assert handle.interrupted, "the speech handle is not marked interrupted"
         assert loud_after, "no audio at all after the interrupt call: was it already over?"
         assert agent_clear, "the agent never called clear_buffer() on its audio output"

@@ -290,17 +290,24 @@ impl Worker {
             jpeg_quality: self.jpeg_quality,
             metrics: &self.metrics,
         };
-        // Every session's frame (render, I420, JPEG) on every core: rayon's pool spreads them,
-        // and a panic in one comes back here, to unwind the tick as it would on this thread.
+        // Every watched session's frame (render, I420, JPEG) on every core: rayon's pool spreads
+        // them, and a panic in one comes back here, to unwind the tick as it would on this
+        // thread. Sessions nobody watches are left out first, so a node of idle sessions wakes
+        // no pool thread.
         let skip: Vec<u64> = failed.iter().map(|(slot, _)| *slot).collect();
-        let frames: Vec<(u64, String)> = self
+        let due: Vec<(&mut Attached, &FrameParams)> = self
             .sessions
-            .par_iter_mut()
-            .zip(params.par_iter())
+            .iter_mut()
+            .zip(params.iter().map(|(_, p)| p))
             .filter(|(s, _)| s.watched() && !skip.contains(&s.slot))
-            .filter_map(|(s, (_, p))| out.frame(s, p).err().map(|reason| (s.slot, reason)))
             .collect();
-        failed.extend(frames);
+        if !due.is_empty() {
+            let frames: Vec<(u64, String)> = due
+                .into_par_iter()
+                .filter_map(|(s, p)| out.frame(s, p).err().map(|reason| (s.slot, reason)))
+                .collect();
+            failed.extend(frames);
+        }
         for (slot, reason) in failed {
             if let Some(pos) = self.sessions.iter().position(|s| s.slot == slot) {
                 let s = self.sessions.remove(pos);

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -86,7 +85,6 @@ from agents_support import (  # noqa: E402
 from conftest import (  # noqa: E402
     LK_KEY,
     LK_SECRET,
-    SETUP,
     LiveKit,
     Supervisor,
     _livekit_binary,
@@ -230,25 +228,10 @@ def start_supervisor(binary: Path, tmp: Path, max_sessions: int) -> Supervisor:
         else:
             time.sleep(0.1)
     _wait_http(sup.base + "/healthz", 20, proc, log_path, "avatar-supervisor")
-    image = base64.b64encode((SETUP / "images" / "astronaut.png").read_bytes()).decode()
-    status, body = sup.request(
-        "POST", "/v1/agent/generate",
-        {"image": image, "prompt": "You are a friendly assistant.", "name": "agents-bench"},
-    )
-    if status != 200 or not isinstance(body, dict):
-        raise SystemExit(f"generate: {status} {body}")
-    agent_id = str(body["agent_id"])
-    deadline = time.monotonic() + 180
-    data: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        _, state = sup.request("GET", f"/v1/agent/status/{agent_id}")
-        data = state.get("data", {}) if isinstance(state, dict) else {}
-        if data.get("status") in ("ready", "failed"):
-            break
-        time.sleep(0.25)
-    if data.get("status") != "ready":
-        raise SystemExit(f"the agent did not become ready: {data}")
-    sup.agent_id = agent_id
+    try:
+        sup.generate_agent("agents-bench")
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
     return sup
 
 

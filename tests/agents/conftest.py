@@ -218,6 +218,31 @@ class Supervisor:
     def log_tail(self, n: int = 60) -> str:
         return _tail(self.log, n)
 
+    def generate_agent(self, name: str) -> None:
+        """Generates an agent from the astronaut photo and waits (180 s at most) until it is ready;
+        sets `agent_id`. Raises RuntimeError saying what went wrong otherwise."""
+        image = base64.b64encode((SETUP / "images" / "astronaut.png").read_bytes()).decode()
+        status, body = self.request(
+            "POST",
+            "/v1/agent/generate",
+            {"image": image, "prompt": "You are a friendly assistant.", "name": name},
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise RuntimeError(f"generate: {status} {body}")
+        agent_id = str(body["agent_id"])
+        deadline = time.monotonic() + 180
+        state: object = None
+        while time.monotonic() < deadline:
+            _, state = self.request("GET", f"/v1/agent/status/{agent_id}")
+            data = state.get("data", {}) if isinstance(state, dict) else {}
+            if data.get("status") in ("ready", "failed"):
+                break
+            time.sleep(0.25)
+        data = state.get("data", {}) if isinstance(state, dict) else {}
+        if data.get("status") != "ready":
+            raise RuntimeError(f"agent generation did not reach ready: {state}")
+        self.agent_id = agent_id
+
 
 def _json(raw: bytes) -> object:
     try:
@@ -286,25 +311,10 @@ def supervisor() -> Iterator[Supervisor]:
         _wait_http(base + "/healthz", 20, proc, log, "avatar-supervisor")
 
         sup = Supervisor(base=base, api_key=api_key, agent_id="", log=log, proc=proc)
-        image = base64.b64encode((SETUP / "images" / "astronaut.png").read_bytes()).decode()
-        status, body = sup.request(
-            "POST",
-            "/v1/agent/generate",
-            {"image": image, "prompt": "You are a friendly assistant.", "name": "agents-test"},
-        )
-        assert status == 200 and isinstance(body, dict), f"generate: {status} {body}"
-        agent_id = str(body["agent_id"])
-        deadline = time.monotonic() + 180
-        state: object = None
-        while time.monotonic() < deadline:
-            status, state = sup.request("GET", f"/v1/agent/status/{agent_id}")
-            data = state.get("data", {}) if isinstance(state, dict) else {}
-            if data.get("status") in ("ready", "failed"):
-                break
-            time.sleep(0.25)
-        data = state.get("data", {}) if isinstance(state, dict) else {}
-        assert data.get("status") == "ready", f"agent generation did not reach ready: {state}"
-        sup.agent_id = agent_id
+        try:
+            sup.generate_agent("agents-test")
+        except RuntimeError as e:
+            pytest.fail(str(e))
         yield sup
     finally:
         _stop(proc)

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
 mod m20261125_000002_avatar_asset;
+mod m20261204_000003_session_livekit_url;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_init::Migration),
             Box::new(m20261125_000002_avatar_asset::Migration),
+            Box::new(m20261204_000003_session_livekit_url::Migration),
         ]
     }
 }

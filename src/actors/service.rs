@@ -301,9 +301,17 @@ impl SessionService {
         let id = ids::session_id();
         let suffix = &id["sess_".len()..];
         // A room the caller brings keeps its own name, and the avatar the identity its token gives.
-        let (room_name, agent_identity) = match &req.room {
-            Some(room) => (room.room.clone(), room.identity.clone()),
-            None => (format!("room_{suffix}"), settings.agent_identity.clone()),
+        let (room_name, agent_identity, livekit_url) = match &req.room {
+            Some(room) => (
+                room.room.clone(),
+                room.identity.clone(),
+                Some(room.url.clone()),
+            ),
+            None => (
+                format!("room_{suffix}"),
+                settings.agent_identity.clone(),
+                None,
+            ),
         };
         session::Model {
             room_name,
@@ -316,6 +324,7 @@ impl SessionService {
             link_id: req.link_id.clone(),
             state: initial.into(),
             agent_identity,
+            livekit_url,
             aspect_ratio: req.aspect_ratio.clone(),
             client_user_ref: req.client_user_ref.clone(),
             metadata: req.metadata.as_ref().map(Value::to_string),

@@ -25,7 +25,10 @@ impl session::Model {
             link_id: self.link_id.clone(),
             room_name: self.room_name.clone(),
             agent_identity: self.agent_identity.clone(),
-            livekit_url: urls.room_url.clone(),
+            livekit_url: self
+                .livekit_url
+                .clone()
+                .unwrap_or_else(|| urls.room_url.clone()),
             control_url: urls.control(&self.id),
             aspect_ratio: self.aspect_ratio.clone(),
             client_user_ref: self.client_user_ref.clone(),

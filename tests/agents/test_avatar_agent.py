@@ -724,5 +724,7 @@ def test_agent_leaving_ends_the_avatar(
         billed = session_field(body_, "billed_seconds")
         assert isinstance(billed, (int, float)) and billed > 0, body_
         assert session_field(body_, "ended_at"), body_
+        # its media was in the agent's room, not in one of this server's
+        assert session_field(body_, "livekit_url") == s.lk.url, body_
 
     run(with_scenario(lambda: make_scenario(avatar), body))

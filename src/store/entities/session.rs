@@ -14,6 +14,8 @@ pub struct Model {
     pub state: String,
     pub room_name: String,
     pub agent_identity: String,
+    /// The LiveKit URL of a room the caller brought; `None`: this server's room.
+    pub livekit_url: Option<String>,
     pub user_identity: String,
     pub aspect_ratio: String,
     pub client_user_ref: Option<String>,

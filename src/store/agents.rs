@@ -357,6 +357,22 @@ impl Store {
         .await
     }
 
+    /// Rewrites a model asset (`kind` `model`) in place: an avatar's description upgraded to the
+    /// current layout (a mesh added to a model made before it). Other kinds are never touched.
+    /// Whether a row changed.
+    pub async fn upgrade_model_asset(&self, id: &str, data: Vec<u8>) -> StoreResult<bool> {
+        super::guarded(async move {
+            let done = asset::Entity::update_many()
+                .col_expr(asset::Column::Data, sea_orm::sea_query::Expr::value(data))
+                .filter(asset::Column::Id.eq(id))
+                .filter(asset::Column::Kind.eq("model"))
+                .exec(&self.db)
+                .await?;
+            Ok(done.rows_affected == 1)
+        })
+        .await
+    }
+
     pub async fn asset(&self, id: &str) -> StoreResult<Option<asset::Model>> {
         super::guarded(async move {
             Ok(asset::Entity::find_by_id(id.to_string())

@@ -450,7 +450,82 @@ async fn bad_generate_bodies_change_nothing(db: Db) {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
+/// An agent made before the face mesh (model version 1, no `mesh`) gets it on its next start:
+/// the session renders with it and the stored model (`model_url`) is upgraded, with no new
+/// generation and no charge.
+async fn an_agent_made_before_the_mesh_gets_it_on_its_next_start(db: Db) {
+    let app = spawn_app(db).await;
+    let acct = app.account(2, 10.0, 1000).await;
+    let id = app.ready_agent(&acct.key, json!({})).await;
+    let credits = app.account_info(&acct.key).await["credits"].clone();
+    // What a model of version 1 looked like: the same, less the mesh.
+    let row = app.state.store.agent(&id).await.unwrap().unwrap();
+    let asset_id = row.model_asset_id.clone().expect("a model asset");
+    let stored = app.state.store.asset(&asset_id).await.unwrap().unwrap();
+    let mut old: serde_json::Value = serde_json::from_slice(&stored.data).unwrap();
+    assert_eq!(old["mesh"]["status"], "ok", "{}", old["mesh"]);
+    old.as_object_mut().unwrap().remove("mesh");
+    old["version"] = json!(1);
+    let old_bytes = serde_json::to_vec(&old).unwrap();
+    assert!(app
+        .state
+        .store
+        .upgrade_model_asset(&asset_id, old_bytes)
+        .await
+        .unwrap());
+    let got = app.get(&format!("/v1/agent/{id}"), &acct.key).await;
+    let model_url = got.body["data"]["model_url"].as_str().unwrap().to_string();
+    let model = || async {
+        let r = app
+            .client
+            .get(&model_url)
+            .header("x-api-key", &acct.key)
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap()
+    };
+    assert!(model().await.get("mesh").is_none());
+
+    let session = app.started_session(&acct.key, &id).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            model().await["mesh"]["status"] == "ok"
+        })
+        .await,
+        "the stored model was not upgraded: {}",
+        model().await
+    );
+    let upgraded = model().await;
+    assert_eq!(upgraded["version"], 2, "{upgraded}");
+    assert_eq!(upgraded["mesh"]["points"].as_array().unwrap().len(), 468);
+    // Everything else is as it was.
+    for field in [
+        "avatar_asset_id",
+        "face",
+        "landmarks",
+        "mouth",
+        "width",
+        "height",
+    ] {
+        assert_eq!(upgraded[field], old[field], "{field}");
+    }
+    let r = app
+        .post(
+            &format!("/v1/sessions/{session}/stop"),
+            &acct.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // No generation ran again, and nothing was charged for it.
+    assert_eq!(app.account_info(&acct.key).await["credits"], credits);
+    let agent = app.get(&format!("/v1/agent/status/{id}"), &acct.key).await;
+    assert_eq!(agent.body["data"]["status"], "ready", "{}", agent.body);
+}
+
 on_both_databases!(
+    an_agent_made_before_the_mesh_gets_it_on_its_next_start,
     generate_poll_get_and_assets,
     prompt_only_uses_the_default_avatar,
     failures_are_reported_and_refunded,

@@ -5,6 +5,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+mod known;
 mod rtc;
 
 use rtc::RtcMetrics;
@@ -252,7 +253,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = Reg(&registry);
-        Self {
+        let metrics = Self {
             http_requests: r.counters(HTTP_REQUESTS_TOTAL, "HTTP requests", &["method", "route", "status"]),
             http_duration: r.histograms(
                 HTTP_REQUEST_DURATION_SECONDS,
@@ -439,7 +440,9 @@ impl Metrics {
                 &["reason"],
             ),
             registry,
-        }
+        };
+        metrics.zero_known_labels();
+        metrics
     }
 
     /// Reads the local room's media engine at every scrape from now on.

@@ -32,7 +32,45 @@ async fn health_ready_metrics_and_unknown_routes(db: Db) {
     assert!(text.contains("avs_sessions_live 0"));
 }
 
-on_both_databases!(health_ready_metrics_and_unknown_routes);
+/// A fresh server's first scrape exports every family (each known label value at zero), so the
+/// dashboards and alerts read 0 rather than "no data", and `rate()` sees the first increment.
+async fn every_metric_family_is_exported_from_the_first_scrape(db: Db) {
+    use avatar_supervisor::metrics::ALL;
+    let app = spawn_app(db).await;
+    let text = app.metrics().await;
+    // Each node's advertised figures come once the node hears its cluster (`cluster.nats_url`);
+    // a lone server has none to show.
+    let heard_from_the_cluster = [
+        "avs_cluster_node_free_slots",
+        "avs_cluster_node_live_sessions",
+    ];
+    let missing: Vec<_> = ALL
+        .iter()
+        .filter(|name| !heard_from_the_cluster.contains(name))
+        .filter(|name| !text.contains(&format!("# TYPE {name} ")))
+        .collect();
+    assert!(missing.is_empty(), "not in the first scrape: {missing:?}");
+    for (family, labels) in [
+        ("avs_sessions_ended_total", "reason=\"node_lost\""),
+        ("avs_admissions_rejected_total", "reason=\"no_capacity\""),
+        ("avs_session_child_restarts_total", "child=\"renderer\""),
+        ("avs_webhook_deliveries_total", "outcome=\"gave_up\""),
+        ("avs_ws_connections", "channel=\"agent\""),
+    ] {
+        let line = format!("{family}{{{labels}}} 0");
+        assert!(text.contains(&line), "{line} is not in the first scrape");
+    }
+    assert!(text.contains("avs_control_ack_seconds_count{command=\"speak\"} 0"));
+    assert!(
+        text.contains("avs_render_frames_total{device=\"cpu\"} 0"),
+        "{text}"
+    );
+}
+
+on_both_databases!(
+    health_ready_metrics_and_unknown_routes,
+    every_metric_family_is_exported_from_the_first_scrape,
+);
 
 /// Every Grafana dashboard's queries, as (dashboard file, panel title, expr).
 fn dashboard_queries() -> Vec<(String, String, String)> {

@@ -91,11 +91,11 @@ pub fn png(w: u32, h: u32) -> Vec<u8> {
 }
 
 /// What `make setup` installs (onnxruntime, the face model, real photos): `make test` points
-/// `AVS_TEST_ASSETS` at it.
+/// `AVS_TEST_ASSETS` at it; a plain `cargo test` finds it in the repository's `.setup/`.
 pub fn assets() -> PathBuf {
     let dir = PathBuf::from(
         std::env::var("AVS_TEST_ASSETS")
-            .expect("AVS_TEST_ASSETS is not set: run the suite with `make test`"),
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.setup").into()),
     );
     assert!(
         dir.join("models/centerface.onnx").exists(),

@@ -7,7 +7,7 @@ export AVS_AGENTS__DEFAULT_AVATAR_IMAGE := $(SETUP)/default-avatar.png
 export AVS_MEDIA__FACE_MODEL := $(SETUP)/models/centerface.onnx
 ARGS ?=
 
-.PHONY: setup build run run-livekit test lint bench bench-media bench-sessions bench-cluster bench-livekit load-test clean-data
+.PHONY: setup build run run-livekit test lint bench bench-media bench-lips bench-sessions bench-cluster bench-livekit load-test clean-data
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,11 @@ bench: bench-media bench-sessions
 
 bench-media: setup
 	cargo run --release --locked --example media_bench -- --assets $(SETUP) --lipsync $(SETUP)/models/tiny_lipsync.onnx $(ARGS)
+
+# How well the rendered lips say the words (issue 23): the face mesh on rendered frames against
+# espeak-ng's phonemes, and the frame sheet.
+bench-lips: setup
+	cargo run --release --locked --example lips_bench -- --assets $(SETUP) --sheet load-tests/lip_sheet.png $(ARGS)
 
 bench-sessions: setup
 	cargo run --release --locked --example session_bench -- --assets $(SETUP) $(ARGS)

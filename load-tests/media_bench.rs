@@ -8,12 +8,9 @@
 //! make bench-media                    # or:
 //! cargo run --release --example media_bench -- [--assets .setup] [--frames 500]
 //!     [--density 1,2,4,8,12,16] [--lipsync MODEL] [--device cpu|cuda:0] [--dump DIR]
-//!     [--sheet PNG]
 //! ```
 //!
-//! `--sheet PNG` draws the mouth of one espeak sentence, every second frame, twice: the loudness
-//! and brightness driver the renderer had before the visemes (grey bar above each row), then the
-//! visemes (green bar), so anyone can look (`load-tests/lip_sheet.png`).
+//! The lips themselves (visemes, the frame sheet) are `lips_bench`'s.
 //!
 //! The density figure is the node's media work alone: no network, no subscriber decoding on the
 //! same cores. A count "holds 25 fps" when the median tick (every session's frame) takes at most
@@ -175,10 +172,6 @@ fn main() {
     }
     println!("talking sessions held at 25 fps (median tick <= 40 ms): {held}");
 
-    if let Some(path) = arg("--sheet") {
-        lip_sheet(&prepared, &src, &path);
-    }
-
     if let Some(dir) = arg("--dump") {
         std::fs::create_dir_all(&dir).expect("dump dir");
         for (name, p) in [
@@ -245,105 +238,4 @@ fn main() {
             );
         }
     }
-}
-
-/// The sentence of the frame sheet (issue 23's own).
-const SHEET_SENTENCE: &str = "Peter bought a map of Rome, and we all were amazed.";
-
-/// Mouth crops of every second frame of [`SHEET_SENTENCE`], the old driver's row above the
-/// visemes' row, 13 frames a row.
-fn lip_sheet(prepared: &Prepared, src: &[u8], path: &str) {
-    use avatar_supervisor::media::visemes::{MouthDriver, VisemeTracker};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let speech = runtime
-        .block_on(avatar_supervisor::voice::tts::synthesize(
-            SHEET_SENTENCE,
-            "en",
-        ))
-        .expect("espeak-ng (make setup)");
-    let frame = 16_000 / 25;
-    let (w, h) = (prepared.width(), prepared.height());
-    let r = prepared.model.mouth.region;
-    let (cx, cy) = (r.x.max(0.0) as usize, r.y.max(0.0) as usize);
-    let (cw, ch) = ((r.w as usize).min(w - cx), (r.h as usize).min(h - cy));
-    let (mut tracker, mut driver) = (VisemeTracker::new(), MouthDriver::default());
-    let (mut old_open, mut old_shape) = (0.0f32, 0.0f32);
-    let mut crops: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut out = vec![0u8; w * h * 3];
-    for (i, end) in (frame..=speech.len()).step_by(frame).enumerate() {
-        let x: Vec<f32> = speech[end - frame..end]
-            .iter()
-            .map(|s| *s as f32 / 32768.0)
-            .collect();
-        // The driver before the visemes: loudness opens, zero crossings spread or round.
-        let energy = x.iter().map(|s| s * s).sum::<f32>() / x.len() as f32;
-        let loud = ((10.0 * energy.max(1e-10).log10() + 50.0) / 35.0).clamp(0.0, 1.0);
-        let crossings = x
-            .windows(2)
-            .filter(|p| (p[0] >= 0.0) != (p[1] >= 0.0))
-            .count() as f32
-            / x.len() as f32;
-        let bright = ((crossings - 0.08) / 0.12).clamp(-1.0, 1.0);
-        let target = loud.powf(0.8);
-        old_open += (target - old_open) * if target > old_open { 0.7 } else { 0.45 };
-        old_shape += (bright - old_shape) * 0.5;
-        let (v, intensity) = tracker.step(&x);
-        let (open, shape) = driver.step(v, intensity);
-        if i % 2 != 0 {
-            continue;
-        }
-        let t = i as f32 / 25.0;
-        let mut crop = |open: f32, shape: f32| {
-            let p = FrameParams {
-                t,
-                open,
-                shape,
-                blink: 0.0,
-            };
-            render_into(prepared, src, &p, &mut out);
-            let mut c = Vec::with_capacity(cw * ch * 3);
-            for y in cy..cy + ch {
-                c.extend_from_slice(&out[(y * w + cx) * 3..(y * w + cx + cw) * 3]);
-            }
-            c
-        };
-        crops.push((crop(old_open, old_shape), crop(open, shape)));
-    }
-    let per_row = 13;
-    let bar = 4;
-    let rows = crops.len().div_ceil(per_row);
-    let (sw, sh) = (per_row * cw, rows * 2 * (ch + bar));
-    let mut sheet = image::RgbImage::from_pixel(sw as u32, sh as u32, image::Rgb([255, 255, 255]));
-    for (k, (old, new)) in crops.iter().enumerate() {
-        let (col, row) = (k % per_row, k / per_row);
-        for (n, (pixels, color)) in [(old, [150, 150, 150]), (new, [40, 170, 60])]
-            .into_iter()
-            .enumerate()
-        {
-            let top = row * 2 * (ch + bar) + n * (ch + bar);
-            for y in 0..bar {
-                for x in 0..cw {
-                    sheet.put_pixel((col * cw + x) as u32, (top + y) as u32, image::Rgb(color));
-                }
-            }
-            for y in 0..ch {
-                for x in 0..cw {
-                    let i = (y * cw + x) * 3;
-                    sheet.put_pixel(
-                        (col * cw + x) as u32,
-                        (top + bar + y) as u32,
-                        image::Rgb([pixels[i], pixels[i + 1], pixels[i + 2]]),
-                    );
-                }
-            }
-        }
-    }
-    sheet.save(path).expect("save the sheet");
-    println!(
-        "lip sheet: {} frames of \"{SHEET_SENTENCE}\" written to {path}",
-        crops.len()
-    );
 }

@@ -417,15 +417,10 @@ pub async fn check(settings: &Settings) -> (String, bool) {
             "generate requests must bring an image; run `make setup` or set agents.default_avatar_image",
         ),
     );
-    let espeak = std::process::Command::new("espeak-ng")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .ok_or_else(|| {
-            "espeak-ng is not on PATH: run `make setup` (Debian package espeak-ng)".to_string()
-        });
+    let espeak = crate::voice::tts::check(&settings.voice.espeak_voice)
+        .await
+        // A missing library says to run `make setup`; a missing voice names the voice.
+        .map_err(|e| e.to_string());
     report("espeak-ng (local TTS)", true, espeak);
     if !settings.render.lipsync_model.is_empty() {
         report(

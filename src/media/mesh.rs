@@ -45,6 +45,11 @@ pub mod points {
     pub const MOUTH_RIGHT: usize = 291;
     /// The chin's lowest point.
     pub const CHIN: usize = 152;
+    /// The upper lip's inner edge, from the image's left corner to its right (mediapipe's
+    /// `lipsUpperInner`).
+    pub const INNER_UPPER_CONTOUR: [usize; 11] = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308];
+    /// The lower lip's inner edge, the same way (`lipsLowerInner`).
+    pub const INNER_LOWER_CONTOUR: [usize; 11] = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308];
     /// The eye on the image's left: outer and inner corner, upper and lower lid.
     pub const LEFT_EYE: [usize; 4] = [33, 133, 159, 145];
     /// The eye on the image's right: inner and outer corner, upper and lower lid.

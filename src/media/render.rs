@@ -1,9 +1,13 @@
 //! The built-in renderer: one pass over the frame that moves the whole portrait a little (breathing
-//! and a slow sway), closes the eyelids now and then, and, while the voice speaks, opens the mouth:
+//! and a slow sway), closes the eyelids now and then (the lash line sliding down over the eye as
+//! the mesh draws it, the brow still), and, while the voice speaks, opens the mouth:
 //! the jaw and lower lip slide down and the upper lip lifts, with the displacement fading smoothly
 //! into the cheeks and chin around the landmarks, the mouth widens or rounds with the viseme
 //! (`visemes`: spread, rounded), and the opening shows the mouth's dark inside below what was
-//! above the lip line.
+//! above the lip line. Below rest (`open` < 0, a /p b m/) the same motion runs the other way to
+//! close what the portrait leaves open: where the face mesh knows the inner lip edges, the jaw and
+//! lower lip rise and the upper lip comes down until the lips meet over the gap (without a mesh,
+//! rest is as closed as they get).
 //!
 //! Pixels are sampled backwards (each output pixel reads the source where it came from) with
 //! bilinear filtering, over `ndarray` images in HWC `u8` layout.
@@ -12,11 +16,19 @@ use ndarray::Array3;
 
 use super::avatar::AvatarModel;
 
+mod features;
+
+use features::{Lid, LipLine};
+
 /// A session's base frame and its geometry.
 pub struct Prepared {
     pub model: AvatarModel,
     /// `[height, width, 3]` RGB.
     pub base: Array3<u8>,
+    /// Each eye's lids, for blinks.
+    lids: Vec<Lid>,
+    /// Where the portrait's lips part (`None` without a mesh, or where they meet), for closures.
+    lip_line: Option<LipLine>,
 }
 
 impl Prepared {
@@ -24,7 +36,12 @@ impl Prepared {
         let (w, h) = image.dimensions();
         // unwrap: an RgbImage's buffer is exactly h * w * 3 bytes.
         let base = Array3::from_shape_vec((h as usize, w as usize, 3), image.into_raw()).unwrap();
-        Self { model, base }
+        Self {
+            lids: Lid::of(&model),
+            lip_line: LipLine::of(&model),
+            model,
+            base,
+        }
     }
 
     pub fn width(&self) -> usize {
@@ -41,7 +58,7 @@ impl Prepared {
 pub struct FrameParams {
     /// Seconds since the session's renderer started (idle motion is a function of it).
     pub t: f32,
-    /// 0 closed .. 1 wide open.
+    /// -1 lips pressed together .. 0 at rest (as in the portrait) .. 1 wide open.
     pub open: f32,
     /// -1 rounded .. 1 spread.
     pub shape: f32,
@@ -72,7 +89,7 @@ fn smooth(x: f32) -> f32 {
 }
 
 /// The mouth's motion for one frame, in base-image pixels.
-struct MouthWarp {
+struct MouthWarp<'a> {
     cx: f32,
     cy: f32,
     reach_x: f32,
@@ -85,6 +102,8 @@ struct MouthWarp {
     cavity_hw: f32,
     cavity_hh: f32,
     cavity_cy: f32,
+    /// Closing: where the portrait's lips part, column by column, and how far they close.
+    closing: Option<(&'a LipLine, f32)>,
     /// Rows and columns the warp touches.
     x0: usize,
     x1: usize,
@@ -92,23 +111,34 @@ struct MouthWarp {
     y1: usize,
 }
 
-impl MouthWarp {
-    fn new(model: &AvatarModel, p: &FrameParams, w: usize, h: usize) -> Option<Self> {
-        if p.open < 0.01 {
-            return None;
-        }
-        let m = &model.mouth;
+impl<'a> MouthWarp<'a> {
+    fn new(prepared: &'a Prepared, p: &FrameParams, w: usize, h: usize) -> Option<Self> {
+        let m = &prepared.model.mouth;
         let mw = m.width;
-        let (cx, cy) = (m.center[0], m.center[1]);
-        let jaw = p.open * 0.42 * mw;
-        let lift = p.open * 0.10 * mw;
-        let widen = 1.0 + p.open * (0.10 * p.shape.max(0.0) - 0.12 * (-p.shape).max(0.0));
+        let (mut cx, mut cy) = (m.center[0], m.center[1]);
+        let mut closing = None;
+        let (jaw, lift, widen) = if p.open >= 0.01 {
+            let widen = 1.0 + p.open * (0.10 * p.shape.max(0.0) - 0.12 * (-p.shape).max(0.0));
+            (p.open * 0.42 * mw, p.open * 0.10 * mw, widen)
+        } else if p.open <= -0.01 {
+            // Closing the portrait's own gap: the mesh says where the lips part, and how far.
+            let line = prepared.lip_line.as_ref()?;
+            let press = (-p.open).min(1.0);
+            let (left, right) = (line.x0, line.x0 + line.columns.len() as f32);
+            cx = (left + right) / 2.0;
+            let (mid, gap) = line.at(cx);
+            cy = mid;
+            closing = Some((line, press));
+            (-0.7 * press * gap, -0.3 * press * gap, 1.0)
+        } else {
+            return None;
+        };
         let reach_x = 1.15 * mw;
         let chin_end = cy + 1.9 * mw;
         let x0 = (cx - reach_x).floor().max(0.0) as usize;
         let x1 = ((cx + reach_x).ceil() as usize).min(w);
         let y0 = (cy - 0.9 * mw).floor().max(0.0) as usize;
-        let y1 = ((chin_end + jaw).ceil() as usize).min(h);
+        let y1 = ((chin_end + jaw.abs()).ceil() as usize).min(h);
         Some(Self {
             cx,
             cy,
@@ -122,6 +152,7 @@ impl MouthWarp {
             cavity_hw: 0.40 * mw * widen,
             cavity_hh: (jaw + lift) * 0.48,
             cavity_cy: cy + (jaw - lift) / 2.0,
+            closing,
             x0,
             x1,
             y0,
@@ -137,6 +168,9 @@ impl MouthWarp {
     /// Where (`u`, `v`) of the warped face was in the unwarped one, and how much cavity covers it.
     #[inline]
     fn source(&self, u: f32, v: f32) -> (f32, f32, f32, f32) {
+        if let Some((line, press)) = self.closing {
+            return (u, self.close(line, press, u, v), 0.0, 0.0);
+        }
         let dx = u - self.cx;
         let across = smooth(1.0 - (dx / self.reach_x).abs());
         let down = if v <= self.chin_full {
@@ -167,6 +201,34 @@ impl MouthWarp {
             0.0
         };
         (su, sv, cover, ey)
+    }
+}
+
+impl MouthWarp<'_> {
+    /// Closing, row `v` of column `u`: the upper lip comes down by 30 % of what closes of the
+    /// gap there and the lower lip and the jaw rise by 70 % (the rows between are dropped), the
+    /// motion fading over a lip's height above and down to the chin below.
+    #[inline]
+    fn close(&self, line: &LipLine, press: f32, u: f32, v: f32) -> f32 {
+        let (mid, gap) = line.at(u);
+        if gap <= 0.0 {
+            return v;
+        }
+        let (top, bottom) = (mid - gap / 2.0, mid + gap / 2.0);
+        let (down_by, up_by) = (0.3 * press * gap, 0.7 * press * gap);
+        if v < top + down_by {
+            let band = 2.0 * self.lip_band;
+            v - down_by * smooth((v - (top - band)) / band)
+        } else if v < bottom - up_by {
+            v
+        } else {
+            let fade = if v <= self.chin_full {
+                1.0
+            } else {
+                1.0 - smooth((v - self.chin_full) / (self.chin_end - self.chin_full))
+            };
+            v + up_by * fade
+        }
     }
 }
 
@@ -217,8 +279,7 @@ fn blend(src: &[u8], x: Tap, y: Tap) -> [u8; 3] {
 /// the full per-pixel warp; both paths sample the same way, so no seam shows where they meet.
 pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [u8]) {
     let (h, w) = (prepared.height(), prepared.width());
-    let model = &prepared.model;
-    let mouth = MouthWarp::new(model, p, w, h);
+    let mouth = MouthWarp::new(prepared, p, w, h);
     // Breathing and sway: a slight scale about the bottom centre and a slow drift.
     let tau = std::f32::consts::TAU;
     let breath = (tau * p.t / 4.5).sin();
@@ -229,18 +290,18 @@ pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [
     let row_at = |y: usize| oy + (y as f32 - oy) / scale - dy;
     let columns: Vec<Tap> = (0..w).map(|x| Tap::at(column(x), w, 3)).collect();
     // The eyes: the upper lid slides down over each.
-    let lm = &model.landmarks;
-    let ed = lm.eye_distance().max(4.0);
-    let (ehw, ehh) = (0.30 * ed, 0.16 * ed);
-    let eyes = [lm.left_eye, lm.right_eye];
+    let lids = &prepared.lids;
     let eye_rows = (
-        (eyes[0][1].min(eyes[1][1]) - ehh - 1.0).max(0.0) as usize,
-        (eyes[0][1].max(eyes[1][1]) + ehh + 1.0).max(0.0) as usize,
+        lids.iter()
+            .map(|l| l.top())
+            .fold(f32::MAX, f32::min)
+            .max(0.0) as usize,
+        lids.iter().map(|l| l.bottom()).fold(0.0, f32::max).max(0.0) as usize + 1,
     );
     // Columns the lids can reach, with a margin for the sway.
     let eye_columns = |x: usize| {
-        eyes.iter()
-            .any(|e| (x as f32 - e[0]).abs() < ehw + 3.0 + dx.abs())
+        lids.iter()
+            .any(|l| (x as f32 - l.cx).abs() < l.hw + 3.0 + dx.abs())
     };
     let (cavity_edge, cavity_core) = ([96.0, 42.0, 46.0], [34.0, 11.0, 15.0]);
     let mut mixed = vec![0u16; w * 3];
@@ -291,20 +352,8 @@ pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [
                 ey = e;
             }
             if blink_row {
-                for e in &eyes {
-                    let ex = (u - e[0]) / ehw;
-                    if ex.abs() >= 1.0 {
-                        continue;
-                    }
-                    // The upper lid follows the eye's upper arc and travels to its lower arc,
-                    // stretching the skin below the brow with it; nothing moves at the corners.
-                    let arc = (1.0 - ex * ex).sqrt();
-                    let top = e[1] - 2.4 * ehh;
-                    let edge = e[1] - ehh * arc;
-                    let travel = 2.0 * ehh * arc * p.blink;
-                    if v > top && v < edge + travel {
-                        v = top + (v - top) * (edge - top) / (edge + travel - top);
-                    }
+                for lid in lids {
+                    v = lid.source(u, v, p.blink);
                 }
             }
             let px = blend(src, Tap::at(u, w, 3), Tap::at(v, h, w * 3));
@@ -354,182 +403,4 @@ pub fn region_difference(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::media::avatar;
-    use crate::media::face::Face;
-
-    /// Bilinear sample of `src` (`w`×`h`, RGB) at (`u`, `v`), clamped to the edges.
-    fn sample(src: &[u8], w: usize, h: usize, u: f32, v: f32) -> [f32; 3] {
-        let u = u.clamp(0.0, (w - 1) as f32);
-        let v = v.clamp(0.0, (h - 1) as f32);
-        let (x0, y0) = (u as usize, v as usize);
-        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-        let (fx, fy) = (u - x0 as f32, v - y0 as f32);
-        let i00 = (y0 * w + x0) * 3;
-        let i10 = (y0 * w + x1) * 3;
-        let i01 = (y1 * w + x0) * 3;
-        let i11 = (y1 * w + x1) * 3;
-        let mut out = [0.0; 3];
-        for (c, o) in out.iter_mut().enumerate() {
-            let top = src[i00 + c] as f32 * (1.0 - fx) + src[i10 + c] as f32 * fx;
-            let bottom = src[i01 + c] as f32 * (1.0 - fx) + src[i11 + c] as f32 * fx;
-            *o = top * (1.0 - fy) + bottom * fy;
-        }
-        out
-    }
-
-    fn portrait() -> Prepared {
-        // A face-like picture: skin oval, darker eyes and a lip line, so motion is visible.
-        let img = image::RgbImage::from_fn(400, 400, |x, y| {
-            let (fx, fy) = (x as f32 - 200.0, y as f32 - 200.0);
-            let skin = (fx / 110.0).powi(2) + (fy / 140.0).powi(2) < 1.0;
-            let eye = ((fx.abs() - 40.0) / 14.0).powi(2) + ((fy + 30.0) / 7.0).powi(2) < 1.0;
-            let lips = fx.abs() < 35.0 && (fy - 60.0).abs() < 4.0;
-            match (skin, eye, lips) {
-                (_, true, _) => image::Rgb([40, 30, 30]),
-                (_, _, true) => image::Rgb([170, 60, 70]),
-                (true, _, _) => image::Rgb([220, 180, 150]),
-                _ => image::Rgb([60, 80, 120 + (y % 50) as u8]),
-            }
-        });
-        let face = Face {
-            x: 90.0,
-            y: 60.0,
-            w: 220.0,
-            h: 280.0,
-            score: 0.9,
-            landmarks: [
-                [160.0, 170.0],
-                [240.0, 170.0],
-                [200.0, 210.0],
-                [165.0, 260.0],
-                [235.0, 260.0],
-            ],
-        };
-        let (model, crop) = avatar::build(&img, &face, "1:1", 256);
-        Prepared::new(model, crop)
-    }
-
-    fn frame(p: &Prepared, params: FrameParams) -> Vec<u8> {
-        let mut out = vec![0; p.width() * p.height() * 3];
-        render_into(p, p.base.as_slice().unwrap(), &params, &mut out);
-        out
-    }
-
-    fn mouth_region(p: &Prepared) -> (usize, usize, usize, usize) {
-        let r = p.model.mouth.region;
-        let x = r.x.max(0.0) as usize;
-        let y = r.y.max(0.0) as usize;
-        (
-            x,
-            y,
-            (r.w as usize).min(p.width() - x),
-            (r.h as usize).min(p.height() - y),
-        )
-    }
-
-    #[test]
-    fn speech_moves_the_mouth_far_more_than_idle_motion() {
-        let p = portrait();
-        let region = mouth_region(&p);
-        let w = p.width();
-        let still = frame(
-            &p,
-            FrameParams {
-                t: 0.0,
-                ..Default::default()
-            },
-        );
-        let idle = frame(
-            &p,
-            FrameParams {
-                t: 0.5,
-                ..Default::default()
-            },
-        );
-        let open = frame(
-            &p,
-            FrameParams {
-                t: 0.5,
-                open: 0.9,
-                ..Default::default()
-            },
-        );
-        let idle_change = region_difference(&still, &idle, w, region);
-        let speech_change = region_difference(&idle, &open, w, region);
-        assert!(
-            speech_change > 4.0 * idle_change.max(0.5),
-            "{speech_change} vs {idle_change}"
-        );
-        // Outside the mouth region, opening the mouth changes nothing.
-        let top = (0, 0, w, (p.model.mouth.region.y as usize).saturating_sub(2));
-        assert_eq!(region_difference(&idle, &open, w, top), 0.0);
-    }
-
-    #[test]
-    fn eyes_blink() {
-        let p = portrait();
-        let lm = p.model.landmarks;
-        let ed = lm.eye_distance();
-        let eye = (
-            (lm.left_eye[0] - 0.3 * ed) as usize,
-            (lm.left_eye[1] - 0.2 * ed) as usize,
-            (0.6 * ed) as usize,
-            (0.4 * ed) as usize,
-        );
-        let open = frame(
-            &p,
-            FrameParams {
-                t: 0.0,
-                ..Default::default()
-            },
-        );
-        let closed = frame(
-            &p,
-            FrameParams {
-                t: 0.0,
-                blink: 1.0,
-                ..Default::default()
-            },
-        );
-        assert!(region_difference(&open, &closed, p.width(), eye) > 5.0);
-        let blinks = (0..1000)
-            .filter(|i| blink_at(*i as f32 * 0.01, 7) > 0.5)
-            .count();
-        assert!(blinks > 5 && blinks < 60, "{blinks}");
-    }
-
-    #[test]
-    fn the_fixed_point_frame_matches_a_float_bilinear_one() {
-        // Idle motion alone (no mouth, no blink): every pixel took the fast path.
-        let p = portrait();
-        let (w, h) = (p.width(), p.height());
-        let t = 1.3;
-        let got = frame(
-            &p,
-            FrameParams {
-                t,
-                ..Default::default()
-            },
-        );
-        let tau = std::f32::consts::TAU;
-        let breath = (tau * t / 4.5).sin();
-        let scale = 1.0 + 0.004 * breath;
-        let (dx, dy) = (0.8 * (tau * t / 7.3).sin(), breath);
-        let src = p.base.as_slice().unwrap();
-        let mut worst = 0u8;
-        for y in 0..h {
-            for x in 0..w {
-                let u = w as f32 / 2.0 + (x as f32 - w as f32 / 2.0) / scale - dx;
-                let v = h as f32 + (y as f32 - h as f32) / scale - dy;
-                let want = sample(src, w, h, u, v);
-                for c in 0..3 {
-                    let diff = (got[(y * w + x) * 3 + c] as f32 - want[c]).abs();
-                    worst = worst.max(diff.round() as u8);
-                }
-            }
-        }
-        assert!(worst <= 2, "worst difference {worst}");
-    }
-}
+mod tests;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+use super::audio::AudioWindow;
 use crate::voice::SAMPLE_RATE;
 
 /// The spectrum's size: 32 ms at 16 kHz.
@@ -45,17 +46,114 @@ pub enum Viseme {
 }
 
 impl Viseme {
-    /// The renderer's (open 0..1, shape -1 rounded .. 1 spread) this shape aims at, at full
-    /// `intensity`.
+    /// The renderer's (open -1 pressed .. 0 rest .. 1, shape -1 rounded .. 1 spread) this shape
+    /// aims at, at full `intensity`.
     fn target(self, intensity: f32) -> (f32, f32) {
         match self {
-            Viseme::Rest | Viseme::Closed => (0.0, 0.0),
+            Viseme::Rest => (0.0, 0.0),
+            // Pressed together, past the portrait's rest.
+            Viseme::Closed => (-1.0, 0.0),
             Viseme::Open => (0.95 * intensity, 0.1),
             Viseme::Mid => (0.6 * intensity, 0.35),
             Viseme::Spread => (0.3 * intensity, 1.0),
             Viseme::Rounded => (0.45 * intensity, -1.0),
-            Viseme::LipTeeth => (0.12, 0.4),
+            // The lower lip up against the upper teeth.
+            Viseme::LipTeeth => (-0.5, 0.4),
         }
+    }
+}
+
+impl Viseme {
+    /// The shape of a phoneme as espeak-ng names it in IPA (`p`, `ˈaɪ`, `tʃ`; `""` a pause), and
+    /// how far the jaw goes for it (0..1). A diphthong takes the shape it starts with; stress and
+    /// length marks change nothing.
+    pub fn of_phoneme(ipa: &str) -> (Viseme, f32) {
+        let mut sounds = ipa
+            .chars()
+            .filter(|c| !matches!(c, 'ˈ' | 'ˌ' | 'ː' | 'ˑ' | '̃' | '̩'));
+        let Some(first) = sounds.next() else {
+            return (Viseme::Closed, 0.0);
+        };
+        match first {
+            'p' | 'b' | 'm' => (Viseme::Closed, 0.0),
+            'f' | 'v' => (Viseme::LipTeeth, 1.0),
+            'a' | 'ɑ' | 'æ' | 'ʌ' | 'ɐ' | 'ä' | 'ɶ' => (Viseme::Open, 1.0),
+            // Open and rounded: the jaw does most of it.
+            'ɒ' | 'ɔ' => (Viseme::Open, 0.8),
+            'o' | 'ɵ' | 'ø' | 'œ' => (Viseme::Rounded, 0.8),
+            'u' | 'ʊ' | 'y' | 'ʏ' | 'ɯ' | 'w' | 'ʍ' => (Viseme::Rounded, 0.55),
+            'ɛ' | 'ɜ' | 'ɝ' => (Viseme::Mid, 0.95),
+            'e' => (Viseme::Mid, 0.8),
+            'ə' | 'ɚ' | 'ɘ' | 'ᵻ' | 'ɨ' => (Viseme::Mid, 0.6),
+            'i' | 'ɪ' | 'j' => (Viseme::Spread, 0.9),
+            // Lips pushed out over nearly closed teeth.
+            'ʃ' | 'ʒ' => (Viseme::Rounded, 0.3),
+            't' if sounds.next() == Some('ʃ') => (Viseme::Rounded, 0.3),
+            'd' if sounds.next() == Some('ʒ') => (Viseme::Rounded, 0.3),
+            // Teeth nearly together.
+            's' | 'z' => (Viseme::Spread, 0.15),
+            // The tongue shows between the teeth.
+            'θ' | 'ð' => (Viseme::Mid, 0.2),
+            // The tongue does these; the lips round a little.
+            'ɹ' | 'r' | 'ɾ' => (Viseme::Rounded, 0.3),
+            // The tongue does the rest (t d n l k g h): the jaw stays nearly closed.
+            _ => (Viseme::Mid, 0.15),
+        }
+    }
+}
+
+/// What the text says over one frame's chunks of a voice whose text is known: a closure wins (a
+/// /b/ may last less than a frame), else the latest phoneme's shape.
+#[derive(Debug, Default, Clone)]
+struct SaidShape(Option<(Viseme, f32)>);
+
+impl SaidShape {
+    fn hear(&mut self, ipa: &str) {
+        if !matches!(self.0, Some((Viseme::Closed, _))) {
+            self.0 = Some(Viseme::of_phoneme(ipa));
+        }
+    }
+
+    /// The frame's shape, if any chunk said one; starts the next frame.
+    fn take(&mut self) -> Option<(Viseme, f32)> {
+        self.0.take()
+    }
+}
+
+/// One session's mouth, frame by frame: the audio it heard, the text's shapes where the voice
+/// knows its text, the acoustic tracker's otherwise, and the driver that blends them into the
+/// renderer's jaw and lips. What a render worker runs, and what `lips_bench` measures.
+#[derive(Default)]
+pub struct Mouth {
+    window: AudioWindow,
+    tracker: VisemeTracker,
+    said: SaidShape,
+    driver: MouthDriver,
+}
+
+impl Mouth {
+    /// One chunk of the frame's audio, with the phoneme its text names (`None`: no text).
+    pub fn hear(&mut self, pcm: &[i16], phoneme: Option<&str>) {
+        self.window.push(pcm);
+        if let Some(ipa) = phoneme {
+            self.said.hear(ipa);
+        }
+    }
+
+    /// After the frame's chunks: its loudness (0..1) and the mouth it shows (open, shape);
+    /// starts the next frame.
+    pub fn frame(&mut self) -> (f32, f32, f32) {
+        let loud = self.window.loudness();
+        let heard = self.tracker.step(&self.window.frame());
+        let (viseme, intensity) = self.said.take().unwrap_or(heard);
+        self.window.tick();
+        let (open, shape) = self.driver.step(viseme, intensity);
+        (loud, open, shape)
+    }
+
+    /// The recent audio (for a lip-sync model's mel spectrogram).
+    pub fn window(&self) -> &AudioWindow {
+        &self.window
     }
 }
 
@@ -202,12 +300,12 @@ impl MouthDriver {
         }
         let rate = if open < self.open {
             if matches!(viseme, Viseme::Closed) {
-                0.85
+                1.0
             } else {
                 0.6
             }
         } else {
-            0.7
+            0.8
         };
         self.open += (open - self.open) * rate;
         self.shape += (shape - self.shape) * 0.5;
@@ -270,7 +368,7 @@ mod tests {
             ("a ma ma ma ma", 4),
             ("Peter bought a map of Rome, and we all were amazed.", 4),
         ] {
-            let t = trace(&synthesize(text, "en").await.unwrap());
+            let t = trace(&synthesize(text, "en").await.unwrap().samples);
             let found = closures(&t);
             assert!(found >= bilabials, "{text}: {found} closures, {t:?}");
         }
@@ -278,12 +376,12 @@ mod tests {
 
     #[actix_web::test]
     async fn a_held_vowel_stays_open_and_shapes_differ() {
-        let t = trace(&synthesize("aah", "en").await.unwrap());
+        let t = trace(&synthesize("aah", "en").await.unwrap().samples);
         assert_eq!(closures(&t), 0, "{t:?}");
         assert!(t.iter().any(|(v, _)| *v == Viseme::Open), "{t:?}");
-        let t = trace(&synthesize("eee", "en").await.unwrap());
+        let t = trace(&synthesize("eee", "en").await.unwrap().samples);
         assert!(t.iter().any(|(v, _)| *v == Viseme::Spread), "{t:?}");
-        let t = trace(&synthesize("ooh", "en").await.unwrap());
+        let t = trace(&synthesize("ooh", "en").await.unwrap().samples);
         assert!(t.iter().any(|(v, _)| *v == Viseme::Rounded), "{t:?}");
     }
 

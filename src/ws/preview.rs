@@ -180,7 +180,7 @@ async fn run(
                 }
             },
             chunk = audio.recv(), if audio_on => match chunk {
-                Ok(chunk) => socket.binary(audio_message(&chunk)).await.is_ok(),
+                Ok(chunk) => socket.binary(audio_message(&chunk.pcm)).await.is_ok(),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics.preview_dropped.with_label_values(&["audio"]).inc_by(n);
                     true

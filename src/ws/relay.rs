@@ -391,7 +391,7 @@ async fn relay_one(
                 None => { media_on = false; true }
             },
             chunk = recv(&mut audio), if media_on => match chunk {
-                Some(chunk) => listener.send(BINARY, &protocol::audio_message(&chunk)).await,
+                Some(chunk) => listener.send(BINARY, &protocol::audio_message(&chunk.pcm)).await,
                 None => { media_on = false; true }
             },
             _ = &mut listener.gone => false,

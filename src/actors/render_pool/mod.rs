@@ -18,17 +18,17 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::config::RenderSettings;
 use crate::domain::agent::ModelAsset;
-use crate::media::audio::{AudioWindow, MelSpec};
+use crate::media::audio::MelSpec;
 use crate::media::avatar::{self, AvatarModel};
 use crate::media::lipsync::LipSync;
 use crate::media::mesh::FaceMesher;
 use crate::media::onnx::{Device, Onnx};
 use crate::media::render::Prepared;
-use crate::media::visemes::{MouthDriver, VisemeTracker};
+use crate::media::visemes::Mouth;
 use crate::media::{FrameWants, MediaError, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::voice::PcmChunk;
+use crate::voice::Voiced;
 use worker::{Attached, Command, Worker};
 pub use worker::{FAULT_FRAME, FAULT_NONE, FAULT_WORKER_PANIC};
 
@@ -86,7 +86,7 @@ pub struct Attach {
     pub lease: SlotLease,
     pub session_id: String,
     pub prepared: Arc<Prepared>,
-    pub audio: broadcast::Receiver<PcmChunk>,
+    pub audio: broadcast::Receiver<Voiced>,
     pub frames: broadcast::Sender<VideoFrame>,
     pub notices: mpsc::UnboundedSender<RenderNotice>,
     /// An injected fault (`FAULT_*`): for operators checking supervision, and for tests.
@@ -203,6 +203,7 @@ impl RenderPool {
                 .render_slots
                 .with_label_values(&[&label, "in_use"])
                 .set(0);
+            metrics.zero_device(&label);
             states.push(DeviceState {
                 label,
                 renderer,
@@ -315,19 +316,40 @@ impl Handler<Prepare> for RenderPool {
                 .map_err(|e| bad("the avatar could not be read", &e))?
                 .ok_or_else(|| bad("the agent's avatar asset is gone", &"missing"))?;
             let aspect = msg.aspect_ratio;
-            tokio::task::spawn_blocking(move || {
+            let (prepared, upgraded) = tokio::task::spawn_blocking(move || {
                 let image = image::load_from_memory(&crop.data)
                     .map_err(|e| bad("the avatar image is not valid", &e))?
                     .to_rgb8();
-                if described.model.mesh.is_none() {
-                    // Made before the mesh: meshed now (the stored model is left as it was).
+                // Made before the mesh: meshed now, and the stored model upgraded with it (no
+                // new generation, no charge).
+                let upgraded = described.model.mesh.is_none().then(|| {
                     described.model.mesh = Some(mesher.mesh_or_why(&image, &described.model.face));
-                }
+                    described.model.version = avatar::MODEL_VERSION;
+                    serde_json::to_vec(&described)
+                });
                 let (model, base) = avatar::prepare(&described.model, &image, &aspect, max_side);
-                Ok(Arc::new(Prepared::new(model, base)))
+                Ok::<_, RenderError>((Arc::new(Prepared::new(model, base)), upgraded))
             })
             .await
-            .map_err(|_| RenderError::Avatar("preparing the avatar crashed".into()))?
+            .map_err(|_| RenderError::Avatar("preparing the avatar crashed".into()))??;
+            match upgraded {
+                Some(Ok(json)) => {
+                    match store.upgrade_model_asset(&msg.model_asset_id, json).await {
+                        Ok(true) => {
+                            tracing::info!(asset = %msg.model_asset_id, "an avatar model made before the face mesh now carries it")
+                        }
+                        // Gone meanwhile (the agent deleted): nothing to upgrade.
+                        Ok(false) => {}
+                        // The session renders from the mesh anyway; the next start tries again.
+                        Err(e) => tracing::warn!(error = %e, "an avatar model was not upgraded"),
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "an upgraded avatar model did not serialise")
+                }
+                None => {}
+            }
+            Ok(prepared)
         };
         Box::pin(load.into_actor(self).map(move |result, act, _| {
             if let Ok(prepared) = &result {
@@ -363,9 +385,7 @@ impl Handler<Attach> for RenderPool {
             lip: None,
             prepared: msg.prepared,
             audio: msg.audio,
-            window: AudioWindow::default(),
-            visemes: VisemeTracker::new(),
-            mouth: MouthDriver::default(),
+            mouth: Mouth::default(),
             frames: msg.frames,
             notices: msg.notices,
             fault: msg.fault,

@@ -19,14 +19,14 @@ use rayon::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use super::RenderNotice;
-use crate::media::audio::{AudioWindow, MelSpec, MEL_SAMPLES};
+use crate::media::audio::{MelSpec, MEL_SAMPLES};
 use crate::media::lipsync::{LipFace, LipSync};
 use crate::media::render::{blink_at, render_into, FrameParams, Prepared};
-use crate::media::visemes::{MouthDriver, VisemeTracker};
+use crate::media::visemes::Mouth;
 use crate::media::yuv::I420;
 use crate::media::{jpeg, FrameWants, VideoFrame};
 use crate::metrics::Metrics;
-use crate::voice::PcmChunk;
+use crate::voice::Voiced;
 
 /// `Attached::fault` values: what an injected fault makes the worker do.
 pub const FAULT_NONE: u8 = 0;
@@ -47,11 +47,9 @@ pub(super) struct Attached {
     pub(super) prepared: Arc<Prepared>,
     /// The lip-sync model's view of the face, made on first use.
     pub(super) lip: Option<LipFace>,
-    pub(super) audio: broadcast::Receiver<PcmChunk>,
-    pub(super) window: AudioWindow,
-    /// The voice's mouth shapes (visemes), and their blend into the frame's mouth.
-    pub(super) visemes: VisemeTracker,
-    pub(super) mouth: MouthDriver,
+    pub(super) audio: broadcast::Receiver<Voiced>,
+    /// What the voice says, and the mouth it makes.
+    pub(super) mouth: Mouth,
     pub(super) frames: broadcast::Sender<VideoFrame>,
     pub(super) notices: mpsc::UnboundedSender<RenderNotice>,
     /// An injected fault (`FAULT_*`), for operators checking supervision and for tests.
@@ -207,17 +205,15 @@ impl Worker {
                 s.watched_from.get_or_insert_with(Instant::now);
             }
             let t = s.started.elapsed().as_secs_f32();
+            // Where the voice knows its text, the mouth says it; else it follows the sound.
             loop {
                 match s.audio.try_recv() {
-                    Ok(chunk) => s.window.push(&chunk),
+                    Ok(chunk) => s.mouth.hear(&chunk.pcm, chunk.phoneme.as_deref()),
                     Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
                     Err(_) => break,
                 }
             }
-            let loud = s.window.loudness();
-            let (viseme, intensity) = s.visemes.step(&s.window.frame());
-            s.window.tick();
-            let (open, shape) = s.mouth.step(viseme, intensity);
+            let (loud, open, shape) = s.mouth.frame();
             params.push((
                 loud,
                 FrameParams {
@@ -241,7 +237,7 @@ impl Worker {
                 .iter()
                 .map(|i| {
                     self.mel
-                        .compute(&self.sessions[*i].window.last(MEL_SAMPLES))
+                        .compute(&self.sessions[*i].mouth.window().last(MEL_SAMPLES))
                 })
                 .collect();
             if !speaking.is_empty() {

@@ -131,7 +131,7 @@ pub struct MediaTap;
 
 pub struct MediaStreams {
     pub frames: tokio::sync::broadcast::Receiver<crate::media::VideoFrame>,
-    pub audio: tokio::sync::broadcast::Receiver<crate::voice::PcmChunk>,
+    pub audio: tokio::sync::broadcast::Receiver<crate::voice::Voiced>,
     /// What the frames are, once the renderer is attached.
     pub video: Option<crate::domain::events::VideoInfo>,
     /// Counts the preview clients that want JPEG frames: the renderer encodes JPEG only for them.

@@ -48,7 +48,7 @@ use crate::media::{FrameWants, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::entities::session as session_row;
 use crate::store::Store;
-use crate::voice::PcmChunk;
+use crate::voice::Voiced;
 pub use commands::{deliver, Directive};
 use messages::*;
 use restart::RestartPolicy;
@@ -106,7 +106,7 @@ struct Children {
 struct Media {
     frames: broadcast::Sender<VideoFrame>,
     /// What the voice says: 16 kHz PCM for the renderer, the preview and the room.
-    audio: broadcast::Sender<PcmChunk>,
+    audio: broadcast::Sender<Voiced>,
     /// Preview clients that want JPEG; the render worker encodes JPEG only while there are some.
     wants: Arc<FrameWants>,
     /// Known once the renderer attached.

@@ -14,7 +14,7 @@ use crate::actors::render_pool::{
     Attach, Detach, Prepare, RenderNotice, RenderPool, SlotLease, FAULT_FRAME, FAULT_WORKER_PANIC,
 };
 use crate::media::{FrameWants, VideoFrame};
-use crate::voice::PcmChunk;
+use crate::voice::Voiced;
 
 /// Make rendering fail as if it crashed (fault injection for operators and tests): this session's
 /// next frame, or its device's whole worker (a panic in its tick).
@@ -31,7 +31,7 @@ pub struct Renderer {
     session_id: String,
     model_asset_id: String,
     aspect_ratio: String,
-    audio: broadcast::Sender<PcmChunk>,
+    audio: broadcast::Sender<Voiced>,
     frames: broadcast::Sender<VideoFrame>,
     wants: Arc<FrameWants>,
     ready: Recipient<RendererReady>,
@@ -47,7 +47,7 @@ pub struct RendererSpec {
     pub session_id: String,
     pub model_asset_id: String,
     pub aspect_ratio: String,
-    pub audio: broadcast::Sender<PcmChunk>,
+    pub audio: broadcast::Sender<Voiced>,
     pub frames: broadcast::Sender<VideoFrame>,
     pub wants: Arc<FrameWants>,
     pub ready: Recipient<RendererReady>,

@@ -24,7 +24,7 @@ use super::agent_link::{self, AgentLink, LinkAction, AUDIO_STREAM_TOPIC, RPC_CLE
 use super::messages::{AgentAudio, PlaybackNotice};
 use crate::media::{FrameWants, VideoFrame, Want};
 use crate::metrics::Metrics;
-use crate::voice::PcmChunk;
+use crate::voice::{PcmChunk, Voiced};
 
 /// What a transport tells its Room child.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ pub enum TransportEvent {
 #[derive(Clone)]
 pub struct MediaTaps {
     pub frames: broadcast::Sender<VideoFrame>,
-    pub audio: broadcast::Sender<PcmChunk>,
+    pub audio: broadcast::Sender<Voiced>,
     pub wants: Arc<FrameWants>,
 }
 
@@ -228,12 +228,12 @@ async fn publish_video(room: Arc<AvatarRoom>, taps: MediaTaps, metrics: Metrics)
     }
 }
 
-async fn publish_audio(room: Arc<AvatarRoom>, mut audio: broadcast::Receiver<PcmChunk>) {
+async fn publish_audio(room: Arc<AvatarRoom>, mut audio: broadcast::Receiver<Voiced>) {
     loop {
         match audio.recv().await {
             // Paced by the library's queue: this waits while it is full.
             Ok(chunk) => {
-                if let Err(e) = room.capture_audio(&chunk).await {
+                if let Err(e) = room.capture_audio(&chunk.pcm).await {
                     tracing::debug!(error = %e, "audio not captured");
                 }
             }
@@ -393,11 +393,11 @@ async fn send_video(media: Arc<MediaSession>, taps: MediaTaps) {
     }
 }
 
-async fn send_audio(media: Arc<MediaSession>, mut audio: broadcast::Receiver<PcmChunk>) {
+async fn send_audio(media: Arc<MediaSession>, mut audio: broadcast::Receiver<Voiced>) {
     loop {
         match audio.recv().await {
             // The voice plays in real time: this chunk starts playing now.
-            Ok(chunk) => media.push_audio(&chunk, Instant::now()),
+            Ok(chunk) => media.push_audio(&chunk.pcm, Instant::now()),
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         }

@@ -12,7 +12,6 @@
 //! provider's reconnections are its own (with backoff); the session shows them in its status.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
@@ -23,8 +22,8 @@ mod player;
 use super::messages::{AgentAudio, ChildExited, ChildKind, PlaybackNotice, VoiceEvent};
 use crate::domain::events::Speaker;
 use crate::voice::elevenlabs::{self, ElevenLabsHandle, ProviderEvent};
-use crate::voice::tts::TtsCache;
-use crate::voice::PcmChunk;
+use crate::voice::tts::{Speech, TtsCache};
+use crate::voice::{PcmChunk, Voiced};
 use player::{player, Played, PlayerCommand};
 
 /// Speak `text`; with `interrupt`, first cut what is playing and drop the queue.
@@ -183,7 +182,7 @@ struct Pending {
 struct Synthesized {
     id: u64,
     text: String,
-    result: Result<Arc<[i16]>, String>,
+    result: Result<Speech, String>,
 }
 
 pub struct VoiceBridge {
@@ -193,7 +192,7 @@ pub struct VoiceBridge {
     provider: Box<dyn VoiceProvider>,
     events: Recipient<VoiceEvent>,
     exited: Recipient<ChildExited>,
-    audio: broadcast::Sender<PcmChunk>,
+    audio: broadcast::Sender<Voiced>,
     player: Option<mpsc::UnboundedSender<PlayerCommand>>,
     player_task: Option<JoinHandle<()>>,
     /// Utterances waiting for synthesis, in order.
@@ -211,7 +210,7 @@ impl VoiceBridge {
         provider: ProviderSpec,
         events: Recipient<VoiceEvent>,
         exited: Recipient<ChildExited>,
-        audio: broadcast::Sender<PcmChunk>,
+        audio: broadcast::Sender<Voiced>,
     ) -> Self {
         Self {
             espeak_voice,
@@ -418,8 +417,8 @@ impl Handler<Synthesized> for VoiceBridge {
         }
         self.synthesizing = None;
         match msg.result {
-            Ok(samples) => {
-                self.play(PlayerCommand::Utterance(msg.id, samples));
+            Ok(speech) => {
+                self.play(PlayerCommand::Utterance(msg.id, speech));
                 if let Err(e) = self.provider.spoke(&msg.text) {
                     tracing::debug!(error = %e, "provider not told of a speak");
                 }

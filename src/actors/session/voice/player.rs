@@ -1,6 +1,7 @@
 //! The VoiceBridge's player: one task per bridge, real-time playout of whatever is queued
 //! (utterances of the local TTS, an agent's turns), in 20 ms chunks into the session's audio
-//! channel, reporting starts and ends back to the bridge.
+//! channel, reporting starts and ends back to the bridge. An utterance's chunks carry the phoneme
+//! its text says there, a little ahead of the sound, as lips move before the voice is heard.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,10 +11,11 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use super::VoiceBridge;
-use crate::voice::{PcmChunk, CHUNK_MS, CHUNK_SAMPLES};
+use crate::voice::tts::{Phoneme, Speech};
+use crate::voice::{PcmChunk, Voiced, CHUNK_MS, CHUNK_SAMPLES};
 
 pub(super) enum PlayerCommand {
-    Utterance(u64, Arc<[i16]>),
+    Utterance(u64, Speech),
     Agent(Vec<i16>),
     /// Cut everything; answers which utterance (if any) was cut mid-play.
     CutAll,
@@ -58,6 +60,7 @@ enum Segment {
     Utterance {
         id: u64,
         samples: Arc<[i16]>,
+        phonemes: Arc<[Phoneme]>,
         pos: usize,
     },
     Agent {
@@ -106,7 +109,7 @@ fn owed_an_end(segment: &Segment) -> bool {
 
 pub(super) async fn player(
     mut commands: mpsc::UnboundedReceiver<PlayerCommand>,
-    audio: broadcast::Sender<PcmChunk>,
+    audio: broadcast::Sender<Voiced>,
     bridge: Addr<VoiceBridge>,
 ) {
     let mut queue: VecDeque<Segment> = VecDeque::new();
@@ -118,9 +121,12 @@ pub(super) async fn player(
         tokio::select! {
             command = commands.recv() => match command {
                 None => return,
-                Some(PlayerCommand::Utterance(id, samples)) => {
-                    queue.push_back(Segment::Utterance { id, samples, pos: 0 })
-                }
+                Some(PlayerCommand::Utterance(id, speech)) => queue.push_back(Segment::Utterance {
+                    id,
+                    samples: speech.samples,
+                    phonemes: speech.phonemes,
+                    pos: 0,
+                }),
                 Some(PlayerCommand::Agent(samples)) => match queue.back_mut() {
                     Some(Segment::Agent { samples: held, dry_ticks }) => {
                         held.extend(samples);
@@ -180,19 +186,20 @@ pub(super) async fn player(
                     bridge.do_send(done);
                 }
                 let Some(front) = queue.front_mut() else { continue };
-                let chunk: Option<Vec<i16>> = match front {
-                    Segment::Utterance { id, samples, pos } => {
+                let chunk: Option<Voiced> = match front {
+                    Segment::Utterance { id, samples, phonemes, pos } => {
                         if *pos == 0 {
                             bridge.do_send(Played::UtteranceStarted(*id));
                         }
                         let end = (*pos + CHUNK_SAMPLES).min(samples.len());
-                        let chunk = samples[*pos..end].to_vec();
+                        let pcm = PcmChunk::from(&samples[*pos..end]);
+                        let phoneme = Speech::chunk_phoneme(phonemes, *pos, end);
                         *pos = end;
                         if end >= samples.len() {
                             finishing = Some(Played::UtteranceEnded { id: *id, interrupted: false });
                             queue.pop_front();
                         }
-                        Some(chunk)
+                        Some(Voiced { pcm, phoneme: Some(phoneme) })
                     }
                     Segment::Stream { id, samples, closed, played } => {
                         if samples.is_empty() {
@@ -211,7 +218,7 @@ pub(super) async fn player(
                             }
                             let n = CHUNK_SAMPLES.min(samples.len());
                             *played += n;
-                            let chunk: Vec<i16> = samples.drain(..n).collect();
+                            let chunk = Voiced::audio(samples.drain(..n).collect());
                             // Its last chunk plays for one more tick before the segment is over.
                             if samples.is_empty() && *closed {
                                 finishing = Some(Played::StreamEnded {
@@ -235,13 +242,13 @@ pub(super) async fn player(
                         } else {
                             *dry_ticks = 0;
                             let n = CHUNK_SAMPLES.min(samples.len());
-                            Some(samples.drain(..n).collect())
+                            Some(Voiced::audio(samples.drain(..n).collect()))
                         }
                     }
                 };
                 if let Some(chunk) = chunk {
                     // No consumer is fine: audio is real time, not stored.
-                    let _ = audio.send(PcmChunk::from(chunk));
+                    let _ = audio.send(chunk);
                 }
             }
         }

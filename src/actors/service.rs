@@ -13,13 +13,14 @@ use serde_json::Value;
 use super::quota::{Admit, Quota};
 use super::registry::{AgentSessions, Drain, Lookup, LookupRoom, Register, Registry};
 use super::render_pool::{Acquire, Release, RenderError, RenderPool, SlotLease};
-use super::session::messages::{AwaitLive, EndReason, LiveSession, SessionError};
+use super::session::messages::{AwaitLive, EndReason, LiveSession, SessionError, WentLive};
 use super::session::{Session, SessionAgent, SessionDeps};
 use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::agent::VoiceAgent;
 use crate::domain::events::SessionWebhook;
 use crate::domain::ids;
+use crate::domain::session::SessionState;
 use crate::domain::time::now_ms;
 use crate::livekit::{BorrowedRoom, RoomAccess};
 use crate::store::entities::{agent, session};
@@ -247,8 +248,8 @@ impl SessionService {
         // A start that waits for live is written as `starting` at once (one write fewer on the
         // start path); a queued one shows `queued` until its actor starts.
         let initial = match mode {
-            StartMode::WaitLive => "starting",
-            StartMode::Queued => "queued",
+            StartMode::WaitLive => SessionState::Starting.as_str(),
+            StartMode::Queued => SessionState::Queued.as_str(),
         };
         let (row, addr) = actix_web::rt::spawn(async move { service.admit(req, initial).await })
             .await
@@ -265,8 +266,13 @@ impl SessionService {
         addr: Addr<Session>,
     ) -> Result<Started, StartError> {
         match addr.send(AwaitLive).await {
-            Ok(Ok(access)) => {
-                let row = self.store.session(&row.id).await?.unwrap_or(row);
+            Ok(Ok(WentLive { access, at_ms })) => {
+                // What the `live` write made of the row (`set_session_state`), without reading it.
+                let mut row = row;
+                row.state = SessionState::Live.as_str().into();
+                row.started_at = Some(at_ms);
+                row.updated_at = at_ms;
+                row.heartbeat_at = Some(at_ms);
                 Ok(Started {
                     row,
                     access: Some(access),

@@ -5,15 +5,17 @@
 //! frame, memory stays flat in the number of sessions (base frames are shared per avatar), and a
 //! released slot is free at once.
 
+mod avatars;
 mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::RenderSettings;
@@ -29,6 +31,7 @@ use crate::media::{FrameWants, MediaError, VideoFrame};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::voice::Voiced;
+use avatars::Avatars;
 use worker::{Attached, Command, Worker};
 pub use worker::{FAULT_FRAME, FAULT_NONE, FAULT_WORKER_PANIC};
 
@@ -62,7 +65,8 @@ pub struct Acquire {
 #[rtype(result = "()")]
 pub struct Release(pub SlotLease);
 
-/// A session's base frame for an agent's avatar at an aspect ratio; shared while anyone uses it.
+/// A session's base frame for an agent's avatar at an aspect ratio; shared while anyone uses it,
+/// and kept warm a while after (`avatars.rs`).
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Prepared>, RenderError>")]
 pub struct Prepare {
@@ -131,7 +135,7 @@ pub struct RenderPool {
     next_slot: u64,
     store: Store,
     settings: RenderSettings,
-    prepared: HashMap<(String, String), Weak<Prepared>>,
+    prepared: Avatars,
     /// Meshes the avatars made before the mesh existed, when a session first prepares them.
     mesher: Arc<FaceMesher>,
     metrics: Metrics,
@@ -218,7 +222,7 @@ impl RenderPool {
             next_slot: 1,
             store,
             settings: settings.clone(),
-            prepared: HashMap::new(),
+            prepared: Avatars::default(),
             mesher,
             metrics,
         })
@@ -294,8 +298,11 @@ impl Handler<Prepare> for RenderPool {
     fn handle(&mut self, msg: Prepare, _: &mut Self::Context) -> Self::Result {
         self.metrics.actor_message("render_pool", "prepare");
         let key = (msg.model_asset_id.clone(), msg.aspect_ratio.clone());
-        if let Some(ready) = self.prepared.get(&key).and_then(Weak::upgrade) {
+        if let Some(ready) = self.prepared.get(&key) {
             return Box::pin(fut::ready(Ok(ready)));
+        }
+        if let Some(loading) = self.prepared.loading(&key) {
+            return Box::pin(loading.into_actor(self));
         }
         let store = self.store.clone();
         let max_side = self.settings.max_side;
@@ -351,11 +358,11 @@ impl Handler<Prepare> for RenderPool {
             }
             Ok(prepared)
         };
-        Box::pin(load.into_actor(self).map(move |result, act, _| {
-            if let Ok(prepared) = &result {
-                act.prepared.retain(|_, weak| weak.strong_count() > 0);
-                act.prepared.insert(key, Arc::downgrade(prepared));
-            }
+        // Starts for the same avatar meanwhile wait for this one; the first to see it done keeps it.
+        let loading = load.boxed_local().shared();
+        self.prepared.start_loading(key.clone(), loading.clone());
+        Box::pin(loading.into_actor(self).map(move |result, act, _| {
+            act.prepared.done(&key, &result);
             result
         }))
     }

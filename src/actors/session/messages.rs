@@ -41,8 +41,16 @@ pub enum SessionError {
 
 /// Resolves once the session is live (with the room's access) or has failed.
 #[derive(Message)]
-#[rtype(result = "Result<RoomAccess, SessionError>")]
+#[rtype(result = "Result<WentLive, SessionError>")]
 pub struct AwaitLive;
+
+/// A session went live, and its row says so: the room's access, and when (its `started_at`), so
+/// the start's answer needs no second read of the row.
+#[derive(Debug, Clone)]
+pub struct WentLive {
+    pub access: RoomAccess,
+    pub at_ms: i64,
+}
 
 /// Ends the session; resolves when everything it held is released.
 #[derive(Message)]

@@ -174,7 +174,7 @@ pub struct Session {
     speech: Speech,
     subscribers: Vec<fanout::Subscriber>,
     access: Option<RoomAccess>,
-    live_waiters: Vec<oneshot::Sender<Result<RoomAccess, SessionError>>>,
+    live_waiters: Vec<oneshot::Sender<Result<WentLive, SessionError>>>,
     end_waiters: Vec<oneshot::Sender<()>>,
     requested_at: Instant,
     /// Set once `end` runs: the one way out.
@@ -337,12 +337,14 @@ impl Handler<MediaTap> for Session {
 }
 
 impl Handler<AwaitLive> for Session {
-    type Result = ResponseFuture<Result<RoomAccess, SessionError>>;
+    type Result = ResponseFuture<Result<WentLive, SessionError>>;
 
     fn handle(&mut self, _: AwaitLive, _: &mut Self::Context) -> Self::Result {
-        if let (State::Live, Some(access)) = (self.state, &self.access) {
+        if let (State::Live, Some(access), Some(at_ms)) =
+            (self.state, &self.access, self.billing.live_at_ms)
+        {
             let access = access.clone();
-            return Box::pin(async move { Ok(access) });
+            return Box::pin(async move { Ok(WentLive { access, at_ms }) });
         }
         if self.ending || self.state.is_terminal() {
             let outcome = self.outcome.clone().unwrap_or(SessionError::Ended);

@@ -146,9 +146,12 @@ impl Session {
             .observe(self.requested_at.elapsed().as_secs_f64());
         // Waiters hear "live" once the database says so too.
         self.persist_state_then(ctx, Some(LifecycleEvent::Started), move |act, _| {
-            if let Some(access) = act.access.clone() {
+            if let (Some(access), Some(at_ms)) = (act.access.clone(), act.billing.live_at_ms) {
                 for waiter in act.live_waiters.drain(..) {
-                    let _ = waiter.send(Ok(access.clone()));
+                    let _ = waiter.send(Ok(WentLive {
+                        access: access.clone(),
+                        at_ms,
+                    }));
                 }
             }
         });

@@ -454,7 +454,7 @@ async fn run(
         }
     }
 
-    // The floor and start+stop with 100 live, in the same run.
+    // The floor, in the same run.
     let floor_base = spawn_floor(run.floor_url.clone());
     let http = avatar_supervisor::net::http_client(Duration::from_secs(60));
     let floor = drive(pairs * 2, move |_| {
@@ -470,53 +470,12 @@ async fn run(
     })
     .await;
     floor.report("floor: bare actix-web, one insert");
+    // Start+stop with nothing else live, then with 100 live: a quiet node must not be slower.
+    let floor_p99 = floor.pct(0.99).as_secs_f64();
+    start_stop_pairs(&client, &agent, pairs, "idle", floor_p99).await;
     let background = Arc::new(Mutex::new(Vec::new()));
     start_many(&client, &agent, 100, &background).await;
-    let (c, a) = (client.clone(), agent.clone());
-    let (starts, stops) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
-    let (s1, s2) = (starts.clone(), stops.clone());
-    let mut both = drive(pairs, move |_| {
-        let (c, a, s1, s2) = (c.clone(), a.clone(), s1.clone(), s2.clone());
-        async move {
-            let (id, t_start) = c.start(&a).await?;
-            let t_stop = c.stop(&id).await?;
-            s1.lock().unwrap().push(t_start);
-            s2.lock().unwrap().push(t_stop);
-            Ok(t_start + t_stop)
-        }
-    })
-    .await;
-    let wall = both.wall;
-    for (what, times) in [("start, 100 live", &starts), ("stop, 100 live", &stops)] {
-        Timings {
-            times: times.lock().unwrap().clone(),
-            wall,
-            rejected: vec![],
-        }
-        .report(what);
-    }
-    both.report("start+stop, 100 live");
-    let floor_p99 = floor.pct(0.99).as_secs_f64();
-    for (what, p99) in [
-        (
-            "start",
-            Timings {
-                times: starts.lock().unwrap().clone(),
-                ..Default::default()
-            }
-            .pct(0.99),
-        ),
-        ("start+stop", both.pct(0.99)),
-    ] {
-        println!(
-            "  {what} p99 / floor p99 = {:.2}x",
-            p99.as_secs_f64() / floor_p99.max(1e-9)
-        );
-    }
-    both.rejected.clear();
+    start_stop_pairs(&client, &agent, pairs, "100 live", floor_p99).await;
     let background = std::mem::take(&mut *background.lock().unwrap());
     stop_many(&client, background).await;
 
@@ -578,6 +537,49 @@ async fn run(
         }
     );
     ok && code == Some(0)
+}
+
+/// `pairs` start+stop pairs at `CONCURRENCY`: each part's and the pair's p50/p99, and their p99
+/// over the floor's.
+async fn start_stop_pairs(
+    client: &Arc<Client>,
+    agent: &str,
+    pairs: usize,
+    what: &str,
+    floor_p99: f64,
+) {
+    let (c, a) = (client.clone(), agent.to_string());
+    let (starts, stops) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (s1, s2) = (starts.clone(), stops.clone());
+    let both = drive(pairs, move |_| {
+        let (c, a, s1, s2) = (c.clone(), a.clone(), s1.clone(), s2.clone());
+        async move {
+            let (id, t_start) = c.start(&a).await?;
+            let t_stop = c.stop(&id).await?;
+            s1.lock().unwrap().push(t_start);
+            s2.lock().unwrap().push(t_stop);
+            Ok(t_start + t_stop)
+        }
+    })
+    .await;
+    let part = |times: &Arc<Mutex<Vec<Duration>>>| Timings {
+        times: times.lock().unwrap().clone(),
+        wall: both.wall,
+        rejected: vec![],
+    };
+    let (starts, stops) = (part(&starts), part(&stops));
+    starts.report(&format!("start, {what}"));
+    stops.report(&format!("stop, {what}"));
+    both.report(&format!("start+stop, {what}"));
+    for (part, p99) in [("start", starts.pct(0.99)), ("start+stop", both.pct(0.99))] {
+        println!(
+            "  {part} p99 / floor p99 = {:.2}x ({what})",
+            p99.as_secs_f64() / floor_p99.max(1e-9)
+        );
+    }
 }
 
 #[tokio::main]

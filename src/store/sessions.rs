@@ -131,6 +131,24 @@ impl Store {
         .await
     }
 
+    /// The agent's sessions on `node_id` that have not ended: what an agent's channel waits to see
+    /// ended when that node falls silent.
+    pub async fn unended_on_node(
+        &self,
+        agent_id: &str,
+        node_id: &str,
+    ) -> StoreResult<Vec<session::Model>> {
+        super::guarded(async move {
+            Ok(session::Entity::find()
+                .filter(session::Column::AgentId.eq(agent_id))
+                .filter(session::Column::NodeId.eq(node_id))
+                .filter(session::Column::EndedAt.is_null())
+                .all(&self.db)
+                .await?)
+        })
+        .await
+    }
+
     /// A state change of a session that has not ended, made at `at` (ms since the epoch; for
     /// `live`, its `started_at`).
     pub async fn set_session_state(&self, id: &str, state: &str, at: i64) -> StoreResult<()> {

@@ -419,9 +419,10 @@ async fn run(
             frame = relayed(&mut remote), if acks.is_empty() => channel.relayed(frame).await,
             Some(live) = appeared.recv() => channel.subscribe(live).await,
             _ = heartbeat.tick() => {
-                // Nodes that joined since are tapped for the agent's sessions there.
+                // Nodes that joined since are tapped for the agent's sessions there; those of
+                // nodes gone silent are announced ended once a survivor wrote it.
                 if let (Some(remote), Some(agent_id)) = (remote.as_mut(), watched.as_deref()) {
-                    remote.tap_new_nodes(&channel.state, agent_id).await;
+                    remote.watch_nodes(&channel.state, agent_id).await;
                 }
                 if heartbeat.beat(&mut channel.socket, channel_name).await {
                     Next::Continue

@@ -6,7 +6,9 @@
 //!
 //! A relay pings its listener every `cluster.advertise_interval_ms` and ends when nothing answers
 //! (the channel closed, or its node is gone); a tapped session's channel closes when the relay
-//! falls silent (the session's node is gone).
+//! falls silent (the session's node is gone). An agent's channel stays open when a node it tapped
+//! stops advertising: each of the agent's sessions that ran there is announced ended (`node_lost`)
+//! once a surviving node has written its end, as a local session's end would be.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -23,6 +25,7 @@ use crate::actors::registry::{LiveSession, Unwatch, WatchAgent};
 use crate::actors::session::messages::{MediaTap, Outbound, Subscribe, Unsubscribe};
 use crate::actors::session::Session;
 use crate::cluster::Cluster;
+use crate::domain::session::EndReason;
 use crate::media::Want;
 use crate::state::AppState;
 
@@ -75,8 +78,13 @@ pub struct Remote {
     frames: mpsc::Receiver<Frame>,
     cluster: Cluster,
     inbox: String,
-    /// The nodes an agent's channel has tapped.
+    /// The nodes an agent's channel has tapped (those since fallen silent included: a node is
+    /// tapped once per channel).
     tapped: HashSet<String>,
+    /// Tapped nodes that fell silent, and the agent's sessions there whose end is not yet written.
+    lost: HashMap<String, Vec<String>>,
+    /// Where the ends of a silent node's sessions join the relayed frames.
+    ends: mpsc::Sender<Frame>,
 }
 
 fn ping_interval(state: &AppState) -> Duration {
@@ -95,12 +103,14 @@ impl Remote {
         let inbox = cluster.new_inbox();
         let messages = cluster.subscribe(inbox.clone()).await.ok()?;
         let (tx, frames) = mpsc::channel(state.settings.ws.mailbox_capacity.max(1));
-        actix_web::rt::spawn(read(messages, cluster.clone(), tx, silence));
+        actix_web::rt::spawn(read(messages, cluster.clone(), tx.clone(), silence));
         Some(Self {
             frames,
             cluster: cluster.clone(),
             inbox,
             tapped: HashSet::new(),
+            lost: HashMap::new(),
+            ends: tx,
         })
     }
 
@@ -109,8 +119,73 @@ impl Remote {
         self.frames.recv().await.unwrap_or_else(node_unavailable)
     }
 
-    /// Taps, for an agent's channel, every node heard from that it has not tapped yet.
-    pub async fn tap_new_nodes(&mut self, state: &AppState, agent_id: &str) {
+    /// For an agent's channel, once a beat: taps every node heard from that it has not tapped yet,
+    /// and announces the sessions of tapped nodes gone silent as their ends are written.
+    pub async fn watch_nodes(&mut self, state: &AppState, agent_id: &str) {
+        let alive: HashSet<String> = state
+            .sessions
+            .peers()
+            .into_iter()
+            .map(|peer| peer.node_id)
+            .collect();
+        let fell_silent: Vec<String> = self
+            .tapped
+            .iter()
+            .filter(|node| !alive.contains(*node) && !self.lost.contains_key(*node))
+            .cloned()
+            .collect();
+        for node in fell_silent {
+            match state.store.unended_on_node(agent_id, &node).await {
+                Ok(rows) => {
+                    tracing::info!(%node, sessions = rows.len(), "an agent channel's node fell silent");
+                    self.lost
+                        .insert(node, rows.into_iter().map(|row| row.id).collect());
+                }
+                // Read again at the next beat.
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "agent channel: a silent node's sessions")
+                }
+            }
+        }
+        self.announce_ends(state).await;
+        self.tap_new_nodes(state, agent_id).await;
+    }
+
+    /// Queues the end of each session of a silent node that another node has written (`node_lost`);
+    /// one its own node ended (it was only slow) came through the relay already.
+    async fn announce_ends(&mut self, state: &AppState) {
+        for pending in self.lost.values_mut() {
+            let mut waiting = Vec::new();
+            for id in pending.drain(..) {
+                match state.store.session(&id).await {
+                    Ok(Some(row)) if row.ended_at.is_none() => waiting.push(id),
+                    Ok(Some(row))
+                        if row.end_reason.as_deref() == Some(EndReason::NodeLost.as_str()) =>
+                    {
+                        let frame = Frame::Text {
+                            kind: "status".into(),
+                            text: protocol::status_frame(&row.status()).to_string(),
+                        };
+                        match self.ends.try_send(frame) {
+                            Ok(()) => {}
+                            // The channel drains its queue between beats: the next one sends it.
+                            Err(mpsc::error::TrySendError::Full(_)) => waiting.push(id),
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(session = %id, error = %e, "agent channel: a silent node's session");
+                        waiting.push(id);
+                    }
+                }
+            }
+            *pending = waiting;
+        }
+    }
+
+    /// Taps every node heard from that this channel has not tapped yet.
+    async fn tap_new_nodes(&mut self, state: &AppState, agent_id: &str) {
         for peer in state.sessions.peers() {
             if self.tapped.contains(&peer.node_id) {
                 continue;

@@ -220,3 +220,113 @@ async fn a_relayed_channel_closes_when_the_sessions_node_falls_silent() {
     let closed = closed.expect("the channel closes within 15 s of its node falling silent");
     assert_eq!(closed["code"], 1001, "{closed}");
 }
+
+/// An agent's channel on one node, whose agent has a session on another (the real binary, on the
+/// same database and NATS): when that node falls silent, the channel stays open and announces the
+/// session's end (`node_lost`) once a surviving node has written it.
+#[actix_web::test]
+async fn an_agent_channel_hears_the_end_of_a_silent_nodes_session() {
+    const LOST_AFTER: u64 = 3;
+    let run = avatar_supervisor::domain::ids::random_token(8);
+    let prefix = format!("avs_test_{run}");
+    let b = spawn_app_with(Db::Postgres, |s| {
+        s.cluster.nats_url = crate::cluster::NATS.into();
+        s.cluster.subject_prefix = prefix.clone();
+        s.cluster.advertise_interval_ms = 200;
+        s.sessions.node_lost_after_seconds = LOST_AFTER;
+        s.billing.checkpoint_seconds = 1;
+        s.server.node_id = format!("node_b_{run}");
+        s.ws.heartbeat_interval_ms = 300;
+    })
+    .await;
+    let url = b.state.settings.database.url.clone();
+    let dir = b.state.settings.server.data_dir.clone();
+    let acct = b.account(2, 10.0, 1000).await;
+    let agent = b.ready_agent(&acct.key, json!({})).await;
+    let mut command = serve_command(&dir, &["--database-url", &url]);
+    command
+        .env("AVS_SERVER__NODE_ID", format!("node_a_{run}"))
+        .env("AVS_CLUSTER__NATS_URL", crate::cluster::NATS)
+        .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
+        .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200")
+        .env("AVS_BILLING__CHECKPOINT_SECONDS", "1")
+        .env(
+            "AVS_SESSIONS__NODE_LOST_AFTER_SECONDS",
+            LOST_AFTER.to_string(),
+        );
+    let (mut a, a_base) = spawn_serve(command);
+    let id = start_on(&b, &a_base, &acct.key, &agent).await;
+
+    let mut ws =
+        crate::control::connect(&b, &format!("/v1/agents/{agent}/control"), Some(&acct.key))
+            .await
+            .unwrap();
+    // The channel taps A: a command reaches A's session through it.
+    let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            ws.send(json!({"type": "add_context", "id": "c", "text": "Across processes."}))
+                .await;
+            let (ack, _) = ws.until("ack").await;
+            if ack["delivered_to"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "the agent channel reaches A's session");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    signal(a.id(), "-STOP");
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let frame = ws.next().await;
+            if frame["type"] == "__closed" {
+                break frame;
+            }
+            if frame["type"] == "status"
+                && frame["session_id"] == id.as_str()
+                && frame["state"] == "stopped"
+            {
+                break frame;
+            }
+        }
+    })
+    .await;
+    signal(a.id(), "-CONT");
+    a.kill().unwrap();
+    let _ = a.wait();
+    let ended =
+        ended.expect("the session's end is announced within 20 s of its node falling silent");
+    assert_eq!(ended["type"], "status", "the channel stays open: {ended}");
+    assert_eq!(ended["end_reason"], "node_lost", "{ended}");
+    let row = b.get(&format!("/v1/sessions/{id}"), &acct.key).await.body["data"].clone();
+    assert_eq!(
+        row["status"], "stopped",
+        "the survivor wrote it first: {row}"
+    );
+    assert_eq!(
+        ended["billed_seconds"], row["billed_seconds"],
+        "{ended} {row}"
+    );
+    // Once only (a few beats later), and the channel still answers.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    ws.send(json!({"type": "add_context", "id": "d", "text": "Still here."}))
+        .await;
+    let mut before = Vec::new();
+    let answer = loop {
+        let frame = ws.next().await;
+        assert_ne!(frame["type"], "__closed", "{before:?}");
+        if frame["type"] == "ack" || frame["type"] == "error" {
+            break frame;
+        }
+        before.push(frame);
+    };
+    assert_eq!(answer["id"], "d", "{answer}");
+    assert!(
+        !before
+            .iter()
+            .any(|f| f["type"] == "status" && f["session_id"] == id.as_str()),
+        "the end is announced once: {before:?}"
+    );
+}

@@ -11,6 +11,7 @@ use crate::config::WebhookSettings;
 use crate::crypto::webhook_signature;
 use crate::domain::events::{EventNaming, LifecycleEvent, SessionWebhook};
 use crate::domain::ids;
+use crate::domain::session::SessionState;
 use crate::domain::views::Urls;
 use crate::metrics::Metrics;
 use crate::net::UrlPolicy;
@@ -122,7 +123,12 @@ async fn enqueue_session_event(
     let Some(account) = store.account(&session.account_id).await? else {
         return Ok(());
     };
-    let data = serde_json::to_value(session.view(urls)).unwrap_or_default();
+    let mut view = session.view(urls);
+    // `stopping` is not written to the row, which goes from `live` to its end in one write.
+    if matches!(event, LifecycleEvent::Stopping) && session.ended_at.is_none() {
+        view.status = SessionState::Stopping.as_str().into();
+    }
+    let data = serde_json::to_value(view).unwrap_or_default();
     if let Some(url) = &account.webhook_url {
         store
             .enqueue_webhook(outbox_row(

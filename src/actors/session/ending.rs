@@ -1,9 +1,10 @@
 //! The one way out. Whatever ends a session (the API, a client, its timers, its balance, its
 //! room, a child past its restart budget, a drain), `end` runs once and in named steps:
 //! stop the children and free the slot; then, in order and off the actor's message flow,
-//! announce `stopping`, bill the last part-second, close the room, make the one guarded write
-//! that releases the concurrency count (and, if it never started, the link use), notify the
-//! webhooks and the registry; then tell the clients and stop.
+//! announce `stopping` (to the webhooks only: the row goes from `live` to its end in one write),
+//! close the room, make the one guarded write that bills the last part-second and releases the
+//! concurrency count (and, if it never started, the link use), notify the webhooks and the
+//! registry; then tell the clients and stop.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use actix::prelude::*;
 
 use super::messages::*;
 use super::room::{CloseRoom, Room};
-use super::state::{Event, State};
+use super::state::Event;
 use super::voice;
 use super::{Session, SessionDeps};
 use crate::actors::billing::Finish;
@@ -40,25 +41,19 @@ struct Teardown {
 impl Teardown {
     async fn run(self) {
         if self.announce_stopping {
-            self.announce_stopping().await;
+            self.announce_stopping();
         }
         self.close_room().await;
         self.finish().await;
         self.notify();
     }
 
-    async fn announce_stopping(&self) {
-        let id = &self.row.id;
-        if let Err(e) = self
-            .deps
-            .store
-            .set_session_state(id, State::Stopping.as_str(), self.ended_at_ms)
-            .await
-        {
-            tracing::error!(session = %id, error = %e, "state write failed");
-        }
+    /// `stopping` goes to the session's clients (the status broadcast) and its webhook, not to
+    /// the row: the row goes from `live` to `stopped` in the batched final write, one statement
+    /// fewer on every stop's path (the stop's answer waits for that write anyway).
+    fn announce_stopping(&self) {
         self.deps.webhooks.do_send(Emit {
-            session_id: id.clone(),
+            session_id: self.row.id.clone(),
             event: LifecycleEvent::Stopping,
         });
     }
@@ -140,15 +135,15 @@ impl Session {
             (_, Some(f)) => SessionError::Failed(f.clone()),
             _ => SessionError::Ended,
         });
-        // `stopping` is written inside the release below, not with a second `ctx.wait`: actix
+        // `stopping` is announced inside the release below, not with a second `ctx.wait`: actix
         // runs the newest wait first, and the release ends by stopping the actor.
         let announce_stopping = if failed {
             self.transition(Event::Fail);
             false
         } else {
-            // A drain ends every session of the node at once: each goes straight to `stopped` in
-            // the batched final write, without a `stopping` write of its own. A session another
-            // node ended (`node_lost`) has its row and its webhooks written already.
+            // A drain ends every session of the node at once: no `stopping` webhook for each. A
+            // session another node ended (`node_lost`) has its row and its webhooks written
+            // already.
             self.transition(Event::Stop)
                 && !matches!(reason, EndReason::Shutdown | EndReason::NodeLost)
         };

@@ -197,7 +197,10 @@ impl SessionService {
             let advert = self.advert().await;
             cluster.advertise(&advert).await;
             let peers = cluster.peers().alive(self.peer_ttl());
-            self.deps.metrics.cluster_nodes(&advert, &peers);
+            let nodes = std::iter::once(&advert).chain(&peers);
+            self.deps.metrics.cluster_nodes(
+                nodes.map(|node| (node.node_id.as_str(), node.free_slots, node.live_sessions)),
+            );
         }
     }
 

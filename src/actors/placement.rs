@@ -212,6 +212,15 @@ impl SessionService {
             .unwrap_or_default()
     }
 
+    /// Starts a session here, or, with no render slot free here, on another node that has one.
+    pub async fn start(&self, req: StartRequest, mode: StartMode) -> Result<Started, StartError> {
+        let elsewhere = self.cluster.as_ref().map(|_| PlacedStart::of(&req, mode));
+        match (self.start_here(req, mode).await, elsewhere) {
+            (Err(StartError::NoCapacity), Some(placed)) => self.place_elsewhere(placed).await,
+            (result, _) => result,
+        }
+    }
+
     /// Places a start that found no free slot here on another node, the freest first; answers
     /// `NoCapacity` when no node admits it for want of a slot.
     pub(super) async fn place_elsewhere(&self, placed: PlacedStart) -> Result<Started, StartError> {

@@ -209,18 +209,6 @@ impl SessionService {
         Ok(())
     }
 
-    /// Starts a session here, or, with no render slot free here, on another node that has one.
-    pub async fn start(&self, req: StartRequest, mode: StartMode) -> Result<Started, StartError> {
-        let elsewhere = self
-            .cluster
-            .as_ref()
-            .map(|_| super::placement::PlacedStart::of(&req, mode));
-        match (self.start_here(req, mode).await, elsewhere) {
-            (Err(StartError::NoCapacity), Some(placed)) => self.place_elsewhere(placed).await,
-            (result, _) => result,
-        }
-    }
-
     /// Starts a session on this node.
     pub(super) async fn start_here(
         &self,

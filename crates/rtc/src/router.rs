@@ -24,7 +24,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use crate::audio::{MonoResampler, OpusDecoder, API_RATE, OPUS_FRAME, OPUS_RATE};
 use crate::mic::Mixer;
 use crate::offer::{trickle_candidates, OfferPlan};
-use crate::session::{EncodedAudio, EncodedVideo, SessionKey, SessionShared};
+use crate::shared::{EncodedAudio, EncodedVideo, SessionKey, SessionShared};
 use crate::stats::{add, dec, inc, Counters};
 use crate::{RtcError, ViewerId};
 

@@ -3,12 +3,14 @@
 each other in a circle. Run by `make lint`; exits 1 naming each upward edge and each circle
 (`-v`: every edge inside each circle, not just one way round it).
 
-Layers of the root crate (`src/`); a module may name its own layer or any layer below:
+Layers of the root crate (`src/`); a module may name its own layer or any layer below (the same map
+as the README's "Layers" and `src/lib.rs`'s; a top-level module missing from it, or one it names
+that `src/` lacks, is a problem too):
 
     wiring      app, cli, main, lib
     boundaries  api, ws, jobs, web, state
     actors      actors (the session service included)
-    clients     media, voice, livekit, rtc, store, net, crypto, cluster
+    clients     media, voice, livekit, store, net, crypto, cluster
     foundation  domain, config, metrics
 
 Each `crates/*/src` is a crate of its own (`crate::` is its `src/`); it has no layers, but its files
@@ -37,7 +39,7 @@ from pathlib import Path
 
 LAYERS = [
     ("foundation", {"domain", "config", "metrics"}),
-    ("clients", {"media", "voice", "livekit", "rtc", "store", "net", "crypto", "cluster"}),
+    ("clients", {"media", "voice", "livekit", "store", "net", "crypto", "cluster"}),
     ("actors", {"actors"}),
     ("boundaries", {"api", "ws", "jobs", "web", "state"}),
     ("wiring", {"app", "cli", "main", "lib"}),
@@ -344,6 +346,8 @@ def main() -> int:
             for module in crate.files:
                 if top(module) not in RANK:
                     problems.append(f"{crate.where(module)}: module `{top(module)}` has no layer here")
+            for module in sorted(set(RANK) - {top(m) for m in crate.files}):
+                problems.append(f"the layer map names `{module}`, which src/ does not have")
             for (a, b), seen in sorted(edges.items()):
                 ra, rb = RANK.get(top(a)), RANK.get(top(b))
                 if ra is not None and rb is not None and rb > ra:

@@ -1,9 +1,11 @@
 //! avatar-supervisor: a self-hostable control plane for live AI-avatar sessions.
 //!
-//! Map of the modules, layer by layer; imports only point down (`make lint` checks it with
-//! `scripts/check_layers.py`), and no files import each other in a circle.
+//! Map of the modules, layer by layer; a module names only its own layer or those below, and no
+//! files name each other in a circle (`make lint` checks both with `scripts/check_layers.py`, whose
+//! map and the README's are this one).
 //!
 //! Wiring
+//! - `main` (the binary) and this file.
 //! - [`app`]: `Application::build` / `run_until_stopped`: the HTTP server and the actor system.
 //! - [`cli`]: the command line (`serve`, `account …`, `migrate`).
 //!
@@ -18,7 +20,8 @@
 //!
 //! Actors (the supervision tree of DESIGN.md) and the session service
 //! - [`actors`]: `Registry`, `Quota`, `RenderPool` (and its device workers), `Webhooks`, the
-//!   `Session` actor with its children (`session/`), and `service` (start/stop, admission).
+//!   `Session` actor with its children (`session/`), and `service` (start/stop, admission) with
+//!   `placement` (a start placed on another node).
 //!
 //! Clients and codecs
 //! - [`store`]: the database (sea-orm, SQLite or PostgreSQL); every query lives there, and rows
@@ -29,6 +32,7 @@
 //! - [`livekit`]: rooms and tokens (LiveKit's RoomService, or the local room).
 //! - [`net`]: the one TLS configuration and HTTP client, and the private-address guard;
 //!   [`crypto`]: secrets and signatures.
+//! - [`cluster`]: messages between the nodes of one service, over NATS (adverts, requests).
 //!
 //! Foundation
 //! - [`domain`]: plain value types: ids, session states and end reasons, events and status, the

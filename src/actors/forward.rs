@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::service::{SessionService, SessionsError};
+use super::session::commands::{deliver, Directive};
 use super::session::messages::{EndReason, Stop};
-use super::session::{deliver, Directive};
 use crate::store::entities::session;
 
 /// The topic of the requests about running sessions (`crate::cluster`).

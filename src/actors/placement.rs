@@ -197,7 +197,10 @@ impl SessionService {
             let advert = self.advert().await;
             cluster.advertise(&advert).await;
             let peers = cluster.peers().alive(self.peer_ttl());
-            self.deps.metrics.cluster_nodes(&advert, &peers);
+            let nodes = std::iter::once(&advert).chain(&peers);
+            self.deps.metrics.cluster_nodes(
+                nodes.map(|node| (node.node_id.as_str(), node.free_slots, node.live_sessions)),
+            );
         }
     }
 
@@ -207,6 +210,15 @@ impl SessionService {
             .as_ref()
             .map(|c| c.peers().alive(self.peer_ttl()))
             .unwrap_or_default()
+    }
+
+    /// Starts a session here, or, with no render slot free here, on another node that has one.
+    pub async fn start(&self, req: StartRequest, mode: StartMode) -> Result<Started, StartError> {
+        let elsewhere = self.cluster.as_ref().map(|_| PlacedStart::of(&req, mode));
+        match (self.start_here(req, mode).await, elsewhere) {
+            (Err(StartError::NoCapacity), Some(placed)) => self.place_elsewhere(placed).await,
+            (result, _) => result,
+        }
     }
 
     /// Places a start that found no free slot here on another node, the freest first; answers

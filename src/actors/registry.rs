@@ -7,8 +7,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+pub use super::session::messages::Unregister;
 use super::session::messages::{EndReason, Stop};
-pub use super::session::messages::{LiveSession, Unregister};
+pub use super::session::LiveSession;
 use crate::metrics::Metrics;
 
 #[derive(Message)]

@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::quota::{Admit, Quota};
 use super::registry::{AgentSessions, Drain, Lookup, LookupRoom, Register, Registry};
 use super::render_pool::{Acquire, Release, RenderError, RenderPool, SlotLease};
-use super::session::messages::{AwaitLive, EndReason, LiveSession, SessionError, WentLive};
-use super::session::{Session, SessionAgent, SessionDeps};
+use super::session::messages::{AwaitLive, EndReason, SessionError, WentLive};
+use super::session::{LiveSession, Session, SessionAgent, SessionDeps};
 use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::agent::VoiceAgent;
@@ -208,18 +208,6 @@ impl SessionService {
             return Err(StartError::NoAvatarModel(agent.id.clone()));
         }
         Ok(())
-    }
-
-    /// Starts a session here, or, with no render slot free here, on another node that has one.
-    pub async fn start(&self, req: StartRequest, mode: StartMode) -> Result<Started, StartError> {
-        let elsewhere = self
-            .cluster
-            .as_ref()
-            .map(|_| super::placement::PlacedStart::of(&req, mode));
-        match (self.start_here(req, mode).await, elsewhere) {
-            (Err(StartError::NoCapacity), Some(placed)) => self.place_elsewhere(placed).await,
-            (result, _) => result,
-        }
     }
 
     /// Starts a session on this node.

@@ -9,7 +9,7 @@ use super::agents::bithuman;
 use super::auth::authenticate;
 use super::body::{self, max_len};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use crate::actors::session::Directive;
+use crate::actors::session::commands::Directive;
 use crate::state::AppState;
 
 /// How many live sessions took the words or the knowledge.

@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod avatar;
+mod error;
 pub mod face;
 pub mod jpeg;
 pub mod lipsync;
@@ -12,14 +13,7 @@ pub mod render;
 pub mod visemes;
 pub mod yuv;
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum MediaError {
-    /// Something `make setup` provides is missing or unusable: the server cannot start.
-    #[error("{0}")]
-    Setup(String),
-    #[error("{0}")]
-    Model(String),
-}
+pub use error::MediaError;
 
 use std::sync::Arc;
 

@@ -1,14 +1,21 @@
 //! One `Metrics` over its own Prometheus registry (no globals: several apps can share a process).
 
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry, TextEncoder,
 };
 
 mod known;
+mod reg;
 mod rtc;
 
+use reg::Reg;
 use rtc::RtcMetrics;
+pub use rtc::{
+    RTC_BYTES_SENT_TOTAL, RTC_CONNECTIONS_TOTAL, RTC_ENCODE_SECONDS_TOTAL,
+    RTC_FRAMES_DROPPED_TOTAL, RTC_FRAMES_ENCODED_TOTAL, RTC_KEYFRAME_REQUESTS_TOTAL,
+    RTC_MICROPHONE_SECONDS_TOTAL, RTC_PACKETS_SENT_TOTAL, RTC_SESSIONS, RTC_VIEWERS,
+};
 
 pub const HTTP_REQUESTS_TOTAL: &str = "avs_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "avs_http_request_duration_seconds";
@@ -50,16 +57,6 @@ pub const LIVEKIT_AGENT_STREAMS_TOTAL: &str = "avs_livekit_agent_streams_total";
 pub const LIVEKIT_AGENT_AUDIO_SECONDS_TOTAL: &str = "avs_livekit_agent_audio_seconds_total";
 pub const LIVEKIT_AGENT_RESAMPLED_TOTAL: &str = "avs_livekit_agent_streams_resampled_total";
 pub const LIVEKIT_RPC_TOTAL: &str = "avs_livekit_rpc_total";
-pub const RTC_SESSIONS: &str = "avs_rtc_sessions";
-pub const RTC_VIEWERS: &str = "avs_rtc_viewers";
-pub const RTC_CONNECTIONS_TOTAL: &str = "avs_rtc_connections_total";
-pub const RTC_PACKETS_SENT_TOTAL: &str = "avs_rtc_packets_sent_total";
-pub const RTC_BYTES_SENT_TOTAL: &str = "avs_rtc_bytes_sent_total";
-pub const RTC_KEYFRAME_REQUESTS_TOTAL: &str = "avs_rtc_keyframe_requests_total";
-pub const RTC_FRAMES_ENCODED_TOTAL: &str = "avs_rtc_frames_encoded_total";
-pub const RTC_FRAMES_DROPPED_TOTAL: &str = "avs_rtc_frames_dropped_total";
-pub const RTC_ENCODE_SECONDS_TOTAL: &str = "avs_rtc_encode_seconds_total";
-pub const RTC_MICROPHONE_SECONDS_TOTAL: &str = "avs_rtc_microphone_seconds_total";
 pub const BILLING_UNBILLED_SECONDS: &str = "avs_billing_unbilled_seconds";
 pub const BILLING_SETTLEMENTS_TOTAL: &str = "avs_billing_settlements_total";
 pub const BILLING_FAILURES_TOTAL: &str = "avs_billing_failures_total";
@@ -207,41 +204,6 @@ pub struct Metrics {
     pub web_page_views: IntCounterVec,
     /// Refused `POST /v1/links/start-session`, by error code: what visitors of room pages hit.
     pub link_start_failures: IntCounterVec,
-}
-
-/// Registers metrics on one registry. Names, help texts and labels are static and valid, and each
-/// is registered once, so registration cannot fail (hence the `unwrap`s below).
-struct Reg<'a>(&'a Registry);
-
-impl Reg<'_> {
-    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
-        // unwrap: see the type's doc.
-        self.0.register(Box::new(c.clone())).unwrap();
-        c
-    }
-    fn counter(&self, name: &str, help: &str) -> IntCounter {
-        self.add(IntCounter::new(name, help).unwrap())
-    }
-    fn counter_f64(&self, name: &str, help: &str) -> Counter {
-        self.add(Counter::new(name, help).unwrap())
-    }
-    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.add(IntCounterVec::new(Opts::new(name, help), labels).unwrap())
-    }
-    fn gauge(&self, name: &str, help: &str) -> IntGauge {
-        self.add(IntGauge::new(name, help).unwrap())
-    }
-    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        self.add(IntGaugeVec::new(Opts::new(name, help), labels).unwrap())
-    }
-    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-        self.add(Histogram::with_opts(opts).unwrap())
-    }
-    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
-        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-        self.add(HistogramVec::new(opts, labels).unwrap())
-    }
 }
 
 /// Frame-scale timings: 0.5 ms to 128 ms.
@@ -463,16 +425,17 @@ impl Metrics {
     }
 
     /// The nodes of the cluster as this one hears them now: the nodes no longer heard drop out.
-    pub fn cluster_nodes(&self, this: &crate::cluster::Advert, peers: &[crate::cluster::Advert]) {
+    /// Each node is `(node id, free slots, live sessions)`, this one included.
+    pub fn cluster_nodes<'a>(&self, nodes: impl IntoIterator<Item = (&'a str, usize, usize)>) {
         self.cluster_node_free_slots.reset();
         self.cluster_node_live_sessions.reset();
-        for node in std::iter::once(this).chain(peers) {
+        for (node_id, free_slots, live_sessions) in nodes {
             self.cluster_node_free_slots
-                .with_label_values(&[&node.node_id])
-                .set(node.free_slots as i64);
+                .with_label_values(&[node_id])
+                .set(free_slots as i64);
             self.cluster_node_live_sessions
-                .with_label_values(&[&node.node_id])
-                .set(node.live_sessions as i64);
+                .with_label_values(&[node_id])
+                .set(live_sessions as i64);
         }
     }
 

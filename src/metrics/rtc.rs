@@ -4,11 +4,18 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus::{Counter, IntCounter, IntCounterVec, IntGauge};
 
-use super::{
-    Reg, RTC_BYTES_SENT_TOTAL, RTC_CONNECTIONS_TOTAL, RTC_ENCODE_SECONDS_TOTAL,
-    RTC_FRAMES_DROPPED_TOTAL, RTC_FRAMES_ENCODED_TOTAL, RTC_KEYFRAME_REQUESTS_TOTAL,
-    RTC_MICROPHONE_SECONDS_TOTAL, RTC_PACKETS_SENT_TOTAL, RTC_SESSIONS, RTC_VIEWERS,
-};
+use super::reg::Reg;
+
+pub const RTC_SESSIONS: &str = "avs_rtc_sessions";
+pub const RTC_VIEWERS: &str = "avs_rtc_viewers";
+pub const RTC_CONNECTIONS_TOTAL: &str = "avs_rtc_connections_total";
+pub const RTC_PACKETS_SENT_TOTAL: &str = "avs_rtc_packets_sent_total";
+pub const RTC_BYTES_SENT_TOTAL: &str = "avs_rtc_bytes_sent_total";
+pub const RTC_KEYFRAME_REQUESTS_TOTAL: &str = "avs_rtc_keyframe_requests_total";
+pub const RTC_FRAMES_ENCODED_TOTAL: &str = "avs_rtc_frames_encoded_total";
+pub const RTC_FRAMES_DROPPED_TOTAL: &str = "avs_rtc_frames_dropped_total";
+pub const RTC_ENCODE_SECONDS_TOTAL: &str = "avs_rtc_encode_seconds_total";
+pub const RTC_MICROPHONE_SECONDS_TOTAL: &str = "avs_rtc_microphone_seconds_total";
 
 /// The local room's media engine, read at every scrape (it counts in atomics of its own).
 #[derive(Clone)]

@@ -17,8 +17,9 @@ use super::protocol::{self, Command, FrameError};
 use super::relay::{Frame, Remote};
 use super::{close_reason, next_id, Heartbeat};
 use crate::actors::registry::{LiveSession, Unwatch, WatchAgent};
+use crate::actors::session::commands::{deliver, Directive};
 use crate::actors::session::messages::{EndReason, Outbound, Subscribe, Unsubscribe};
-use crate::actors::session::{deliver, Directive, Session};
+use crate::actors::session::Session;
 use crate::domain::events::SessionStatus;
 use crate::state::AppState;
 

@@ -11,16 +11,7 @@ use std::time::Duration;
 
 use crate::proto::{self, ffi_event, ffi_request, ffi_response};
 use crate::room::{call, AvatarRoom};
-use crate::LkError;
-
-/// The error codes LiveKit's RPC defines that an avatar answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RpcErrorCode {
-    /// The method ran and failed (`APPLICATION_ERROR`).
-    Application = 1500,
-    /// No such method here (`UNSUPPORTED_METHOD`).
-    UnsupportedMethod = 1400,
-}
+use crate::{LkError, RpcErrorCode};
 
 impl AvatarRoom {
     /// From now on, calls of `method` by remote participants arrive as

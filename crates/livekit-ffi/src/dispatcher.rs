@@ -20,22 +20,11 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use prost::Message as _;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use crate::data::RpcErrorCode;
-use crate::ffi::{self, FfiLibrary};
-use crate::handle::OwnedHandle;
+use crate::events::{disconnect_reason_name, RoomEvent, RpcInvocation};
+use crate::ffi::{self, FfiLibrary, Input, OwnedHandle};
 use crate::proto::{self, ffi_event, ffi_request, ffi_response, room_event};
-use crate::room::{disconnect_reason_name, RoomEvent, RoomHandle, RoomShared, RpcInvocation};
-use crate::LkError;
-
-pub(crate) enum Input {
-    /// One serialized `FfiEvent`, copied out of the callback.
-    Event(Vec<u8>),
-    /// The owner is done with a room: release its remote handles, then say so on `done`.
-    RemoveRoom {
-        room: u64,
-        done: Option<oneshot::Sender<()>>,
-    },
-}
+use crate::shared::{RoomHandle, RoomShared};
+use crate::{LkError, RpcErrorCode};
 
 /// Someone waiting for the event that answers an async request.
 pub(crate) enum Waiter {

@@ -35,3 +35,12 @@ pub enum LkError {
     #[error("the LiveKit FFI event dispatcher is gone")]
     DispatcherGone,
 }
+
+/// The error codes LiveKit's RPC defines that an avatar answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcErrorCode {
+    /// The method ran and failed (`APPLICATION_ERROR`).
+    Application = 1500,
+    /// No such method here (`UNSUPPORTED_METHOD`).
+    UnsupportedMethod = 1400,
+}

@@ -5,37 +5,38 @@
 //! during the call. So the callback does nothing but copy the bytes into a channel; the
 //! dispatcher thread (`crate::dispatcher`) decodes and routes them, and is the only place (besides
 //! request callers) that calls back into the library.
+//!
+//! Here too: the dispatcher's input ([`Input`], fed by the callback and by rooms), and the
+//! ownership of the library's handles ([`OwnedHandle`], [`live_handles`]), whose release is one
+//! request of this ABI. Loading the library (which starts the dispatcher thread) is `load`'s.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prost::Message as _;
+use tokio::sync::oneshot;
 
-use crate::dispatcher::{self, Input};
-use crate::handle::OwnedHandle;
 use crate::proto::{ffi_request, ffi_response, FfiRequest, FfiResponse};
 use crate::LkError;
 
 type EventCallback = extern "C" fn(*const u8, usize);
-type InitializeFn = unsafe extern "C" fn(EventCallback, bool, *const c_char, *const c_char);
-type RequestFn = unsafe extern "C" fn(*const u8, usize, *mut *const u8, *mut usize) -> u64;
-type DropHandleFn = unsafe extern "C" fn(u64) -> bool;
-
-/// Reported to the LiveKit server as the client SDK (it is LiveKit's Rust SDK underneath).
-const SDK: &CStr = c"rust";
-const SDK_VERSION: &CStr = c"0.1.0";
+pub(crate) type InitializeFn =
+    unsafe extern "C" fn(EventCallback, bool, *const c_char, *const c_char);
+pub(crate) type RequestFn =
+    unsafe extern "C" fn(*const u8, usize, *mut *const u8, *mut usize) -> u64;
+pub(crate) type DropHandleFn = unsafe extern "C" fn(u64) -> bool;
 
 /// The loaded library. One per process: [`FfiLibrary::load`] returns the same one every time.
 pub struct FfiLibrary {
-    path: PathBuf,
-    request: RequestFn,
-    drop_handle: DropHandleFn,
+    pub(crate) path: PathBuf,
+    pub(crate) request: RequestFn,
+    pub(crate) drop_handle: DropHandleFn,
     /// Keeps the code mapped. Never dropped: the `Arc` in `LIBRARY` lives until the process exits,
     /// and the library's threads call into this process until then.
-    _library: libloading::Library,
+    pub(crate) _library: libloading::Library,
 }
 
 impl std::fmt::Debug for FfiLibrary {
@@ -46,14 +47,25 @@ impl std::fmt::Debug for FfiLibrary {
     }
 }
 
-static LIBRARY: OnceLock<Arc<FfiLibrary>> = OnceLock::new();
-static LOAD_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static LIBRARY: OnceLock<Arc<FfiLibrary>> = OnceLock::new();
+pub(crate) static LOAD_LOCK: Mutex<()> = Mutex::new(());
 /// Where the callback puts events, and where requests to the dispatcher go.
-static INPUT: OnceLock<mpsc::Sender<Input>> = OnceLock::new();
+pub(crate) static INPUT: OnceLock<mpsc::Sender<Input>> = OnceLock::new();
 /// Async ids this crate picks itself (`request_async_id`), so a waiter is registered before its
 /// request is made and no callback can overtake it. They start far above the library's own id
 /// counter (which starts at 1) so the two never meet.
 static NEXT_ASYNC_ID: AtomicU64 = AtomicU64::new(1 << 48);
+
+/// What the dispatcher thread is fed, in one FIFO.
+pub(crate) enum Input {
+    /// One serialized `FfiEvent`, copied out of the callback.
+    Event(Vec<u8>),
+    /// The owner is done with a room: release its remote handles, then say so on `done`.
+    RemoveRoom {
+        room: u64,
+        done: Option<oneshot::Sender<()>>,
+    },
+}
 
 pub(crate) fn loaded() -> Option<&'static Arc<FfiLibrary>> {
     LIBRARY.get()
@@ -72,7 +84,7 @@ pub(crate) fn send_input(input: Input) -> Result<(), LkError> {
 }
 
 /// Copies the event out of the library's buffer, nothing more: it runs on the library's threads.
-extern "C" fn on_event(data: *const u8, len: usize) {
+pub(crate) extern "C" fn on_event(data: *const u8, len: usize) {
     let bytes = if data.is_null() || len == 0 {
         Vec::new()
     } else {
@@ -86,70 +98,6 @@ extern "C" fn on_event(data: *const u8, len: usize) {
 }
 
 impl FfiLibrary {
-    /// Loads `liblivekit_ffi.so` from `path` and initializes it (once per process). Loading the
-    /// same file again returns the same library; another file is refused, since the library's
-    /// callback and handle table are process-global.
-    pub fn load(path: impl AsRef<Path>) -> Result<Arc<FfiLibrary>, LkError> {
-        let requested = path.as_ref();
-        let load_error = |reason: String| LkError::Load {
-            path: requested.display().to_string(),
-            reason,
-        };
-        let canonical = std::fs::canonicalize(requested).map_err(|e| load_error(e.to_string()))?;
-        let _guard = LOAD_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(lib) = LIBRARY.get() {
-            if lib.path == canonical {
-                return Ok(lib.clone());
-            }
-            return Err(LkError::AlreadyLoaded {
-                loaded: lib.path.display().to_string(),
-                requested: canonical.display().to_string(),
-            });
-        }
-
-        // SAFETY: loading runs the library's initialisers; it is LiveKit's own FFI build, which
-        // has none with preconditions on this process.
-        let library = unsafe { libloading::Library::new(&canonical) }
-            .map_err(|e| load_error(e.to_string()))?;
-        // SAFETY: the signatures are those of livekit_ffi.h (and `livekit_ffi_initialize` of
-        // livekit-ffi's cabi.rs, which the header omits).
-        let (initialize, request, drop_handle) = unsafe {
-            let initialize = *library
-                .get::<InitializeFn>(b"livekit_ffi_initialize\0")
-                .map_err(|e| load_error(e.to_string()))?;
-            let request = *library
-                .get::<RequestFn>(b"livekit_ffi_request\0")
-                .map_err(|e| load_error(e.to_string()))?;
-            let drop_handle = *library
-                .get::<DropHandleFn>(b"livekit_ffi_drop_handle\0")
-                .map_err(|e| load_error(e.to_string()))?;
-            (initialize, request, drop_handle)
-        };
-        let lib = Arc::new(FfiLibrary {
-            path: canonical,
-            request,
-            drop_handle,
-            _library: library,
-        });
-
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("livekit-ffi-events".into())
-            .spawn(move || dispatcher::run(rx))
-            .map_err(|e| load_error(format!("could not start the event thread: {e}")))?;
-        // The first load is the only one to get here (LOAD_LOCK, and LIBRARY is set below).
-        let _ = INPUT.set(tx);
-        let _ = LIBRARY.set(lib.clone());
-
-        // Logs are captured (delivered as events and forwarded to `tracing`) rather than left to
-        // the library's env_logger on stderr.
-        // SAFETY: `on_event` has the callback's C signature and stays valid for the process; the
-        // strings are NUL-terminated statics.
-        unsafe { initialize(on_event, true, SDK.as_ptr(), SDK_VERSION.as_ptr()) };
-        tracing::debug!(path = %lib.path.display(), "LiveKit FFI library loaded");
-        Ok(lib)
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -210,5 +158,57 @@ fn request_name(message: &ffi_request::Message) -> &'static str {
         M::RegisterRpcMethod(_) => "register_rpc_method",
         M::RpcMethodInvocationResponse(_) => "rpc_method_invocation_response",
         M::ByteReadIncremental(_) => "byte_read_incremental",
+    }
+}
+
+// Ownership of the library's handles. Every id the library hands over (room, participant, track,
+// source, stream, publication, frame buffer, response buffer) lives in exactly one `OwnedHandle`,
+// whose `Drop` gives it back with `livekit_ffi_drop_handle`, once. A process-wide count of them
+// lets a test (and a metric) prove that nothing outlives its room.
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many library handles this process holds right now.
+pub fn live_handles() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// One handle id owned by this crate. Deliberately not `Clone`.
+#[derive(Debug)]
+pub(crate) struct OwnedHandle {
+    id: u64,
+}
+
+impl OwnedHandle {
+    /// Takes ownership of `id`. The library never hands out 0 (its `INVALID_HANDLE`), so 0 means
+    /// the message carried no handle and nothing is owned.
+    pub(crate) fn new(id: u64) -> Option<Self> {
+        if id == 0 {
+            return None;
+        }
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Some(Self { id })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for OwnedHandle {
+    fn drop(&mut self) {
+        // An OwnedHandle only exists once the library is loaded (ids come from it), so `library()`
+        // is always there; the check keeps this path free of panics regardless.
+        if let Some(lib) = loaded() {
+            if !lib.drop_handle(self.id) {
+                // The library already released it itself (it does so for the tracks of a room it
+                // closes, storing a placeholder; or after its 15 s ready-for-events timeout).
+                tracing::debug!(
+                    handle = self.id,
+                    "the library did not know this handle any more"
+                );
+            }
+        }
+        LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }

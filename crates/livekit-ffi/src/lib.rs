@@ -29,16 +29,23 @@
 //! ```
 //!
 //! ## Map
-//! - `ffi`: loading the library, its C ABI (four functions), one synchronous request, the
-//!   process-wide event callback (it only copies bytes into a channel).
+//! Each file names only those listed below it (no two files name each other).
+//! - `data`: what a LiveKit Agents worker speaks to an avatar besides media: RPC (register a
+//!   method, answer its calls, call a remote participant's) and incoming byte streams.
+//! - `room`: [`join`], [`AvatarRoom`] (capture, interrupt, stats, close).
+//! - `load`: [`FfiLibrary::load`]: loading the library once per process, and starting the
+//!   dispatcher thread.
 //! - `dispatcher`: the one thread that decodes events, answers waiting requests by async id,
 //!   and keeps each room's remote side (subscribing microphones, opening their audio streams,
 //!   releasing every handle an event hands over).
-//! - `room`: [`join`], [`AvatarRoom`] (capture, interrupt, stats, close), [`RoomEvent`].
-//! - `data`: what a LiveKit Agents worker speaks to an avatar besides media: RPC (register a
-//!   method, answer its calls, call a remote participant's) and incoming byte streams.
-//! - `handle`: each library handle has one owner whose `Drop` releases it; [`live_handles`] counts
-//!   them (a metric, and the tests' proof that nothing outlives a room).
+//! - `shared`: what a room's owner and the dispatcher both hold (the room's shared state, its
+//!   handle).
+//! - `events`: [`RoomEvent`] and [`RpcInvocation`], what the owner hears of its room.
+//! - `ffi`: the library's C ABI (four functions), one synchronous request, the process-wide
+//!   event callback (it only copies bytes into the dispatcher's input channel); and the handles:
+//!   each library handle has one owner whose `Drop` releases it; [`live_handles`] counts them (a
+//!   metric, and the tests' proof that nothing outlives a room).
+//! - `error`: [`LkError`], and [`RpcErrorCode`].
 //! - `proto`: the protobuf messages used, hand-written with prost derives and checked field by
 //!   field against the library's own schema by `tests/schema.rs`.
 //!
@@ -96,13 +103,14 @@
 mod data;
 mod dispatcher;
 mod error;
+mod events;
 mod ffi;
-mod handle;
+mod load;
 mod proto;
 mod room;
+mod shared;
 
-pub use data::RpcErrorCode;
-pub use error::LkError;
-pub use ffi::FfiLibrary;
-pub use handle::live_handles;
-pub use room::{join, AvatarOptions, AvatarRoom, RoomEvent, RoomStats, RpcInvocation};
+pub use error::{LkError, RpcErrorCode};
+pub use events::{RoomEvent, RpcInvocation};
+pub use ffi::{live_handles, FfiLibrary};
+pub use room::{join, AvatarOptions, AvatarRoom, RoomStats};

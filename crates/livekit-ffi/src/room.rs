@@ -1,18 +1,18 @@
 //! The avatar's side of a room: join and publish, capture, interrupt, close.
 //! (One file: every operation below goes through the same handle bookkeeping, which must stay in
-//! one place for handles to be released exactly once; the unit tests follow from line 737.)
+//! one place for handles to be released exactly once; the unit tests follow from line 591.)
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dispatcher::{self, Connected, Input, Waiter};
-use crate::ffi::{self, FfiLibrary};
-use crate::handle::OwnedHandle;
+use crate::dispatcher::{self, Connected, Waiter};
+use crate::events::RoomEvent;
+use crate::ffi::{self, FfiLibrary, Input, OwnedHandle};
 use crate::proto::{self, ffi_event, ffi_request, ffi_response};
+use crate::shared::{LocalPublication, RoomHandle, RoomShared, StatsCounters};
 use crate::LkError;
 
 /// What the avatar publishes, and how.
@@ -78,69 +78,6 @@ impl AvatarOptions {
     }
 }
 
-/// What happens in the room, as the avatar's owner needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomEvent {
-    /// A remote participant is in the room (also sent once for each one already there at join).
-    /// `agent`: it joined as LiveKit's participant kind `agent` (a LiveKit Agents worker).
-    ParticipantJoined {
-        identity: String,
-        agent: bool,
-    },
-    ParticipantLeft {
-        identity: String,
-    },
-    /// Received audio of one remote microphone, mono at `AvatarOptions::audio_sample_rate`, in
-    /// 20 ms pieces (the library resamples).
-    UserAudio {
-        identity: String,
-        pcm: Vec<i16>,
-    },
-    /// The connection dropped and the library is retrying (first resuming, then rejoining).
-    Reconnecting,
-    Reconnected,
-    /// The room is gone for good: `reason` is LiveKit's `DisconnectReason` in snake_case, e.g.
-    /// `room_deleted`, `participant_removed`, `duplicate_identity`, `server_shutdown`, or
-    /// `unknown_reason` (what the library reports when the server went away and every retry
-    /// failed). Close the room after it.
-    Disconnected {
-        reason: String,
-    },
-    /// A remote participant opened a byte stream on one of
-    /// [`AvatarOptions::byte_stream_topics`]; its chunks follow in order, then its close.
-    ByteStreamOpened {
-        stream_id: String,
-        identity: String,
-        topic: String,
-        name: String,
-        mime_type: String,
-        attributes: HashMap<String, String>,
-    },
-    ByteStreamChunk {
-        stream_id: String,
-        bytes: Vec<u8>,
-    },
-    /// The sender closed the stream (`error: None`), or it broke off.
-    ByteStreamClosed {
-        stream_id: String,
-        error: Option<String>,
-    },
-    /// A remote participant called one of the methods registered with
-    /// [`AvatarRoom::register_rpc_method`]: answer it with [`AvatarRoom::respond_rpc`] within
-    /// `response_timeout_ms`.
-    RpcInvocation(RpcInvocation),
-}
-
-/// One call of a registered RPC method.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcInvocation {
-    pub invocation_id: u64,
-    pub method: String,
-    pub caller_identity: String,
-    pub payload: String,
-    pub response_timeout_ms: u32,
-}
-
 /// Counters for metrics, since join.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoomStats {
@@ -148,113 +85,6 @@ pub struct RoomStats {
     pub audio_samples_captured: u64,
     pub user_audio_samples_received: u64,
     pub reconnects: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct StatsCounters {
-    pub video_frames: AtomicU64,
-    pub audio_samples: AtomicU64,
-    pub user_audio_samples: AtomicU64,
-    pub reconnects: AtomicU64,
-}
-
-struct LocalPublication {
-    kind: &'static str,
-    sid: String,
-    handle: OwnedHandle,
-}
-
-/// What the room's owner and the dispatcher thread both see.
-pub(crate) struct RoomShared {
-    pub stats: StatsCounters,
-    /// Set once the library reports the room disconnected (or ends its events): from then on
-    /// unpublish would wait forever for an event that never comes, so close skips it.
-    pub disconnected: AtomicBool,
-    pub user_audio_sample_rate: u32,
-    pub receive_microphones: bool,
-    pub byte_stream_topics: Vec<String>,
-    /// Bumped by every interrupt: a capture that started before stops feeding the rest of its
-    /// samples.
-    clear_generation: AtomicU64,
-    publications: Mutex<Vec<LocalPublication>>,
-}
-
-impl RoomShared {
-    /// After a full reconnect the library republishes the tracks under new sids, keeping the
-    /// publication handle (or, rarely, handing a new one).
-    pub(crate) fn republished(&self, event: proto::LocalTrackRepublished) {
-        let mut publications = self
-            .publications
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(publication) = publications
-            .iter_mut()
-            .find(|p| p.sid == event.previous_sid)
-        else {
-            drop(OwnedHandle::new(event.publication_handle));
-            return;
-        };
-        tracing::debug!(
-            kind = publication.kind,
-            previous = %event.previous_sid,
-            sid = %event.info.sid,
-            "track republished"
-        );
-        publication.sid = event.info.sid;
-        if publication.handle.id() != event.publication_handle {
-            if let Some(handle) = OwnedHandle::new(event.publication_handle) {
-                publication.handle = handle;
-            }
-        }
-    }
-}
-
-/// The room's handle. Dropped without [`AvatarRoom::close`] (an error half-way through `join`, a
-/// cancelled future, a panicking owner), it still leaves the room: it tells the library to disconnect
-/// and the dispatcher to release the room's remote handles, without waiting.
-pub(crate) struct RoomHandle {
-    handle: OwnedHandle,
-    closed: bool,
-}
-
-impl RoomHandle {
-    pub(crate) fn new(id: u64) -> Option<Self> {
-        OwnedHandle::new(id).map(|handle| Self {
-            handle,
-            closed: false,
-        })
-    }
-
-    pub(crate) fn id(&self) -> u64 {
-        self.handle.id()
-    }
-}
-
-impl Drop for RoomHandle {
-    fn drop(&mut self) {
-        if self.closed {
-            return;
-        }
-        let room_handle = self.handle.id();
-        if let Some(lib) = ffi::loaded() {
-            // The library parks a new room until it is told the client is ready; a disconnect of a
-            // parked room waits 15 s and ends in a reported panic. Ready is harmless when repeated.
-            let ready = proto::ReadyForRoomEventRequest { room_handle };
-            let _ = lib.request(ffi_request::Message::ReadyForRoomEvent(ready));
-            let disconnect = proto::DisconnectRequest {
-                room_handle,
-                request_async_id: Some(ffi::next_async_id()),
-                reason: None,
-            };
-            if let Err(e) = lib.request(ffi_request::Message::Disconnect(disconnect)) {
-                tracing::warn!(error = %e, "could not disconnect a dropped room");
-            }
-        }
-        let _ = ffi::send_input(Input::RemoveRoom {
-            room: room_handle,
-            done: None,
-        });
-    }
 }
 
 /// The avatar in its room, publishing a camera track (VP8) and a microphone track.
@@ -758,30 +588,6 @@ where
     }
 }
 
-/// LiveKit's `DisconnectReason`, as it appears in [`RoomEvent::Disconnected`].
-pub(crate) fn disconnect_reason_name(reason: i32) -> &'static str {
-    use proto::DisconnectReason as D;
-    match D::try_from(reason).unwrap_or(D::UnknownReason) {
-        D::UnknownReason => "unknown_reason",
-        D::ClientInitiated => "client_initiated",
-        D::DuplicateIdentity => "duplicate_identity",
-        D::ServerShutdown => "server_shutdown",
-        D::ParticipantRemoved => "participant_removed",
-        D::RoomDeleted => "room_deleted",
-        D::StateMismatch => "state_mismatch",
-        D::JoinFailure => "join_failure",
-        D::Migration => "migration",
-        D::SignalClose => "signal_close",
-        D::RoomClosed => "room_closed",
-        D::UserUnavailable => "user_unavailable",
-        D::UserRejected => "user_rejected",
-        D::SipTrunkFailure => "sip_trunk_failure",
-        D::ConnectionTimeout => "connection_timeout",
-        D::MediaFailure => "media_failure",
-        D::AgentError => "agent_error",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,14 +644,5 @@ mod tests {
         send(&join(lib, "", "", opts()));
         send(&room.capture_audio(&[]));
         send(&room.close());
-    }
-
-    #[test]
-    fn disconnect_reasons_have_stable_names() {
-        assert_eq!(
-            disconnect_reason_name(proto::DisconnectReason::RoomDeleted as i32),
-            "room_deleted"
-        );
-        assert_eq!(disconnect_reason_name(9999), "unknown_reason");
     }
 }

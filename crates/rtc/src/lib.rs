@@ -45,18 +45,23 @@
 //! [`MediaSession::accept`].
 //!
 //! # Modules
+//! - `session`: [`MediaSession`] (and [`RtcServer::open_session`], which makes one), the encoder thread,
+//!   audio timing.
 //! - `server`: [`RtcServer`], [`RtcConfig`], the I/O loop.
-//! - `session`: [`MediaSession`], the encoder thread, audio timing.
 //! - `router`: the sans-IO core (viewers, fan-out, timeouts, microphones).
-//! - `offer`: reading a browser's offer; `mic`: mixing and the microphone queue.
+//! - `shared`: what a session, its encoder thread and the I/O thread share (its key, its encoded media,
+//!   viewer counts and keyframe requests).
+//! - `offer`: reading a browser's offer; `mic`: mixing and the microphone queue; `ids`: [`ViewerId`].
 //! - [`vp8`], [`audio`]: the codecs and the resampler glue.
 
 mod error;
+mod ids;
 mod mic;
 mod offer;
 mod router;
 mod server;
 mod session;
+mod shared;
 mod stats;
 
 pub mod audio;
@@ -65,9 +70,10 @@ pub mod test_client;
 pub mod vp8;
 
 pub use error::RtcError;
+pub use ids::ViewerId;
 pub use mic::Microphone;
 pub use server::{RtcConfig, RtcServer};
-pub use session::{MediaSession, ViewerId};
+pub use session::MediaSession;
 pub use stats::{RtcStats, ENCODE_BUCKETS_SECONDS};
 
 #[cfg(test)]

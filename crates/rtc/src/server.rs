@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::offer::OfferPlan;
 use crate::router::{PacketKind, Router, RouterConfig};
-use crate::session::{EncodedAudio, EncodedVideo, MediaSession, SessionKey, SessionShared};
+use crate::shared::{EncodedAudio, EncodedVideo, SessionKey, SessionShared};
 use crate::stats::{add, inc, Counters, RtcStats};
 use crate::{RtcError, ViewerId};
 
@@ -233,26 +233,23 @@ impl RtcServer {
         })
     }
 
-    /// Opens the media of one avatar session (`width`×`height` at `fps`). The VP8 encoder is made here (about
-    /// a millisecond); its thread starts, but encodes only while the session has a viewer.
-    pub fn open_session(
-        &self,
-        session_id: &str,
-        width: u32,
-        height: u32,
-        fps: u32,
-    ) -> Result<MediaSession, RtcError> {
-        let key = SessionKey(self.inner.next_session.fetch_add(1, Relaxed));
-        MediaSession::open(
-            self.inner.io.clone(),
-            ServerRef(self.inner.clone()),
-            key,
-            session_id,
-            width,
-            height,
-            fps,
-            self.inner.config.video_bitrate_bps,
-        )
+    /// A fresh key for a session opened on this server.
+    pub(crate) fn next_session_key(&self) -> SessionKey {
+        SessionKey(self.inner.next_session.fetch_add(1, Relaxed))
+    }
+
+    /// The I/O thread's handle, for a session to reach it.
+    pub(crate) fn io(&self) -> Arc<IoHandle> {
+        self.inner.io.clone()
+    }
+
+    /// A link that keeps this server alive while a session lives.
+    pub(crate) fn server_ref(&self) -> ServerRef {
+        ServerRef(self.inner.clone())
+    }
+
+    pub(crate) fn config(&self) -> &RtcConfig {
+        &self.inner.config
     }
 
     pub fn stats(&self) -> RtcStats {

@@ -1,8 +1,8 @@
-//! A media session: what its owner pushes (frames, voice), its encoder thread, and what it shares with the
-//! I/O thread (viewer counts, keyframe requests, the microphone queue).
+//! A media session: what its owner pushes (frames, voice), its encoder thread, and `RtcServer::open_session`,
+//! which opens one. What it shares with the I/O thread (viewer counts, keyframe requests, the microphone
+//! queue) is in `shared`.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -12,14 +12,12 @@ use tokio::sync::oneshot;
 use crate::audio::{MonoResampler, OpusEncoder, API_FRAME, API_RATE, OPUS_FRAME, OPUS_RATE};
 use crate::mic::{MicQueue, Microphone};
 use crate::offer::plan_offer;
-use crate::server::{Command, IoHandle, MediaOut, ServerRef};
+use crate::server::{Command, IoHandle, MediaOut, RtcServer, ServerRef};
+use crate::shared::{EncodedAudio, EncodedVideo, SessionKey, SessionShared, MAX_PENDING_FRAMES};
 use crate::stats::inc;
 use crate::vp8::{i420_plane_sizes, Vp8Encoder};
-use crate::RtcError;
+use crate::{RtcError, ViewerId};
 
-/// Frames waiting for the encoder beyond the one it is encoding; more are dropped (counted), so a slow
-/// encoder costs frame rate, never latency.
-const MAX_PENDING_FRAMES: usize = 1;
 /// The encoder thread's inbox: audio chunks (20 ms each) plus the pending frame.
 const ENCODER_QUEUE: usize = 64;
 /// Keyframes closer together than this are merged: PLIs from several viewers cost one keyframe.
@@ -28,157 +26,9 @@ const MIN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(250);
 const AUDIO_GAP: Duration = Duration::from_millis(60);
 const AUDIO_BITRATE_BPS: i32 = 32_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SessionKey(pub u64);
-
-/// One encoded video frame, shared by every viewer of the session.
-#[derive(Debug)]
-pub(crate) struct EncodedVideo {
-    pub data: Arc<[u8]>,
-    pub keyframe: bool,
-    /// 90 kHz ticks since the session's epoch.
-    pub rtp_time: u64,
-    pub captured: Instant,
-}
-
-/// One 20 ms Opus packet, shared by every viewer of the session.
-#[derive(Debug)]
-pub(crate) struct EncodedAudio {
-    pub data: Arc<[u8]>,
-    /// 48 kHz ticks since the session's epoch.
-    pub rtp_time: u64,
-    /// The wallclock of this packet's RTP time: when its first sample was captured (same clock as video's
-    /// `captured`), less the Opus lookahead.
-    pub captured: Instant,
-    pub talkspurt_start: bool,
-}
-
-/// State the session's owner, its encoder thread and the I/O thread share.
-pub(crate) struct SessionShared {
-    pub name: String,
-    /// RTP times of both kinds count from here, so audio and video share one clock.
-    pub epoch: Instant,
-    viewer_ids: Mutex<HashSet<ViewerId>>,
-    video_viewers: AtomicUsize,
-    audio_viewers: AtomicUsize,
-    keyframe_wanted: AtomicBool,
-    pending_frames: AtomicUsize,
-    pub mic: Arc<MicQueue>,
-    /// Spare frame buffers, so 25 frames a second do not each allocate a fresh picture.
-    frame_pool: Mutex<Vec<Vec<u8>>>,
-}
-
-impl SessionShared {
-    pub fn new(name: &str, epoch: Instant, mic: Arc<MicQueue>) -> Self {
-        SessionShared {
-            name: name.to_string(),
-            epoch,
-            viewer_ids: Mutex::new(HashSet::new()),
-            video_viewers: AtomicUsize::new(0),
-            audio_viewers: AtomicUsize::new(0),
-            keyframe_wanted: AtomicBool::new(false),
-            pending_frames: AtomicUsize::new(0),
-            mic,
-            frame_pool: Mutex::new(Vec::new()),
-        }
-    }
-
-    #[cfg(test)]
-    pub fn counts(&self) -> (usize, usize, usize, bool) {
-        (
-            self.ids().len(),
-            self.video_viewers.load(Relaxed),
-            self.audio_viewers.load(Relaxed),
-            self.keyframe_wanted.swap(false, Relaxed),
-        )
-    }
-
-    #[cfg(test)]
-    pub fn counts_peek(&self) -> (usize, usize, usize) {
-        (
-            self.ids().len(),
-            self.video_viewers.load(Relaxed),
-            self.audio_viewers.load(Relaxed),
-        )
-    }
-
-    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<ViewerId>> {
-        // A set of ids cannot be left half-updated by a panic.
-        self.viewer_ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn add_viewer(&self, id: ViewerId) {
-        self.ids().insert(id);
-    }
-
-    pub fn remove_viewer(&self, id: ViewerId, video_counted: bool, audio_counted: bool) {
-        self.ids().remove(&id);
-        if video_counted {
-            self.video_viewers.fetch_sub(1, Relaxed);
-        }
-        if audio_counted {
-            self.audio_viewers.fetch_sub(1, Relaxed);
-        }
-    }
-
-    pub fn add_video_viewer(&self) {
-        self.video_viewers.fetch_add(1, Relaxed);
-    }
-
-    pub fn add_audio_viewer(&self) {
-        self.audio_viewers.fetch_add(1, Relaxed);
-    }
-
-    pub fn request_keyframe(&self) {
-        self.keyframe_wanted.store(true, Relaxed);
-    }
-
-    fn pooled_frame(&self, len: usize) -> Vec<u8> {
-        let mut buf = self
-            .frame_pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default();
-        buf.clear();
-        buf.reserve(len);
-        buf
-    }
-
-    fn recycle_frame(&self, buf: Vec<u8>) {
-        let mut pool = self
-            .frame_pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < MAX_PENDING_FRAMES + 2 {
-            pool.push(buf);
-        }
-    }
-}
-
 enum EncoderInput {
     Video { i420: Vec<u8>, captured: Instant },
     Audio { pcm: Vec<i16>, captured: Instant },
-}
-
-/// Identifies a viewer within its server; printable for a `Location` URL and parsable back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ViewerId(pub u64);
-
-impl std::fmt::Display for ViewerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl std::str::FromStr for ViewerId {
-    type Err = std::num::ParseIntError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(ViewerId)
-    }
 }
 
 /// One avatar session's media: encoded once, sent to every viewer. Dropping it closes every viewer and ends
@@ -383,6 +233,30 @@ impl Drop for MediaSession {
         self.shared.mic.close();
         // Closing the channel (dropping `tx` after this) ends the encoder thread.
         let _ = self.io.command(Command::CloseSession { key: self.key });
+    }
+}
+
+impl RtcServer {
+    /// Opens the media of one avatar session (`width`×`height` at `fps`). The VP8 encoder is made here (about
+    /// a millisecond); its thread starts, but encodes only while the session has a viewer.
+    pub fn open_session(
+        &self,
+        session_id: &str,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> Result<MediaSession, RtcError> {
+        let key = self.next_session_key();
+        MediaSession::open(
+            self.io(),
+            self.server_ref(),
+            key,
+            session_id,
+            width,
+            height,
+            fps,
+            self.config().video_bitrate_bps,
+        )
     }
 }
 

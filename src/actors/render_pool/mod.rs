@@ -33,7 +33,7 @@ use crate::store::Store;
 use crate::voice::Voiced;
 use avatars::Avatars;
 use worker::{Attached, Command, Worker};
-pub use worker::{FAULT_FRAME, FAULT_NONE, FAULT_WORKER_PANIC};
+pub use worker::{RenderNotice, FAULT_FRAME, FAULT_NONE, FAULT_WORKER_PANIC};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
@@ -72,15 +72,6 @@ pub struct Release(pub SlotLease);
 pub struct Prepare {
     pub model_asset_id: String,
     pub aspect_ratio: String,
-}
-
-/// What a worker tells a session's renderer.
-#[derive(Debug, Clone)]
-pub enum RenderNotice {
-    /// The first frame is out, this long after `Attach`.
-    FirstFrame { after: Duration },
-    /// Rendering failed; the session's renderer is detached.
-    Failed(String),
 }
 
 /// Starts rendering a session on its slot's device.

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use super::RenderNotice;
 use crate::media::audio::{MelSpec, MEL_SAMPLES};
 use crate::media::lipsync::{LipFace, LipSync};
 use crate::media::render::{blink_at, render_into, FrameParams, Prepared};
@@ -34,6 +33,15 @@ pub const FAULT_NONE: u8 = 0;
 pub const FAULT_FRAME: u8 = 1;
 /// The worker panics in its next tick, outside any frame's render.
 pub const FAULT_WORKER_PANIC: u8 = 2;
+
+/// What a worker tells a session's renderer.
+#[derive(Debug, Clone)]
+pub enum RenderNotice {
+    /// The first frame is out, this long after `Attach`.
+    FirstFrame { after: Duration },
+    /// Rendering failed; the session's renderer is detached.
+    Failed(String),
+}
 
 pub(super) enum Command {
     Attach(Box<Attached>),

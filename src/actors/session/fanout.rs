@@ -9,14 +9,8 @@ use actix::prelude::*;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::messages::*;
-use super::Session;
+use super::{Session, Subscriber};
 use crate::domain::events::{SessionStatus, SpeechSource};
-
-pub(super) struct Subscriber {
-    id: u64,
-    sender: tokio::sync::mpsc::Sender<Outbound>,
-    owns: bool,
-}
 
 impl Session {
     pub(super) fn status(&self) -> SessionStatus {

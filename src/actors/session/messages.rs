@@ -3,19 +3,9 @@
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use super::Session;
 pub use crate::domain::events::SessionEvent;
 pub use crate::domain::session::{ChildKind, EndReason};
 use crate::livekit::RoomAccess;
-
-/// A running session as the registry and the channels know it.
-#[derive(Clone)]
-pub struct LiveSession {
-    pub session_id: String,
-    pub agent_id: String,
-    pub room_name: String,
-    pub addr: Addr<Session>,
-}
 
 /// The session is over and everything it held is released: forget it. (The session's last word
 /// to the registry; defined here so the session needs nothing of the registry but a recipient.)

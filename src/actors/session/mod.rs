@@ -10,7 +10,7 @@
 //! - [`billing`]: the per-second bill and the minutes-low warning;
 //! - [`presence`]: who is there (room participants, channel clients) and the idle timer;
 //! - [`fanout`]: channel subscribers, the status, and the typed events they receive;
-//! - [`commands`]: speak, add context, interrupt (and [`deliver`], which fans one out);
+//! - [`commands`]: speak, add context, interrupt (and [`commands::deliver`], which fans one out);
 //! - [`ending`]: the one way out, as named steps (bill, release, notify).
 
 pub mod agent_link;
@@ -23,8 +23,9 @@ pub mod transport;
 pub mod viewers;
 pub mod voice;
 
+pub mod commands;
+
 mod billing;
-mod commands;
 mod ending;
 mod fanout;
 mod presence;
@@ -49,10 +50,18 @@ use crate::metrics::Metrics;
 use crate::store::entities::session as session_row;
 use crate::store::Store;
 use crate::voice::Voiced;
-pub use commands::{deliver, Directive};
 use messages::*;
 use restart::RestartPolicy;
 use state::{Event, State};
+
+/// A running session as the registry and the channels know it.
+#[derive(Clone)]
+pub struct LiveSession {
+    pub session_id: String,
+    pub agent_id: String,
+    pub room_name: String,
+    pub addr: Addr<Session>,
+}
 
 /// What every session needs from the rest of the system.
 pub struct SessionDeps {
@@ -157,6 +166,13 @@ impl Speech {
     }
 }
 
+/// A channel client's subscription (see [`fanout`]).
+struct Subscriber {
+    id: u64,
+    sender: tokio::sync::mpsc::Sender<Outbound>,
+    owns: bool,
+}
+
 pub struct Session {
     row: session_row::Model,
     deps: Arc<SessionDeps>,
@@ -172,7 +188,7 @@ pub struct Session {
     presence: Presence,
     billing: Billing,
     speech: Speech,
-    subscribers: Vec<fanout::Subscriber>,
+    subscribers: Vec<Subscriber>,
     access: Option<RoomAccess>,
     live_waiters: Vec<oneshot::Sender<Result<WentLive, SessionError>>>,
     end_waiters: Vec<oneshot::Sender<()>>,

@@ -291,7 +291,7 @@ impl Actor for VoiceBridge {
         self.player_task = Some(actix_web::rt::spawn(player(
             rx,
             self.audio.clone(),
-            ctx.address(),
+            ctx.address().recipient(),
         )));
         match self.spec.take() {
             None | Some(ProviderSpec::Local) => {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use super::VoiceBridge;
 use crate::voice::tts::{Phoneme, Speech};
 use crate::voice::{PcmChunk, Voiced, CHUNK_MS, CHUNK_SAMPLES};
 
@@ -110,7 +109,7 @@ fn owed_an_end(segment: &Segment) -> bool {
 pub(super) async fn player(
     mut commands: mpsc::UnboundedReceiver<PlayerCommand>,
     audio: broadcast::Sender<Voiced>,
-    bridge: Addr<VoiceBridge>,
+    bridge: Recipient<Played>,
 ) {
     let mut queue: VecDeque<Segment> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_millis(CHUNK_MS));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{LocalBoxFuture, Shared};
 
-use super::RenderError;
+use super::error::RenderError;
 use crate::media::render::Prepared;
 
 /// The model asset and the aspect ratio.

@@ -6,6 +6,7 @@
 //! released slot is free at once.
 
 mod avatars;
+mod error;
 mod worker;
 
 use std::collections::HashMap;
@@ -32,18 +33,9 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::voice::Voiced;
 use avatars::Avatars;
+pub use error::RenderError;
 use worker::{Attached, Command, Worker};
 pub use worker::{RenderNotice, FAULT_FRAME, FAULT_NONE, FAULT_WORKER_PANIC};
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RenderError {
-    #[error("no render slot is free")]
-    NoCapacity,
-    #[error("the avatar cannot be rendered: {0}")]
-    Avatar(String),
-    #[error("the render device is gone")]
-    DeviceGone,
-}
 
 /// A session's claim on one slot of one device.
 #[derive(Debug, Clone, PartialEq, Eq)]

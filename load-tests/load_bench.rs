@@ -471,7 +471,20 @@ async fn run(
     .await;
     floor.report("floor: bare actix-web, one insert");
     // Start+stop with nothing else live, then with 100 live: a quiet node must not be slower.
+    // The first 100 pairs are not counted: the pool's connections opened, the avatar prepared.
     let floor_p99 = floor.pct(0.99).as_secs_f64();
+    let warm = drive(100, {
+        let (c, a) = (client.clone(), agent.clone());
+        move |_| {
+            let (c, a) = (c.clone(), a.clone());
+            async move {
+                let (id, t) = c.start(&a).await?;
+                Ok(t + c.stop(&id).await?)
+            }
+        }
+    })
+    .await;
+    assert!(warm.rejected.is_empty(), "warm-up refused: {:?}", warm.rejected);
     start_stop_pairs(&client, &agent, pairs, "idle", floor_p99).await;
     let background = Arc::new(Mutex::new(Vec::new()));
     start_many(&client, &agent, 100, &background).await;

@@ -206,7 +206,6 @@ impl Application {
         }
         let session_deps = Arc::new(SessionDeps {
             store: store.clone(),
-            quota: quota.clone(),
             billing: billing.clone(),
             registry: registry.clone().recipient(),
             webhooks: webhooks.clone(),
@@ -231,13 +230,17 @@ impl Application {
                 .await?,
             ),
         };
-        let sessions =
-            SessionService::new(session_deps, registry.clone(), node_id.clone(), cluster);
+        let sessions = SessionService::new(
+            session_deps,
+            quota,
+            registry.clone(),
+            node_id.clone(),
+            cluster,
+        );
         let state = AppState {
             settings: settings.clone(),
             store,
             registry,
-            quota,
             webhooks,
             rooms,
             media,

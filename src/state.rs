@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::actors::quota::Quota;
 use crate::actors::registry::Registry;
 use crate::actors::render_pool::RenderPool;
 use crate::actors::service::SessionService;
@@ -23,7 +22,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub registry: Addr<Registry>,
-    pub quota: Addr<Quota>,
     pub webhooks: Addr<Webhooks>,
     pub rooms: Arc<RoomBackend>,
     /// The ONNX runtime and the face detector (generation).

@@ -19,6 +19,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::config::BillingSettings;
+use crate::domain::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::store::billing::{BillLine, FinalLine, Settled};
 use crate::store::Store;
@@ -349,9 +350,10 @@ impl Billing {
             .inc();
         tracing::error!(%error, attempt = self.failures, "billing {what} not written; kept for the next attempt");
         // Back off (up to 5 s) before the next attempt; the tick also retries.
-        let wait = Duration::from_millis(200 * 2u64.pow(self.failures.min(5)));
+        let wait = Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+            .after(self.failures + 1);
         self.writing = true;
-        ctx.run_later(wait.min(Duration::from_secs(5)), |act, ctx| {
+        ctx.run_later(wait, |act, ctx| {
             act.writing = false;
             act.checkpoint_due = true;
             act.write(ctx);

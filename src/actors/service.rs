@@ -17,6 +17,7 @@ use super::session::messages::{AwaitLive, EndReason, SessionError, WentLive};
 use super::session::{LiveSession, Session, SessionAgent, SessionDeps};
 use crate::cluster::Cluster;
 use crate::config::Settings;
+use crate::domain::agent::AgentStatus;
 use crate::domain::agent::VoiceAgent;
 use crate::domain::events::SessionWebhook;
 use crate::domain::ids;
@@ -168,6 +169,7 @@ pub struct SessionService {
 impl SessionService {
     pub fn new(
         deps: Arc<SessionDeps>,
+        quota: Addr<Quota>,
         registry: Addr<Registry>,
         node_id: String,
         cluster: Option<Cluster>,
@@ -177,7 +179,7 @@ impl SessionService {
         Self {
             store: deps.store.clone(),
             settings: deps.settings.clone(),
-            quota: deps.quota.clone(),
+            quota,
             registry,
             render_pool: deps.render_pool.clone(),
             deps,
@@ -198,10 +200,10 @@ impl SessionService {
 
     /// The agent must be ready, with the avatar generation made.
     pub fn check_ready(agent: &agent::Model) -> Result<(), StartError> {
-        if agent.status != "ready" {
+        if agent.status != AgentStatus::Ready {
             return Err(StartError::AgentNotReady {
                 agent_id: agent.id.clone(),
-                status: agent.status.clone(),
+                status: agent.status.to_string(),
             });
         }
         if agent.model_asset_id.is_none() {
@@ -236,8 +238,8 @@ impl SessionService {
         // A start that waits for live is written as `starting` at once (one write fewer on the
         // start path); a queued one shows `queued` until its actor starts.
         let initial = match mode {
-            StartMode::WaitLive => SessionState::Starting.as_str(),
-            StartMode::Queued => SessionState::Queued.as_str(),
+            StartMode::WaitLive => SessionState::Starting,
+            StartMode::Queued => SessionState::Queued,
         };
         let (row, addr) = actix_web::rt::spawn(async move { service.admit(req, initial).await })
             .await
@@ -257,7 +259,7 @@ impl SessionService {
             Ok(Ok(WentLive { access, at_ms })) => {
                 // What the `live` write made of the row (`set_session_state`), without reading it.
                 let mut row = row;
-                row.state = SessionState::Live.as_str().into();
+                row.state = SessionState::Live;
                 row.started_at = Some(at_ms);
                 row.updated_at = at_ms;
                 row.heartbeat_at = Some(at_ms);
@@ -289,7 +291,12 @@ impl SessionService {
     }
 
     /// The session row a start would write, in state `initial` (`queued` or `starting`).
-    fn new_row(&self, req: &StartRequest, max_duration: i64, initial: &str) -> session::Model {
+    fn new_row(
+        &self,
+        req: &StartRequest,
+        max_duration: i64,
+        initial: SessionState,
+    ) -> session::Model {
         let settings = &self.settings.sessions;
         let now = now_ms();
         let id = ids::session_id();
@@ -316,7 +323,7 @@ impl SessionService {
             agent_revision: req.revision,
             source: req.source.to_string(),
             link_id: req.link_id.clone(),
-            state: initial.into(),
+            state: initial,
             agent_identity,
             livekit_url,
             aspect_ratio: req.aspect_ratio.clone(),
@@ -347,7 +354,7 @@ impl SessionService {
     async fn admit(
         &self,
         req: StartRequest,
-        initial: &'static str,
+        initial: SessionState,
     ) -> Result<(session::Model, Addr<Session>), StartError> {
         let account = self
             .store

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::config::WebhookSettings;
 use crate::crypto::webhook_signature;
-use crate::domain::events::{EventNaming, LifecycleEvent, SessionWebhook};
+use crate::domain::backoff::Backoff;
+use crate::domain::events::{EventNaming, LifecycleEvent, SessionWebhook, WebhookStatus};
 use crate::domain::ids;
 use crate::domain::session::SessionState;
 use crate::domain::views::Urls;
@@ -104,7 +105,7 @@ pub fn outbox_row(
         body: body.to_string(),
         attempts: 0,
         next_attempt_at: now,
-        status: "pending".into(),
+        status: WebhookStatus::Pending,
         last_error: None,
         created_at: now,
         delivered_at: None,
@@ -287,10 +288,11 @@ async fn deliver_one(
         Err(error) => {
             let attempts = row.attempts as u32 + 1;
             let next = (attempts < settings.max_attempts).then(|| {
-                let backoff = settings
-                    .initial_backoff_ms
-                    .saturating_mul(1 << (attempts - 1).min(20));
-                now_ms() + backoff.min(settings.max_backoff_ms) as i64
+                let backoff = Backoff::new(
+                    Duration::from_millis(settings.initial_backoff_ms),
+                    Duration::from_millis(settings.max_backoff_ms),
+                );
+                now_ms() + backoff.after(attempts).as_millis() as i64
             });
             metrics
                 .webhook_deliveries

@@ -297,7 +297,7 @@ async fn generate_inner(
                 success: true,
                 message: "Agent generation started".into(),
                 agent_id: agent.id,
-                status: agent.status,
+                status: agent.status.to_string(),
             }))
         }
         CreateAgent::InsufficientCredits { needed } => Err(ApiError::insufficient_balance(

@@ -81,7 +81,7 @@ pub struct DeploymentReply {
 fn data(row: &session::Model, deployment_id: &str) -> DeploymentSession {
     DeploymentSession {
         session_id: row.id.clone(),
-        status: row.state.clone(),
+        status: row.state.to_string(),
         deployment_id: deployment_id.to_string(),
         tag: row.tag.clone(),
         start: iso(row.created_at),

@@ -12,6 +12,7 @@ use super::reply::SessionAccess;
 use super::sessions::{aspect_ratio, ensure_ready, start, StartMode, StartRequest};
 use crate::domain::ids;
 use crate::domain::ids::LinkId;
+use crate::domain::link::LinkStatus;
 use crate::domain::views::LinkView;
 use crate::state::AppState;
 use crate::store::entities::link;
@@ -127,7 +128,7 @@ pub async fn create(
             account_id: principal.account_id,
             agent_id: agent.id.clone(),
             name,
-            status: "active".into(),
+            status: LinkStatus::Active,
             uses: 0,
             use_limit: body.use_limit,
             expires_at,
@@ -252,20 +253,20 @@ async fn start_with_link(
         .await?
         .ok_or_else(|| link_not_found(&body.link_id))?;
     match effective_status(&link) {
-        "active" => {}
-        "revoked" => {
+        LinkStatus::Active => {}
+        LinkStatus::Revoked => {
             return Err(ApiError::forbidden(
                 "link_inactive",
                 "This link has been revoked.",
             ))
         }
-        "expired" => {
+        LinkStatus::Expired => {
             return Err(ApiError::forbidden(
                 "link_inactive",
                 "This link has expired.",
             ))
         }
-        _ => {
+        LinkStatus::Exhausted => {
             return Err(ApiError::forbidden(
                 "link_inactive",
                 "This link has reached its use limit.",

@@ -323,7 +323,7 @@ pub async fn create(
         },
         participant_identity: borrowed.then_some(started.row.agent_identity),
         room_name: started.row.room_name,
-        status: started.row.state,
+        status: started.row.state.to_string(),
         control_url,
     }))
 }
@@ -388,17 +388,19 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
     let query = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::validation(format!("Invalid query string: {e}")))?
         .into_inner();
-    if let Some(s) = &query.status {
-        if SessionState::parse(s).is_none() {
+    let wanted = match query.status.as_deref().map(|s| (s, SessionState::parse(s))) {
+        None => None,
+        Some((_, Some(state))) => Some(state),
+        Some((_, None)) => {
             let names: Vec<_> = SessionState::ALL.iter().map(|s| s.as_str()).collect();
             return Err(ApiError::invalid_field(
                 "status",
                 format!("must be one of {}", names.join(", ")),
             ));
         }
-    }
+    };
     let filter = SessionFilter {
-        state: query.status,
+        state: wanted,
         agent_id: query.agent_id,
         limit: query.limit.unwrap_or(100),
     };

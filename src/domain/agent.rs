@@ -2,6 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
+named_states! {
+    /// Where an agent's generation is: `processing → generating → completed → ready`, or `failed`.
+    pub enum AgentStatus {
+        Processing = "processing",
+        Generating = "generating",
+        Completed = "completed",
+        Ready = "ready",
+        Failed = "failed",
+    }
+}
+
 /// The agent's conversational voice: `{provider, agent_id, auth_method}`. It is the request body's
 /// shape and the stored column's (`agents.voice_agent`), so a stored value reads back as it was given.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]

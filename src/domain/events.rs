@@ -54,6 +54,16 @@ impl LifecycleEvent {
     }
 }
 
+named_states! {
+    /// A webhook delivery in the outbox: `pending` until it is `delivered`, or `failed` after its
+    /// last attempt.
+    pub enum WebhookStatus {
+        Pending = "pending",
+        Delivered = "delivered",
+        Failed = "failed",
+    }
+}
+
 /// A session's own webhook endpoint, as given at start and stored on its row.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SessionWebhook {

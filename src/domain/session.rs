@@ -2,51 +2,22 @@
 
 use std::fmt;
 
-/// `queued → starting → live → stopping → stopped`, or `failed`. The transitions are the session
-/// actor's state machine (`actors::session::state`); this is the value every layer shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionState {
-    Queued,
-    Starting,
-    Live,
-    Stopping,
-    Stopped,
-    Failed,
+named_states! {
+    /// `queued → starting → live → stopping → stopped`, or `failed`. The transitions are the session
+    /// actor's state machine (`actors::session::state`); this is the value every layer shows.
+    pub enum SessionState {
+        Queued = "queued",
+        Starting = "starting",
+        Live = "live",
+        Stopping = "stopping",
+        Stopped = "stopped",
+        Failed = "failed",
+    }
 }
 
 impl SessionState {
-    pub const ALL: [SessionState; 6] = [
-        SessionState::Queued,
-        SessionState::Starting,
-        SessionState::Live,
-        SessionState::Stopping,
-        SessionState::Stopped,
-        SessionState::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Queued => "queued",
-            SessionState::Starting => "starting",
-            SessionState::Live => "live",
-            SessionState::Stopping => "stopping",
-            SessionState::Stopped => "stopped",
-            SessionState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(self, SessionState::Stopped | SessionState::Failed)
-    }
-}
-
-impl fmt::Display for SessionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -155,7 +126,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in SessionState::ALL {
+        for &s in SessionState::ALL {
             assert_eq!(SessionState::parse(s.as_str()), Some(s));
         }
         for r in EndReason::ALL {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::actors::webhooks::EmitAgent;
+use crate::domain::agent::AgentStatus;
 use crate::domain::agent::ModelAsset;
 use crate::domain::ids;
 use crate::media::avatar;
@@ -65,7 +66,7 @@ pub fn spawn(state: AppState, agent_id: String, sources: Sources) {
 async fn step(
     state: &AppState,
     id: &str,
-    status: &str,
+    status: AgentStatus,
     progress: f64,
     message: &str,
     step: Option<&str>,
@@ -94,7 +95,15 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
     else {
         return Err("agent was deleted".into());
     };
-    step(state, id, "generating", 0.05, "Fetching image", None).await?;
+    step(
+        state,
+        id,
+        AgentStatus::Generating,
+        0.05,
+        "Fetching image",
+        None,
+    )
+    .await?;
     let bytes = match sources.image {
         Some(source) => load(state, "image", source).await?,
         None => default_image(state).await?,
@@ -113,7 +122,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
     step(
         state,
         id,
-        "generating",
+        AgentStatus::Generating,
         0.3,
         "Image fetched",
         Some("image_fetched"),
@@ -141,7 +150,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
     step(
         state,
         id,
-        "generating",
+        AgentStatus::Generating,
         0.5,
         "Face detected",
         Some("face_detected"),
@@ -173,7 +182,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
     step(
         state,
         id,
-        "generating",
+        AgentStatus::Generating,
         0.7,
         "Avatar cropped",
         Some("avatar_cropped"),
@@ -198,7 +207,7 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
     step(
         state,
         id,
-        "generating",
+        AgentStatus::Generating,
         0.85,
         "Lip region created",
         Some("lip_created"),
@@ -219,13 +228,21 @@ async fn run(state: &AppState, id: &str, sources: Sources) -> Result<(), String>
     step(
         state,
         id,
-        "completed",
+        AgentStatus::Completed,
         0.95,
         "Finishing",
         Some("lip_created"),
     )
     .await?;
-    step(state, id, "ready", 1.0, "Done", Some("lip_created")).await?;
+    step(
+        state,
+        id,
+        AgentStatus::Ready,
+        1.0,
+        "Done",
+        Some("lip_created"),
+    )
+    .await?;
     Ok(())
 }
 

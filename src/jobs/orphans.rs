@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::actors::webhooks::Emit;
 use crate::domain::events::LifecycleEvent;
 use crate::domain::session::EndReason;
+use crate::domain::session::SessionState;
 use crate::state::AppState;
 use crate::store::billing::FinalLine;
 use crate::store::entities::session;
@@ -72,7 +73,7 @@ async fn end(state: &AppState, rows: &[session::Model], reason: EndReason) {
             account_id: row.account_id.clone(),
             link_id: row.link_id.clone(),
             total_seconds: None,
-            state: "stopped",
+            state: SessionState::Stopped,
             end_reason: reason.as_str(),
             failure_reason: None,
             refund_link: false,

@@ -9,6 +9,7 @@ use sea_orm::{
 use super::accounts::ledger;
 use super::entities::{account, agent, agent_revision, asset};
 use super::{now_ms, Store, StoreResult};
+use crate::domain::agent::AgentStatus;
 
 pub struct NewAgent {
     pub id: String,
@@ -39,7 +40,7 @@ pub struct AgentChanges {
 }
 
 pub struct Progress<'a> {
-    pub status: &'a str,
+    pub status: AgentStatus,
     pub progress: f64,
     pub message: &'a str,
     pub step: Option<&'a str>,
@@ -77,7 +78,7 @@ impl Store {
                 id: Set(new.id.clone()),
                 account_id: Set(new.account_id.clone()),
                 name: Set(new.name),
-                status: Set("processing".into()),
+                status: Set(AgentStatus::Processing),
                 progress: Set(0.0),
                 progress_msg: Set("Queued".into()),
                 current_step: Set(None),
@@ -312,12 +313,12 @@ impl Store {
         super::guarded(async move {
             let txn = self.db.begin().await?;
             let marked = agent::Entity::update_many()
-                .col_expr(agent::Column::Status, Expr::value("failed"))
+                .col_expr(agent::Column::Status, Expr::value(AgentStatus::Failed))
                 .col_expr(agent::Column::ErrorMessage, Expr::value(message))
                 .col_expr(agent::Column::ProgressMsg, Expr::value("Failed"))
                 .col_expr(agent::Column::UpdatedAt, Expr::value(now_ms()))
                 .filter(agent::Column::Id.eq(id))
-                .filter(agent::Column::Status.ne("failed"))
+                .filter(agent::Column::Status.ne(AgentStatus::Failed))
                 .exec(&txn)
                 .await?;
             let Some(current) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {

@@ -12,6 +12,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Query
 
 use super::entities::{account, link, session, usage};
 use super::{now_ms, Store, StoreResult};
+use crate::domain::session::SessionState;
 
 /// A live session's billable total so far, in whole seconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +30,7 @@ pub struct FinalLine {
     pub link_id: Option<String>,
     /// The live time to bill in all, or `None` for a session that never went live.
     pub total_seconds: Option<i64>,
-    pub state: &'static str,
+    pub state: SessionState,
     pub end_reason: &'static str,
     pub failure_reason: Option<String>,
     /// Give the link use back too (the session never started: nothing may stay held).

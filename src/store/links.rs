@@ -6,6 +6,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 
 use super::entities::link;
 use super::{now_ms, Store, StoreResult};
+use crate::domain::link::LinkStatus;
 
 impl Store {
     pub async fn create_link(&self, model: link::Model) -> StoreResult<link::Model> {
@@ -48,7 +49,7 @@ impl Store {
     ) -> StoreResult<Option<link::Model>> {
         super::guarded(async move {
             link::Entity::update_many()
-                .col_expr(link::Column::Status, Expr::value("revoked"))
+                .col_expr(link::Column::Status, Expr::value(LinkStatus::Revoked))
                 .filter(link::Column::Id.eq(id))
                 .filter(link::Column::AccountId.eq(account_id))
                 .exec(&self.db)
@@ -60,15 +61,15 @@ impl Store {
 }
 
 /// The status a client sees: stored `active` links read `expired` or `exhausted` once they are.
-pub fn effective_status(link: &link::Model) -> &str {
-    if link.status != "active" {
-        return &link.status;
+pub fn effective_status(link: &link::Model) -> LinkStatus {
+    if link.status != LinkStatus::Active {
+        return link.status;
     }
     if link.expires_at.is_some_and(|t| t <= now_ms()) {
-        return "expired";
+        return LinkStatus::Expired;
     }
     if link.use_limit.is_some_and(|limit| link.uses >= limit) {
-        return "exhausted";
+        return LinkStatus::Exhausted;
     }
-    "active"
+    LinkStatus::Active
 }

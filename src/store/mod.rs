@@ -8,6 +8,7 @@ pub mod billing;
 pub mod entities;
 pub mod links;
 pub mod sessions;
+mod values;
 pub mod views;
 pub mod webhooks;
 

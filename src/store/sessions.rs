@@ -9,6 +9,8 @@ use sea_orm::{
 
 use super::entities::{account, link, session};
 use super::{now_ms, Store, StoreResult};
+use crate::domain::link::LinkStatus;
+use crate::domain::session::SessionState;
 
 pub enum Admission {
     Admitted(Box<session::Model>),
@@ -20,7 +22,7 @@ pub enum Admission {
 
 #[derive(Default)]
 pub struct SessionFilter {
-    pub state: Option<String>,
+    pub state: Option<SessionState>,
     pub agent_id: Option<String>,
     pub limit: u64,
 }
@@ -38,7 +40,7 @@ impl Store {
                     link::Entity::update_many()
                         .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).add(1))
                         .filter(link::Column::Id.eq(link_id.as_str()))
-                        .filter(link::Column::Status.eq("active"))
+                        .filter(link::Column::Status.eq(LinkStatus::Active))
                         .filter(Condition::any().add(link::Column::UseLimit.is_null()).add(
                             Expr::col(link::Column::Uses).lt(Expr::col(link::Column::UseLimit)),
                         ))
@@ -151,7 +153,12 @@ impl Store {
 
     /// A state change of a session that has not ended, made at `at` (ms since the epoch; for
     /// `live`, its `started_at`).
-    pub async fn set_session_state(&self, id: &str, state: &str, at: i64) -> StoreResult<()> {
+    pub async fn set_session_state(
+        &self,
+        id: &str,
+        state: SessionState,
+        at: i64,
+    ) -> StoreResult<()> {
         super::guarded(async move {
             let _turn = self.write_turn().await;
             let now = at;
@@ -159,7 +166,7 @@ impl Store {
                 .col_expr(session::Column::State, Expr::value(state))
                 .col_expr(session::Column::UpdatedAt, Expr::value(now))
                 .col_expr(session::Column::HeartbeatAt, Expr::value(now));
-            if state == "live" {
+            if state == SessionState::Live {
                 update = update.col_expr(session::Column::StartedAt, Expr::value(now));
             }
             update

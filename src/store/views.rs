@@ -5,7 +5,6 @@ use serde_json::Value;
 use super::entities::{agent, link, session};
 use super::links::effective_status;
 use crate::domain::events::SessionStatus;
-use crate::domain::session::SessionState;
 use crate::domain::time::{iso, iso_opt};
 use crate::domain::views::{AgentView, LinkAgentView, LinkView, SessionView, Urls};
 
@@ -20,7 +19,7 @@ impl session::Model {
         SessionView {
             session_id: self.id.clone(),
             agent_id: self.agent_id.clone(),
-            status: self.state.clone(),
+            status: self.state.to_string(),
             source: self.source.clone(),
             link_id: self.link_id.clone(),
             room_name: self.room_name.clone(),
@@ -54,7 +53,7 @@ impl session::Model {
             &self.id,
             &self.agent_id,
             &self.room_name,
-            SessionState::parse(&self.state).unwrap_or(SessionState::Stopped),
+            self.state,
             self.billed_seconds,
             self.end_reason.clone(),
         )
@@ -74,7 +73,7 @@ impl agent::Model {
     pub fn view(&self, urls: &Urls) -> AgentView {
         AgentView {
             agent_id: self.id.clone(),
-            status: self.status.clone(),
+            status: self.status.to_string(),
             progress: self.progress,
             progress_msg: self.progress_msg.clone(),
             current_step: self.current_step.clone(),

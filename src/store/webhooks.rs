@@ -9,6 +9,7 @@ use sea_orm::{
 
 use super::entities::webhook;
 use super::{now_ms, Store, StoreResult};
+use crate::domain::events::WebhookStatus;
 
 impl Store {
     pub async fn enqueue_webhook(&self, row: webhook::Model) -> StoreResult<()> {
@@ -61,7 +62,10 @@ impl Store {
     pub async fn webhook_delivered(&self, id: &str) -> StoreResult<()> {
         super::guarded(async move {
             webhook::Entity::update_many()
-                .col_expr(webhook::Column::Status, Expr::value("delivered"))
+                .col_expr(
+                    webhook::Column::Status,
+                    Expr::value(WebhookStatus::Delivered),
+                )
                 .col_expr(
                     webhook::Column::Attempts,
                     Expr::col(webhook::Column::Attempts).add(1),
@@ -91,7 +95,9 @@ impl Store {
                 .col_expr(webhook::Column::LastError, Expr::value(error));
             update = match next_attempt_at {
                 Some(at) => update.col_expr(webhook::Column::NextAttemptAt, Expr::value(at)),
-                None => update.col_expr(webhook::Column::Status, Expr::value("failed")),
+                None => {
+                    update.col_expr(webhook::Column::Status, Expr::value(WebhookStatus::Failed))
+                }
             };
             update
                 .filter(webhook::Column::Id.eq(id))
@@ -117,7 +123,7 @@ impl Store {
         super::guarded(async move {
             use sea_orm::PaginatorTrait;
             Ok(webhook::Entity::find()
-                .filter(webhook::Column::Status.eq("pending"))
+                .filter(webhook::Column::Status.eq(WebhookStatus::Pending))
                 .count(&self.db)
                 .await?)
         })

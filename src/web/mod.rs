@@ -14,7 +14,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::domain::agent::AgentStatus;
 use crate::domain::ids::LinkId;
+use crate::domain::link::LinkStatus;
 use crate::state::AppState;
 use crate::store::entities::{agent, link};
 use crate::store::links::effective_status;
@@ -89,8 +91,8 @@ async fn resolve(state: &AppState, raw: &str) -> Resolved {
         Err(e) => return unavailable(e),
     };
     match effective_status(&link) {
-        "active" => {}
-        "revoked" => {
+        LinkStatus::Active => {}
+        LinkStatus::Revoked => {
             return closed(
                 StatusCode::GONE,
                 "revoked",
@@ -98,7 +100,7 @@ async fn resolve(state: &AppState, raw: &str) -> Resolved {
                 format!("Its owner revoked it, so it cannot start a conversation any more. {ASK_FOR_ANOTHER}"),
             )
         }
-        "expired" => {
+        LinkStatus::Expired => {
             let when = link
                 .expires_at
                 .and_then(chrono::DateTime::from_timestamp_millis)
@@ -111,7 +113,7 @@ async fn resolve(state: &AppState, raw: &str) -> Resolved {
                 format!("It stopped working on {when}. {ASK_FOR_ANOTHER}"),
             );
         }
-        _ => {
+        LinkStatus::Exhausted => {
             let limit = link.use_limit.unwrap_or(link.uses);
             let times = if limit == 1 {
                 "once".to_string()
@@ -138,9 +140,10 @@ async fn resolve(state: &AppState, raw: &str) -> Resolved {
         }
         Err(e) => return unavailable(e),
     };
-    if agent.status != "ready" || agent.avatar_asset_id.is_none() && agent.image_asset_id.is_none()
+    if agent.status != AgentStatus::Ready
+        || agent.avatar_asset_id.is_none() && agent.image_asset_id.is_none()
     {
-        let sentence = if agent.status == "failed" {
+        let sentence = if agent.status == AgentStatus::Failed {
             format!("Its portrait could not be prepared. {ASK_FOR_ANOTHER}")
         } else {
             "It is still being prepared. Try again in a minute.".to_string()

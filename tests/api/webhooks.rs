@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use avatar_supervisor::domain::events::WebhookStatus;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -89,7 +90,7 @@ async fn lifecycle_events_are_signed_and_retried(db: Db) {
                 .await
                 .unwrap()
                 .iter()
-                .all(|r| r.status == "delivered")
+                .all(|r| r.status == WebhookStatus::Delivered)
         })
         .await
     );
@@ -131,7 +132,7 @@ async fn outbox_survives_a_restart(db: Db) {
                 .to_string(),
             attempts: 1,
             next_attempt_at: now,
-            status: "pending".into(),
+            status: WebhookStatus::Pending,
             last_error: Some("connection refused".into()),
             created_at: now,
             delivered_at: None,

@@ -23,6 +23,7 @@ use avs_livekit_ffi::{AvatarRoom, LkError, RoomEvent, RpcErrorCode, RpcInvocatio
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{AgentAudio, PlaybackNotice};
+use crate::domain::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::voice::resample::Resampler;
 
@@ -312,7 +313,7 @@ pub async fn notify_agent(
             return;
         };
         let identity = identity.unwrap_or_default();
-        let mut backoff = Duration::from_millis(100);
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for attempt in 1..=NOTICE_TRIES {
             match room
                 .perform_rpc(&identity, method, &payload, NOTICE_TIMEOUT)
@@ -348,8 +349,7 @@ pub async fn notify_agent(
                     if attempt == NOTICE_TRIES || method == RPC_PLAYBACK_STARTED {
                         break;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.after(attempt)).await;
                 }
             }
         }

@@ -13,7 +13,7 @@ use actix::prelude::*;
 
 use super::messages::*;
 use super::room::{CloseRoom, Room};
-use super::state::Event;
+use super::state::{Event, State};
 use super::voice;
 use super::{Session, SessionDeps};
 use crate::actors::billing::Finish;
@@ -80,7 +80,11 @@ impl Teardown {
                 account_id: self.row.account_id.clone(),
                 link_id: self.row.link_id.clone(),
                 total_seconds: None,
-                state: if self.failed() { "failed" } else { "stopped" },
+                state: if self.failed() {
+                    State::Failed
+                } else {
+                    State::Stopped
+                },
                 end_reason: self.reason.as_str(),
                 failure_reason: self.failure.clone(),
                 refund_link: self.live_since.is_none(),

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::actors::quota::Quota;
 use crate::actors::render_pool::{RenderPool, SlotLease};
 use crate::actors::webhooks::{Emit, Webhooks};
 use crate::config::Settings;
@@ -66,7 +65,6 @@ pub struct LiveSession {
 /// What every session needs from the rest of the system.
 pub struct SessionDeps {
     pub store: Store,
-    pub quota: Addr<Quota>,
     pub billing: Addr<crate::actors::billing::Billing>,
     /// Where a session says it is gone.
     pub registry: Recipient<Unregister>,
@@ -283,7 +281,7 @@ impl Session {
         let store = self.deps.store.clone();
         let webhooks = self.deps.webhooks.clone();
         let id = self.row.id.clone();
-        let state = self.state.as_str();
+        let state = self.state;
         let at = match (self.state, self.billing.live_at_ms) {
             (State::Live, Some(live_at)) => live_at,
             _ => crate::domain::time::now_ms(),
@@ -319,7 +317,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.transition(Event::Start);
-        if self.row.state == State::Starting.as_str() {
+        if self.row.state == State::Starting {
             // Admitted as `starting` already: announce it without writing it again.
             self.broadcast_status();
             self.deps.webhooks.do_send(Emit {

@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::domain::backoff::Backoff;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Restart { after: Duration },
@@ -42,10 +44,8 @@ impl RestartPolicy {
         if self.recent.len() as u32 >= self.max_restarts {
             return Decision::Escalate;
         }
-        let after = self
-            .base_backoff
-            .saturating_mul(1 << self.recent.len().min(16))
-            .min(self.max_backoff);
+        let after =
+            Backoff::new(self.base_backoff, self.max_backoff).after(self.recent.len() as u32 + 1);
         self.recent.push_back(now);
         Decision::Restart { after }
     }

@@ -7,7 +7,7 @@ pub struct Model {
     pub id: String,
     pub account_id: String,
     pub name: String,
-    pub status: String,
+    pub status: crate::domain::agent::AgentStatus,
     pub progress: f64,
     pub progress_msg: String,
     pub current_step: Option<String>,

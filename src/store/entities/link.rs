@@ -8,7 +8,7 @@ pub struct Model {
     pub account_id: String,
     pub agent_id: String,
     pub name: String,
-    pub status: String,
+    pub status: crate::domain::link::LinkStatus,
     pub uses: i64,
     pub use_limit: Option<i64>,
     pub expires_at: Option<i64>,

@@ -11,7 +11,7 @@ pub struct Model {
     /// Which dialect started it: `api`, `link`, `connect`, `deployment`.
     pub source: String,
     pub link_id: Option<String>,
-    pub state: String,
+    pub state: crate::domain::session::SessionState,
     pub room_name: String,
     pub agent_identity: String,
     /// The LiveKit URL of a room the caller brought; `None`: this server's room.

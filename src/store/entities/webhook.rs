@@ -13,7 +13,7 @@ pub struct Model {
     pub attempts: i64,
     pub next_attempt_at: i64,
     /// `pending`, `delivered` or `failed` (gave up).
-    pub status: String,
+    pub status: crate::domain::events::WebhookStatus,
     pub last_error: Option<String>,
     pub created_at: i64,
     pub delivered_at: Option<i64>,

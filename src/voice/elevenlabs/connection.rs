@@ -24,6 +24,7 @@ use super::backlog::{hold, Backlog, MAX_BACKLOG_EVENTS};
 use super::protocol::{Action, Outgoing, Protocol};
 use super::types::{AuthMethod, Conversation, ElevenLabsConfig, ElevenLabsError, ProviderEvent};
 use crate::config::Secret;
+use crate::domain::backoff::Backoff;
 use crate::voice::SAMPLE_RATE;
 
 /// How long `close()` waits for the task to say goodbye before aborting it.
@@ -217,9 +218,7 @@ async fn run(mut ctx: Ctx, mut io: Io) {
 /// The wait before try `attempt` (1-based): `initial · 2^(attempt-1)` capped at `max`, then
 /// scaled into its upper half by `jitter` ∈ [0, 1).
 fn backoff_delay(initial: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(31);
-    let ceiling = initial.saturating_mul(1u32 << doublings).min(max);
-    ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    Backoff::new(initial, max).jittered(attempt, jitter)
 }
 
 async fn connect_and_converse(ctx: &mut Ctx, io: &mut Io) -> Flow {

@@ -484,7 +484,11 @@ async fn run(
         }
     })
     .await;
-    assert!(warm.rejected.is_empty(), "warm-up refused: {:?}", warm.rejected);
+    assert!(
+        warm.rejected.is_empty(),
+        "warm-up refused: {:?}",
+        warm.rejected
+    );
     start_stop_pairs(&client, &agent, pairs, "idle", floor_p99).await;
     let background = Arc::new(Mutex::new(Vec::new()));
     start_many(&client, &agent, 100, &background).await;

@@ -1,5 +1,6 @@
 """The avatar for LiveKit Agents against LiveKit's real server: start, lip sync, interrupt, cost and
-capacity of one node, measured by real subscribers.
+capacity of one node, measured by real subscribers. (One file past 600 lines: a benchmark is read
+top to bottom as the run it makes.)
 
     make bench-livekit            # builds the release binary, then, as root:
     bash scripts/netns_run.sh .setup/agents-venv/bin/python load-tests/agents_bench.py \

@@ -1,3 +1,5 @@
+//! (One file past 600 lines: a benchmark is read top to bottom as the run it makes.)
+//!
 //! Load test of one node: N live sessions (nobody watching, render slots raised so that slots are
 //! not the limit), held, then stopped; then N again, ended by SIGTERM. The server is the release
 //! binary run as its own process (so that its RSS and CPU are its own), on SQLite and on

@@ -1,6 +1,9 @@
 //! The ElevenLabs conversational-agent client (`voice::elevenlabs`) against `FakeElevenLabs`,
 //! which speaks the documented protocol on a loopback port; and a few checks of the fake itself
 //! with a bare WebSocket client.
+//!
+//! (One file past 600 lines: one test binary for one client, its tests sharing the fake's set-up
+//! and the session helpers below; a second binary would link the server crate again.)
 
 #[path = "support/mod.rs"]
 mod support;

@@ -1,5 +1,8 @@
 """A real LiveKit Agents `AgentSession` in a real LiveKit room, speaking through an avatar.
 
+(One file past 600 lines: every test runs the same scenario against both avatars, and the
+scenario's set-up, its subscriber and its measurements are shared.)
+
 Each test runs against two avatars:
 - `reference`: LiveKit Agents' own avatar side (`AvatarRunner` + `DataStreamAudioReceiver`, in
   `reference_avatar.py`, a process of its own), which proves the harness and its measurements;

@@ -18,6 +18,9 @@
 //! On demand it refuses the next upgrades with HTTP 503 (before the upgrade, as a load balancer
 //! would), closes a conversation with a given code, or drops its TCP connection without a close
 //! frame. Everything stops when the fake is stopped or dropped.
+//!
+//! (One file past 600 lines: one fake service; its HTTP half, its WebSocket half and the handles
+//! tests script it with share one state, and each half is read against the other.)
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -261,6 +261,7 @@ impl Application {
         actix_web::rt::spawn(state.sessions.clone().serve_forwarded());
         actix_web::rt::spawn(state.sessions.clone().join_cluster());
         actix_web::rt::spawn(crate::ws::relay::serve(state.clone()));
+        actix_web::rt::spawn(crate::api::rtc::serve(state.clone()));
         actix_web::rt::spawn(watch_database(state.store.clone(), state.metrics.clone()));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {

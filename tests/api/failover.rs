@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use avs_rtc::test_client::{ClientConfig, TestClient};
 use serde_json::json;
 
 use crate::cli::{serve_command, spawn_serve};
@@ -328,5 +329,100 @@ async fn an_agent_channel_hears_the_end_of_a_silent_nodes_session() {
             .iter()
             .any(|f| f["type"] == "status" && f["session_id"] == id.as_str()),
         "the end is announced once: {before:?}"
+    );
+}
+
+/// The room page's WebRTC on any node: a viewer's offer to one node for a session running on
+/// another (the real binary, on the same database and NATS) is answered by the session's node,
+/// whose media reaches the viewer; its DELETE goes there too. When that node falls silent, an
+/// offer is `503 unavailable` with `retry_after_seconds`.
+#[actix_web::test]
+async fn a_viewer_on_one_node_watches_a_session_on_another() {
+    let run = avatar_supervisor::domain::ids::random_token(8);
+    let prefix = format!("avs_test_{run}");
+    let b = spawn_app_with(Db::Postgres, |s| {
+        s.cluster.nats_url = crate::cluster::NATS.into();
+        s.cluster.subject_prefix = prefix.clone();
+        s.cluster.advertise_interval_ms = 200;
+        s.cluster.request_timeout_ms = 1_000;
+        s.server.node_id = format!("node_b_{run}");
+    })
+    .await;
+    let url = b.state.settings.database.url.clone();
+    let dir = b.state.settings.server.data_dir.clone();
+    let acct = b.account(2, 10.0, 1000).await;
+    let agent = b.ready_agent(&acct.key, json!({})).await;
+    let mut command = serve_command(&dir, &["--database-url", &url]);
+    command
+        .env("AVS_SERVER__NODE_ID", format!("node_a_{run}"))
+        .env("AVS_CLUSTER__NATS_URL", crate::cluster::NATS)
+        .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
+        .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200");
+    let (mut a, a_base) = spawn_serve(command);
+    let id = start_on(&b, &a_base, &acct.key, &agent).await;
+
+    let offer_to_b = |offer: String| {
+        let request = b
+            .client
+            .post(b.url(&format!("/v1/sessions/{id}/rtc")))
+            .header("x-api-key", &acct.key)
+            .header("content-type", "application/sdp")
+            .body(offer);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, location, response.text().await.unwrap())
+        }
+    };
+    let (client, offer) = TestClient::new(ClientConfig::default());
+    let (status, location, answer) = offer_to_b(offer).await;
+    assert_eq!(status, 201, "B answers for A's session: {answer}");
+    let location = location.expect("a Location for the viewer");
+    let client = client.start(&answer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while client.frames() < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's frames reach a viewer that offered to B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a_metrics = b
+        .client
+        .get(format!("{a_base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let connected = |text: &str| metric(text, "avs_rtc_connections_total{state=\"connected\"}");
+    assert_eq!(connected(&a_metrics), 1.0, "the viewer is A's");
+    assert_eq!(connected(&b.metrics().await), 0.0, "not B's");
+    let leave = |path: String| {
+        let request = b.client.delete(b.url(&path)).header("x-api-key", &acct.key);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(leave(location.clone()).await, 204, "B forwards the DELETE");
+    assert_eq!(leave(location).await, 404, "a viewer leaves once");
+    drop(client.stop());
+
+    // A falls silent: an offer through B is refused for now, nothing held.
+    signal(a.id(), "-STOP");
+    let (_, offer) = TestClient::new(ClientConfig::default());
+    let (status, _, body) = offer_to_b(offer).await;
+    signal(a.id(), "-CONT");
+    a.kill().unwrap();
+    let _ = a.wait();
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error_code"], "unavailable", "{body}");
+    assert!(
+        body["retry_after_seconds"].as_u64().unwrap_or(0) >= 1,
+        "{body}"
     );
 }

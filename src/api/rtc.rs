@@ -168,10 +168,25 @@ async fn on_its_node(
         session_id: row.id.clone(),
         request,
     };
-    match cluster
+    let started = std::time::Instant::now();
+    let asked = cluster
         .ask::<_, Result<Answered, Refused>>(&row.node_id, RTC, &call)
-        .await
-    {
+        .await;
+    let outcome = match &asked {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "refused",
+        Err(_) => "no_answer",
+    };
+    let metrics = &state.metrics;
+    metrics
+        .cluster_forwards
+        .with_label_values(&[RTC, outcome])
+        .inc();
+    metrics
+        .cluster_forward_seconds
+        .with_label_values(&[RTC])
+        .observe(started.elapsed().as_secs_f64());
+    match asked {
         Ok(answered) => answered.map_err(viewer_error),
         Err(e) => {
             tracing::warn!(session = %row.id, node = %row.node_id, error = %e, "viewer request not answered by the session's node");

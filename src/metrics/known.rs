@@ -66,7 +66,7 @@ impl Metrics {
             self.livekit_rpc
                 .with_label_values(&[method, direction, outcome]);
         }
-        for kind in ["stop", "deliver", "start"] {
+        for kind in ["stop", "deliver", "start", "rtc"] {
             self.cluster_forward_seconds.with_label_values(&[kind]);
             for outcome in ["ok", "refused", "no_answer"] {
                 self.cluster_forwards.with_label_values(&[kind, outcome]);

@@ -228,7 +228,7 @@ impl Metrics {
             sessions_ended: r.counters(SESSIONS_ENDED_TOTAL, "Sessions ended", &["reason"]),
             cluster_forwards: r.counters(
                 CLUSTER_FORWARDS_TOTAL,
-                "Requests forwarded to another node (kind: stop, deliver, start; outcome: ok, refused, no_answer)",
+                "Requests forwarded to another node (kind: stop, deliver, start, rtc; outcome: ok, refused, no_answer)",
                 &["kind", "outcome"],
             ),
             cluster_forward_seconds: r.histograms(

@@ -402,7 +402,16 @@ async fn a_viewer_on_one_node_watches_a_session_on_another() {
         .unwrap();
     let connected = |text: &str| metric(text, "avs_rtc_connections_total{state=\"connected\"}");
     assert_eq!(connected(&a_metrics), 1.0, "the viewer is A's");
-    assert_eq!(connected(&b.metrics().await), 0.0, "not B's");
+    let b_metrics = b.metrics().await;
+    assert_eq!(connected(&b_metrics), 0.0, "not B's");
+    assert_eq!(
+        metric(
+            &b_metrics,
+            "avs_cluster_forwards_total{kind=\"rtc\",outcome=\"ok\"}"
+        ),
+        1.0,
+        "B counts the offer it forwarded"
+    );
     let leave = |path: String| {
         let request = b.client.delete(b.url(&path)).header("x-api-key", &acct.key);
         async move { request.send().await.unwrap().status().as_u16() }

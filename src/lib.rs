@@ -19,9 +19,9 @@
 //! - [`state`]: what every handler gets (`AppState`).
 //!
 //! Actors (the supervision tree of DESIGN.md) and the session service
-//! - [`actors`]: `Registry`, `Quota`, `RenderPool` (and its device workers), `Webhooks`, the
-//!   `Session` actor with its children (`session/`), and `service` (start/stop, admission) with
-//!   `placement` (a start placed on another node).
+//! - [`actors`]: `Registry`, `Quota`, `Billing`, `RenderPool` (and its device workers), `Webhooks`,
+//!   the `Session` actor with its children (`session/`), and the session service (`service/`:
+//!   start/stop and admission, with its placement on other nodes and what it forwards to them).
 //!
 //! Clients and codecs
 //! - [`store`]: the database (sea-orm, SQLite or PostgreSQL); every query lives there, and rows

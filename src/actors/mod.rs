@@ -1,8 +1,6 @@
 //! The supervision tree: Registry, Quota and Webhooks (one each), and a Session per live session.
 
 pub mod billing;
-pub mod forward;
-pub mod placement;
 pub mod quota;
 pub mod registry;
 pub mod render_pool;

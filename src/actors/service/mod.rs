@@ -3,6 +3,14 @@
 //! one of the session arbiters, its registration) and gives back everything it took on every way
 //! it can fail, answering a typed [`StartError`]; the HTTP boundary only maps that to its dialect's
 //! error spelling.
+//!
+//! One service in one folder: this file (the service, admission, and what it answers), its
+//! placement on other nodes (`placement.rs`: where a start goes when this node is full, and the
+//! cluster's adverts), and what it forwards to the node running a session (`forward.rs`: stops and
+//! fan-outs).
+
+mod forward;
+mod placement;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,11 +18,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::quota::{Admit, Quota};
-use super::registry::{AgentSessions, Drain, Lookup, LookupRoom, Register, Registry};
-use super::render_pool::{Acquire, Release, RenderError, RenderPool, SlotLease};
-use super::session::messages::{AwaitLive, EndReason, SessionError, WentLive};
-use super::session::{LiveSession, Session, SessionAgent, SessionDeps};
+use crate::actors::quota::{Admit, Quota};
+use crate::actors::registry::{AgentSessions, Drain, Lookup, LookupRoom, Register, Registry};
+use crate::actors::render_pool::{Acquire, Release, RenderError, RenderPool, SlotLease};
+use crate::actors::session::messages::{AwaitLive, EndReason, SessionError, WentLive};
+use crate::actors::session::{LiveSession, Session, SessionAgent, SessionDeps};
 use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::agent::AgentStatus;
@@ -150,20 +158,20 @@ impl Drop for ArbiterPool {
 
 #[derive(Clone)]
 pub struct SessionService {
-    pub(super) store: Store,
-    pub(super) settings: Arc<Settings>,
+    store: Store,
+    settings: Arc<Settings>,
     quota: Addr<Quota>,
-    pub(super) registry: Addr<Registry>,
-    pub(super) render_pool: Addr<RenderPool>,
-    pub(super) deps: Arc<SessionDeps>,
+    registry: Addr<Registry>,
+    render_pool: Addr<RenderPool>,
+    deps: Arc<SessionDeps>,
     arbiters: Arc<ArbiterPool>,
     /// Permits of the starts being admitted (`sessions.max_pending_starts`).
     pending: Arc<tokio::sync::Semaphore>,
-    pub(super) node_id: String,
+    node_id: String,
     /// The other nodes, when this is one of several (`cluster.nats_url`).
-    pub(super) cluster: Option<Cluster>,
+    cluster: Option<Cluster>,
     /// Set once this node leaves (SIGTERM): it starts nothing more, and places starts elsewhere.
-    pub(super) draining: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
 }
 
 impl SessionService {
@@ -213,11 +221,7 @@ impl SessionService {
     }
 
     /// Starts a session on this node.
-    pub(super) async fn start_here(
-        &self,
-        req: StartRequest,
-        mode: StartMode,
-    ) -> Result<Started, StartError> {
+    async fn start_here(&self, req: StartRequest, mode: StartMode) -> Result<Started, StartError> {
         Self::check_ready(&req.agent)?;
         if self.draining.load(Ordering::Acquire) {
             return Err(StartError::NoCapacity);

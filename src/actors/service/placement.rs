@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::registry::LiveCount;
-use super::render_pool::PoolStatus;
-use super::service::{SessionService, StartError, StartMode, StartRequest, Started};
+use super::{SessionService, StartError, StartMode, StartRequest, Started};
+use crate::actors::registry::LiveCount;
+use crate::actors::render_pool::PoolStatus;
 use crate::cluster::{Advert, ClusterError};
 use crate::domain::events::SessionWebhook;
 use crate::livekit::{BorrowedRoom, RoomAccess};

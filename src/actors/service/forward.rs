@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::service::{SessionService, SessionsError};
-use super::session::commands::{deliver, Directive};
-use super::session::messages::{EndReason, Stop};
+use super::{SessionService, SessionsError};
+use crate::actors::session::commands::{deliver, Directive};
+use crate::actors::session::messages::{EndReason, Stop};
 use crate::store::entities::session;
 
 /// The topic of the requests about running sessions (`crate::cluster`).

@@ -6,11 +6,13 @@
 use std::process::Command;
 use std::time::Duration;
 
+use avatar_supervisor::config::Settings;
 use avs_rtc::test_client::{ClientConfig, TestClient};
 use serde_json::json;
 
 use crate::cli::{serve_command, spawn_serve};
 use crate::helpers::*;
+use crate::local_room::offer_with;
 use crate::support::webhook_sink::WebhookSink;
 
 fn signal(pid: u32, which: &str) {
@@ -44,6 +46,68 @@ fn metric(text: &str, line_start: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Node B (this process) and node A (the real binary) of one cluster, on one PostgreSQL and the
+/// local NATS, with an account and a ready agent made on B.
+struct TwoNodes {
+    b: TestApp,
+    a: std::process::Child,
+    a_base: String,
+    key: String,
+    agent: String,
+}
+
+impl TwoNodes {
+    /// `tweak` adjusts B's settings, `a_env` adds to A's environment.
+    async fn start(tweak: impl FnOnce(&mut Settings), a_env: &[(&str, &str)]) -> Self {
+        let run = avatar_supervisor::domain::ids::random_token(8);
+        let prefix = format!("avs_test_{run}");
+        let b = spawn_app_with(Db::Postgres, |s| {
+            s.cluster.nats_url = crate::cluster::NATS.into();
+            s.cluster.subject_prefix = prefix.clone();
+            s.cluster.advertise_interval_ms = 200;
+            s.server.node_id = format!("node_b_{run}");
+            tweak(s);
+        })
+        .await;
+        let url = b.state.settings.database.url.clone();
+        let dir = b.state.settings.server.data_dir.clone();
+        let acct = b.account(2, 10.0, 1000).await;
+        let agent = b.ready_agent(&acct.key, json!({})).await;
+        let mut command = serve_command(&dir, &["--database-url", &url]);
+        command
+            .env("AVS_SERVER__NODE_ID", format!("node_a_{run}"))
+            .env("AVS_CLUSTER__NATS_URL", crate::cluster::NATS)
+            .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
+            .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200")
+            .envs(a_env.iter().copied());
+        let (a, a_base) = spawn_serve(command);
+        Self {
+            b,
+            a,
+            a_base,
+            key: acct.key,
+            agent,
+        }
+    }
+
+    /// A session started on A through its own API.
+    async fn start_on_a(&self) -> String {
+        start_on(&self.b, &self.a_base, &self.key, &self.agent).await
+    }
+
+    fn freeze_a(&self) {
+        signal(self.a.id(), "-STOP");
+    }
+
+    /// Wakes A if frozen, and ends it.
+    fn end_a(mut self) -> TestApp {
+        signal(self.a.id(), "-CONT");
+        self.a.kill().unwrap();
+        let _ = self.a.wait();
+        self.b
+    }
 }
 
 #[actix_web::test]
@@ -169,35 +233,23 @@ async fn a_lost_nodes_sessions_are_ended_once_by_another() {
 /// NATS) closes with 1001 when that node falls silent (frozen: no pings, no frames).
 #[actix_web::test]
 async fn a_relayed_channel_closes_when_the_sessions_node_falls_silent() {
-    let run = avatar_supervisor::domain::ids::random_token(8);
-    let prefix = format!("avs_test_{run}");
-    let b = spawn_app_with(Db::Postgres, |s| {
-        s.cluster.nats_url = crate::cluster::NATS.into();
-        s.cluster.subject_prefix = prefix.clone();
-        s.cluster.advertise_interval_ms = 200;
-        s.server.node_id = format!("node_b_{run}");
-        // The channel's loop wakes more often than the relay's silence lasts: the silence is
-        // counted from the last message, not from the last wake.
-        s.ws.heartbeat_interval_ms = 300;
-    })
+    let nodes = TwoNodes::start(
+        |s| {
+            // The channel's loop wakes more often than the relay's silence lasts: the silence is
+            // counted from the last message, not from the last wake.
+            s.ws.heartbeat_interval_ms = 300;
+        },
+        &[],
+    )
     .await;
-    let url = b.state.settings.database.url.clone();
-    let dir = b.state.settings.server.data_dir.clone();
-    let acct = b.account(2, 10.0, 1000).await;
-    let agent = b.ready_agent(&acct.key, json!({})).await;
-    let mut command = serve_command(&dir, &["--database-url", &url]);
-    command
-        .env("AVS_SERVER__NODE_ID", format!("node_a_{run}"))
-        .env("AVS_CLUSTER__NATS_URL", crate::cluster::NATS)
-        .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
-        .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200");
-    let (mut a, a_base) = spawn_serve(command);
-    let id = start_on(&b, &a_base, &acct.key, &agent).await;
-
-    let mut ws =
-        crate::control::connect(&b, &format!("/v1/sessions/{id}/control"), Some(&acct.key))
-            .await
-            .unwrap();
+    let id = nodes.start_on_a().await;
+    let mut ws = crate::control::connect(
+        &nodes.b,
+        &format!("/v1/sessions/{id}/control"),
+        Some(&nodes.key),
+    )
+    .await
+    .unwrap();
     let status = ws.next().await;
     assert_eq!(status["state"], "live", "A's session, relayed: {status}");
     ws.send(json!({"type": "add_context", "id": "c", "text": "Across processes."}))
@@ -205,7 +257,7 @@ async fn a_relayed_channel_closes_when_the_sessions_node_falls_silent() {
     let (ack, _) = ws.until("ack").await;
     assert_eq!(ack["delivered_to"], 1, "{ack}");
 
-    signal(a.id(), "-STOP");
+    nodes.freeze_a();
     let closed = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             let frame = ws.next().await;
@@ -215,9 +267,7 @@ async fn a_relayed_channel_closes_when_the_sessions_node_falls_silent() {
         }
     })
     .await;
-    signal(a.id(), "-CONT");
-    a.kill().unwrap();
-    let _ = a.wait();
+    nodes.end_a();
     let closed = closed.expect("the channel closes within 15 s of its node falling silent");
     assert_eq!(closed["code"], 1001, "{closed}");
 }
@@ -227,41 +277,28 @@ async fn a_relayed_channel_closes_when_the_sessions_node_falls_silent() {
 /// session's end (`node_lost`) once a surviving node has written it.
 #[actix_web::test]
 async fn an_agent_channel_hears_the_end_of_a_silent_nodes_session() {
-    const LOST_AFTER: u64 = 3;
-    let run = avatar_supervisor::domain::ids::random_token(8);
-    let prefix = format!("avs_test_{run}");
-    let b = spawn_app_with(Db::Postgres, |s| {
-        s.cluster.nats_url = crate::cluster::NATS.into();
-        s.cluster.subject_prefix = prefix.clone();
-        s.cluster.advertise_interval_ms = 200;
-        s.sessions.node_lost_after_seconds = LOST_AFTER;
-        s.billing.checkpoint_seconds = 1;
-        s.server.node_id = format!("node_b_{run}");
-        s.ws.heartbeat_interval_ms = 300;
-    })
+    const LOST_AFTER: &str = "3";
+    let nodes = TwoNodes::start(
+        |s| {
+            s.sessions.node_lost_after_seconds = LOST_AFTER.parse().unwrap();
+            s.billing.checkpoint_seconds = 1;
+            s.ws.heartbeat_interval_ms = 300;
+        },
+        &[
+            ("AVS_BILLING__CHECKPOINT_SECONDS", "1"),
+            ("AVS_SESSIONS__NODE_LOST_AFTER_SECONDS", LOST_AFTER),
+        ],
+    )
     .await;
-    let url = b.state.settings.database.url.clone();
-    let dir = b.state.settings.server.data_dir.clone();
-    let acct = b.account(2, 10.0, 1000).await;
-    let agent = b.ready_agent(&acct.key, json!({})).await;
-    let mut command = serve_command(&dir, &["--database-url", &url]);
-    command
-        .env("AVS_SERVER__NODE_ID", format!("node_a_{run}"))
-        .env("AVS_CLUSTER__NATS_URL", crate::cluster::NATS)
-        .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
-        .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200")
-        .env("AVS_BILLING__CHECKPOINT_SECONDS", "1")
-        .env(
-            "AVS_SESSIONS__NODE_LOST_AFTER_SECONDS",
-            LOST_AFTER.to_string(),
-        );
-    let (mut a, a_base) = spawn_serve(command);
-    let id = start_on(&b, &a_base, &acct.key, &agent).await;
-
-    let mut ws =
-        crate::control::connect(&b, &format!("/v1/agents/{agent}/control"), Some(&acct.key))
-            .await
-            .unwrap();
+    let id = nodes.start_on_a().await;
+    let key = nodes.key.clone();
+    let mut ws = crate::control::connect(
+        &nodes.b,
+        &format!("/v1/agents/{}/control", nodes.agent),
+        Some(&key),
+    )
+    .await
+    .unwrap();
     // The channel taps A: a command reaches A's session through it.
     let delivered = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -278,7 +315,7 @@ async fn an_agent_channel_hears_the_end_of_a_silent_nodes_session() {
     assert!(delivered.is_ok(), "the agent channel reaches A's session");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    signal(a.id(), "-STOP");
+    nodes.freeze_a();
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let frame = ws.next().await;
@@ -294,14 +331,12 @@ async fn an_agent_channel_hears_the_end_of_a_silent_nodes_session() {
         }
     })
     .await;
-    signal(a.id(), "-CONT");
-    a.kill().unwrap();
-    let _ = a.wait();
+    let b = nodes.end_a();
     let ended =
         ended.expect("the session's end is announced within 20 s of its node falling silent");
     assert_eq!(ended["type"], "status", "the channel stays open: {ended}");
     assert_eq!(ended["end_reason"], "node_lost", "{ended}");
-    let row = b.get(&format!("/v1/sessions/{id}"), &acct.key).await.body["data"].clone();
+    let row = b.get(&format!("/v1/sessions/{id}"), &key).await.body["data"].clone();
     assert_eq!(
         row["status"], "stopped",
         "the survivor wrote it first: {row}"
@@ -338,45 +373,13 @@ async fn an_agent_channel_hears_the_end_of_a_silent_nodes_session() {
 /// offer is `503 unavailable` with `retry_after_seconds`.
 #[actix_web::test]
 async fn a_viewer_on_one_node_watches_a_session_on_another() {
-    let run = avatar_supervisor::domain::ids::random_token(8);
-    let prefix = format!("avs_test_{run}");
-    let b = spawn_app_with(Db::Postgres, |s| {
-        s.cluster.nats_url = crate::cluster::NATS.into();
-        s.cluster.subject_prefix = prefix.clone();
-        s.cluster.advertise_interval_ms = 200;
-        s.cluster.request_timeout_ms = 1_000;
-        s.server.node_id = format!("node_b_{run}");
-    })
-    .await;
-    let url = b.state.settings.database.url.clone();
-    let dir = b.state.settings.server.data_dir.clone();
-    let acct = b.account(2, 10.0, 1000).await;
-    let agent = b.ready_agent(&acct.key, json!({})).await;
-    let mut command = serve_command(&dir, &["--database-url", &url]);
-    command
-        .env("AVS_SERVER__NODE_ID", format!("node_a_{run}"))
-        .env("AVS_CLUSTER__NATS_URL", crate::cluster::NATS)
-        .env("AVS_CLUSTER__SUBJECT_PREFIX", &prefix)
-        .env("AVS_CLUSTER__ADVERTISE_INTERVAL_MS", "200");
-    let (mut a, a_base) = spawn_serve(command);
-    let id = start_on(&b, &a_base, &acct.key, &agent).await;
-
+    let nodes = TwoNodes::start(|s| s.cluster.request_timeout_ms = 1_000, &[]).await;
+    let id = nodes.start_on_a().await;
+    let (b, key) = (&nodes.b, nodes.key.clone());
     let offer_to_b = |offer: String| {
-        let request = b
-            .client
-            .post(b.url(&format!("/v1/sessions/{id}/rtc")))
-            .header("x-api-key", &acct.key)
-            .header("content-type", "application/sdp")
-            .body(offer);
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let location = response
-                .headers()
-                .get("location")
-                .map(|v| v.to_str().unwrap().to_string());
-            (status, location, response.text().await.unwrap())
-        }
+        let key = ("x-api-key", key.clone());
+        let id = id.clone();
+        async move { offer_with(b, &id, key, &offer).await }
     };
     let (client, offer) = TestClient::new(ClientConfig::default());
     let (status, location, answer) = offer_to_b(offer).await;
@@ -393,7 +396,7 @@ async fn a_viewer_on_one_node_watches_a_session_on_another() {
     }
     let a_metrics = b
         .client
-        .get(format!("{a_base}/metrics"))
+        .get(format!("{}/metrics", nodes.a_base))
         .send()
         .await
         .unwrap()
@@ -413,7 +416,7 @@ async fn a_viewer_on_one_node_watches_a_session_on_another() {
         "B counts the offer it forwarded"
     );
     let leave = |path: String| {
-        let request = b.client.delete(b.url(&path)).header("x-api-key", &acct.key);
+        let request = b.client.delete(b.url(&path)).header("x-api-key", &key);
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(leave(location.clone()).await, 204, "B forwards the DELETE");
@@ -421,12 +424,10 @@ async fn a_viewer_on_one_node_watches_a_session_on_another() {
     drop(client.stop());
 
     // A falls silent: an offer through B is refused for now, nothing held.
-    signal(a.id(), "-STOP");
+    nodes.freeze_a();
     let (_, offer) = TestClient::new(ClientConfig::default());
     let (status, _, body) = offer_to_b(offer).await;
-    signal(a.id(), "-CONT");
-    a.kill().unwrap();
-    let _ = a.wait();
+    nodes.end_a();
     assert_eq!(status, 503, "{body}");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error_code"], "unavailable", "{body}");

@@ -17,17 +17,28 @@ use crate::support::elevenlabs::{Access, FakeElevenLabs};
 const KEY: &str = "xi-operator-key";
 const WAIT: Duration = Duration::from_secs(15);
 
-/// POSTs `offer` as a WHEP offer; answers the status, the Location and the body.
+/// POSTs `offer` as a WHEP offer with the session's participant token; answers the status, the
+/// Location and the body.
 async fn post_offer(
     app: &TestApp,
     id: &str,
     token: &str,
     offer: &str,
 ) -> (u16, Option<String>, String) {
+    offer_with(app, id, ("authorization", format!("Bearer {token}")), offer).await
+}
+
+/// As `post_offer`, with any credential header (`x-api-key` for an account's key).
+pub(crate) async fn offer_with(
+    app: &TestApp,
+    id: &str,
+    (name, value): (&str, String),
+    offer: &str,
+) -> (u16, Option<String>, String) {
     let response = app
         .client
         .post(app.url(&format!("/v1/sessions/{id}/rtc")))
-        .header("authorization", format!("Bearer {token}"))
+        .header(name, value)
         .header("content-type", "application/sdp")
         .body(offer.to_string())
         .send()

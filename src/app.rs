@@ -344,7 +344,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Orphans ended in one transaction at most (as the Billing actor batches endings).
 /// What `serve --check` prints: each thing the server loads, where it was looked for and whether
 /// it is there (or answers), and whether the server could start with them.
 pub async fn check(settings: &Settings) -> (String, bool) {

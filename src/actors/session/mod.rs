@@ -6,8 +6,8 @@
 //! The actor is one struct whose behaviour is split by concern:
 //! - this file: the actor's state, its start, and the questions it answers (`AwaitLive`, `Stop`,
 //!   `Snapshot`, `MediaTap`);
-//! - [`supervision`]: spawning the children, restarting them, going live when the room is ready;
-//! - [`billing`]: the per-second bill and the minutes-low warning;
+//! - `supervision`: spawning the children, restarting them, going live when the room is ready;
+//! - `billing`: the per-second bill and the minutes-low warning;
 //! - [`presence`]: who is there (room participants, channel clients) and the idle timer;
 //! - [`fanout`]: channel subscribers, the status, and the typed events they receive;
 //! - [`commands`]: speak, add context, interrupt (and [`commands::deliver`], which fans one out);

@@ -16,8 +16,9 @@ async fn with_livekit(db: Db, fake: &FakeLiveKit, idle_seconds: u64) -> TestApp 
         s.livekit.url = url;
         s.livekit.api_key = KEY.into();
         s.livekit.api_secret = avatar_supervisor::config::Secret::new(SECRET);
-        // This fake speaks RoomService only: the avatar's media is tested against a fake that
-        // does real WebRTC, inside a network namespace (tests/api/netns/).
+        // This fake speaks RoomService only, for the faults LiveKit's server cannot be made to
+        // show on demand; the avatar's media is tested against LiveKit's own server inside the
+        // network namespace (tests/api/netns/livekit.rs, tests/agents/).
         s.livekit.avatar_participant = false;
         s.sessions.idle_timeout_seconds = idle_seconds;
     })

@@ -283,6 +283,26 @@ bash "$ROOT/scripts/setup_livekit_server.sh"  # 6b. livekit-server, built from i
 bash "$ROOT/scripts/setup_agents.sh"  # 6c. LiveKit Agents and this repository's plugin (tests/agents)
 bash "$ROOT/scripts/setup_web.sh"  # 7. chromium, livekit-client and playwright-core (.setup/web/)
 
+# 7b. LiveKit Agents for Node (@livekit/agents, @livekit/rtc-node), for tests/agents/test_node_agent.py:
+# `npm ci` from tests/agents/node's package-lock.json (every package pinned with its sha512) into
+# .setup/agents-node/; redone when the lock changes.
+NODE_AGENTS="$SETUP/agents-node"
+if ! command -v npm >/dev/null 2>&1; then
+    say "warning: npm is missing (install Node.js 20 or newer); the Node agent test cannot run (continuing)"
+elif [ -d "$NODE_AGENTS/node_modules/@livekit/agents" ] \
+    && cmp -s "$ROOT/tests/agents/node/package-lock.json" "$NODE_AGENTS/package-lock.json"; then
+    say "ok: LiveKit Agents for Node present ($NODE_AGENTS)"
+else
+    t0=$(now_ms)
+    rm -rf "$NODE_AGENTS"
+    mkdir -p "$NODE_AGENTS"
+    cp "$ROOT/tests/agents/node/package.json" "$ROOT/tests/agents/node/package-lock.json" "$NODE_AGENTS/"
+    say "installing LiveKit Agents for Node into $NODE_AGENTS (npm ci)"
+    (cd "$NODE_AGENTS" && npm ci --no-audit --no-fund --loglevel=error >"$NODE_AGENTS/npm.log" 2>&1) \
+        || { rm -rf "$NODE_AGENTS/node_modules"; die "npm ci failed: $(tail -n 5 "$NODE_AGENTS/npm.log")"; }
+    say "ok: LiveKit Agents for Node installed in $(( ($(now_ms) - t0) / 1000 )) s"
+fi
+
 # 8. The OpenAPI test's tools, in a virtualenv of their own (their pydantic/typer/ruff stay away
 #    from the fake LiveKit's packages): a validator of the document, and the client generator the
 #    round-trip test builds a Python client with.
@@ -317,6 +337,7 @@ setup: done in $(( elapsed / 1000 )).$(printf '%03d' $(( elapsed % 1000 ))) s
   images            $SETUP/images/
   default avatar    $SETUP/default-avatar.png
   LiveKit Agents    $SETUP/agents-venv  (livekit-agents, plugins/livekit-plugins-avatar-supervisor)
+  Agents for Node   $SETUP/agents-node  (@livekit/agents $(sed -n 's/.*"@livekit\/agents": "\(.*\)".*/\1/p' "$ROOT/tests/agents/node/package.json"))
   web               $SETUP/web/  (livekit-client, playwright-core)
   OpenAPI tools     $OPENAPI_VENV  (${OPENAPI_REQS[*]})
 EOF

@@ -177,15 +177,7 @@ async fn on_its_node(
         Ok(Err(_)) => "refused",
         Err(_) => "no_answer",
     };
-    let metrics = &state.metrics;
-    metrics
-        .cluster_forwards
-        .with_label_values(&[RTC, outcome])
-        .inc();
-    metrics
-        .cluster_forward_seconds
-        .with_label_values(&[RTC])
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.forwarded(RTC, outcome, started.elapsed());
     match asked {
         Ok(answered) => answered.map_err(viewer_error),
         Err(e) => {

@@ -444,6 +444,16 @@ impl Metrics {
             .with_label_values(&[actor, message])
             .inc();
     }
+
+    /// Counts and times one request forwarded to another node (`kind`: stop, deliver, start, rtc).
+    pub fn forwarded(&self, kind: &str, outcome: &str, took: std::time::Duration) {
+        self.cluster_forwards
+            .with_label_values(&[kind, outcome])
+            .inc();
+        self.cluster_forward_seconds
+            .with_label_values(&[kind])
+            .observe(took.as_secs_f64());
+    }
 }
 
 impl Default for Metrics {

@@ -131,24 +131,13 @@ impl SessionService {
         let started = Instant::now();
         let answer = cluster.ask::<_, Taken>(node, SESSIONS, request).await;
         let outcome = if answer.is_ok() { "ok" } else { "no_answer" };
-        self.forwarded(request.kind(), outcome, started);
+        self.deps
+            .metrics
+            .forwarded(request.kind(), outcome, started.elapsed());
         answer.map_err(|e| {
             tracing::warn!(%node, error = %e, "forwarded request not answered");
             SessionsError::NodeUnavailable(node.to_string())
         })
-    }
-
-    /// Counts and times one request forwarded to another node.
-    pub(super) fn forwarded(&self, kind: &str, outcome: &str, started: Instant) {
-        let metrics = &self.deps.metrics;
-        metrics
-            .cluster_forwards
-            .with_label_values(&[kind, outcome])
-            .inc();
-        metrics
-            .cluster_forward_seconds
-            .with_label_values(&[kind])
-            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Answers the requests other nodes forward here, until the cluster connection ends.

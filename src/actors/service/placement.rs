@@ -240,7 +240,9 @@ impl SessionService {
                 Ok(Placed::Refused { .. }) => "refused",
                 Err(_) => "no_answer",
             };
-            self.forwarded("start", outcome, started);
+            self.deps
+                .metrics
+                .forwarded("start", outcome, started.elapsed());
             match answer {
                 Ok(Placed::Started { session_id, access }) => {
                     let row = self

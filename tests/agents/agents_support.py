@@ -324,6 +324,35 @@ class Subscriber:
 
 
 # ---------------------------------------------------------------------------------------------
+# The server's answers
+# ---------------------------------------------------------------------------------------------
+
+
+def session_field(body: Any, name: str) -> Any:
+    """A field of a session's view, whether the body holds it at the top, in `session` or in
+    `data`."""
+    if not isinstance(body, dict):
+        return None
+    for holder in (body, body.get("session"), body.get("data")):
+        if isinstance(holder, dict) and name in holder:
+            return holder[name]
+    return None
+
+
+async def wait_session_ended(sup: Any, session_id: str, timeout: float) -> Any:
+    """`GET /v1/sessions/{id}` until the session is stopped or failed (at most `timeout` s); the
+    last body."""
+    body: Any = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, body = sup.request("GET", f"/v1/sessions/{session_id}")
+        if session_field(body, "status") in ("stopped", "failed"):
+            break
+        await asyncio.sleep(0.2)
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
 # Analysis
 # ---------------------------------------------------------------------------------------------
 

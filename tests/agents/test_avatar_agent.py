@@ -52,7 +52,9 @@ from agents_support import (  # noqa: E402
     mean_rms,
     mint_token,
     mouth_motion,
+    session_field,
     short_id,
+    wait_session_ended,
 )
 from conftest import LiveKit, Supervisor  # noqa: E402
 from reference_avatar import MOUTH_BOX  # noqa: E402
@@ -426,15 +428,6 @@ class Scenario:
         return "\n".join(parts)
 
 
-def session_field(body: Any, name: str) -> Any:
-    if not isinstance(body, dict):
-        return None
-    for holder in (body, body.get("session"), body.get("data")):
-        if isinstance(holder, dict) and name in holder:
-            return holder[name]
-    return None
-
-
 @pytest.fixture
 def make_scenario(request: pytest.FixtureRequest, livekit: LiveKit) -> Callable[[str], Scenario]:
     """A factory: a Scenario holds rtc.Rooms, which belong to the loop they are made in, so it
@@ -714,13 +707,7 @@ def test_agent_leaving_ends_the_avatar(
 
         sup = s.sup
         assert sup is not None and s.session_id
-        body_: Any = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            _, body_ = sup.request("GET", f"/v1/sessions/{s.session_id}")
-            if session_field(body_, "status") in ("stopped", "failed"):
-                break
-            await asyncio.sleep(0.2)
+        body_ = await wait_session_ended(sup, s.session_id, 10)
         log(f"{avatar}: session after the agent left: {json.dumps(body_)}")
         assert session_field(body_, "status") == "stopped", body_
         assert session_field(body_, "end_reason") == "room_closed", body_

@@ -35,7 +35,9 @@ from agents_support import (  # noqa: E402
     mean_rms,
     mint_token,
     mouth_motion,
+    session_field,
     short_id,
+    wait_session_ended,
 )
 from conftest import LiveKit, Supervisor  # noqa: E402
 
@@ -59,14 +61,6 @@ def log(msg: str) -> None:
 
 def espeak_wav(text: str, path: Path) -> None:
     subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), text], check=True, timeout=60)
-
-
-def session_field(body: Any, name: str) -> Any:
-    if isinstance(body, dict):
-        for holder in (body, body.get("data")):
-            if isinstance(holder, dict) and name in holder:
-                return holder[name]
-    return None
 
 
 @pytest.fixture
@@ -192,13 +186,7 @@ def test_a_node_agent_drives_the_avatar(
         frames = frames_between(sub.video, t0, t1)
         assert {(f.width, f.height) for f in frames}, "video frames"
 
-        deadline = time.monotonic() + 15
-        status: Any = None
-        while time.monotonic() < deadline:
-            _, status = supervisor.request("GET", f"/v1/sessions/{session_id}")
-            if session_field(status, "status") in ("stopped", "failed"):
-                break
-            await asyncio.sleep(0.2)
+        status = await wait_session_ended(supervisor, session_id, 15)
         log(f"session after the agent left: {json.dumps(status)}")
         assert session_field(status, "status") == "stopped", status
         assert session_field(status, "end_reason") == "room_closed", status

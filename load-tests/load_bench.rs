@@ -475,17 +475,7 @@ async fn run(
     // Start+stop with nothing else live, then with 100 live: a quiet node must not be slower.
     // The first 100 pairs are not counted: the pool's connections opened, the avatar prepared.
     let floor_p99 = floor.pct(0.99).as_secs_f64();
-    let warm = drive(100, {
-        let (c, a) = (client.clone(), agent.clone());
-        move |_| {
-            let (c, a) = (c.clone(), a.clone());
-            async move {
-                let (id, t) = c.start(&a).await?;
-                Ok(t + c.stop(&id).await?)
-            }
-        }
-    })
-    .await;
+    let [_, _, warm] = run_pairs(&client, &agent, 100).await;
     assert!(
         warm.rejected.is_empty(),
         "warm-up refused: {:?}",
@@ -558,15 +548,8 @@ async fn run(
     ok && code == Some(0)
 }
 
-/// `pairs` start+stop pairs at `CONCURRENCY`: each part's and the pair's p50/p99, and their p99
-/// over the floor's.
-async fn start_stop_pairs(
-    client: &Arc<Client>,
-    agent: &str,
-    pairs: usize,
-    what: &str,
-    floor_p99: f64,
-) {
+/// `pairs` start+stop pairs at `CONCURRENCY`: the starts', the stops' and the pairs' timings.
+async fn run_pairs(client: &Arc<Client>, agent: &str, pairs: usize) -> [Timings; 3] {
     let (c, a) = (client.clone(), agent.to_string());
     let (starts, stops) = (
         Arc::new(Mutex::new(Vec::new())),
@@ -589,7 +572,18 @@ async fn start_stop_pairs(
         wall: both.wall,
         rejected: vec![],
     };
-    let (starts, stops) = (part(&starts), part(&stops));
+    [part(&starts), part(&stops), both]
+}
+
+/// `pairs` start+stop pairs: each part's and the pair's p50/p99, and their p99 over the floor's.
+async fn start_stop_pairs(
+    client: &Arc<Client>,
+    agent: &str,
+    pairs: usize,
+    what: &str,
+    floor_p99: f64,
+) {
+    let [starts, stops, both] = run_pairs(client, agent, pairs).await;
     starts.report(&format!("start, {what}"));
     stops.report(&format!("stop, {what}"));
     both.report(&format!("start+stop, {what}"));

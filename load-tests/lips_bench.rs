@@ -24,8 +24,10 @@
 //! what any change to the shapes may be judged on; the held-out scores are the ones reported.
 //!
 //! `--sheet PNG` draws the mouth of issue 23's sentence, every second frame, three times: the
-//! loudness driver the renderer had before the visemes (grey bar), the sound path (blue), the text
-//! path (green), so anyone can look (`load-tests/lip_sheet.png`).
+//! renderer before issue 23 (grey bar: the loudness driver, the warp around the landmarks), the
+//! sound path (blue) and the text path (green) through the face mesh, so anyone can look
+//! (`load-tests/lip_sheet.png`). `--stills DIR` writes the mouth at `open` −1, −0.5, 0, 0.5 and 1,
+//! three times its size.
 
 use std::path::PathBuf;
 
@@ -307,6 +309,9 @@ fn main() {
     // As generation does: the mesh of the crop, which shapes the lips.
     model.mesh = Some(mesher.mesh_or_why(&crop, &model.face));
     let (model, base) = avatar::prepare(&model, &crop, "1:1", 512);
+    let mut bare = model.clone();
+    bare.mesh = None;
+    let before = Prepared::new(bare, base.clone());
     let prepared = Prepared::new(model, base);
     let src = prepared.base.as_slice().expect("contiguous").to_vec();
 
@@ -321,7 +326,7 @@ fn main() {
     };
 
     if let Some(path) = arg("--sheet") {
-        lip_sheet(&prepared, &src, &speak(SHEET_SENTENCE), &path);
+        lip_sheet(&prepared, &before, &src, &speak(SHEET_SENTENCE), &path);
     }
 
     let tune = std::env::args().any(|a| a == "--tune");
@@ -335,6 +340,9 @@ fn main() {
             shape: 0.0,
         })
         .collect();
+    if let Some(dir) = arg("--stills") {
+        stills(&prepared, &src, &scale, &dir);
+    }
     let scale: Vec<String> = gaps(&prepared, &src, &mesher, &scale)
         .iter()
         .zip(&scale)
@@ -365,7 +373,33 @@ fn main() {
 
 /// Mouth crops of every second frame of `speech`: the loudness driver the renderer had before
 /// the visemes, the sound path, the text path; a row each, 13 frames a row.
-fn lip_sheet(prepared: &Prepared, src: &[u8], speech: &Speech, path: &str) {
+/// The lower face at each of `frames`' openings, three times its size, one PNG each in `dir`.
+fn stills(prepared: &Prepared, src: &[u8], frames: &[Drawn], dir: &str) {
+    let (w, h) = (prepared.width(), prepared.height());
+    let r = prepared.model.mouth.region;
+    let mut out = vec![0u8; w * h * 3];
+    for f in frames {
+        let p = FrameParams {
+            open: f.open,
+            shape: f.shape,
+            ..Default::default()
+        };
+        render_into(prepared, src, &p, &mut out);
+        let frame = image::RgbImage::from_raw(w as u32, h as u32, out.clone()).expect("frame");
+        let (x, y) = (r.x.max(0.0) as u32, r.y.max(0.0) as u32);
+        let mouth = image::imageops::crop_imm(&frame, x, y, r.w as u32, r.h as u32).to_image();
+        let big = image::imageops::resize(
+            &mouth,
+            3 * mouth.width(),
+            3 * mouth.height(),
+            image::imageops::FilterType::CatmullRom,
+        );
+        let path = format!("{dir}/open{:+.1}.png", f.open);
+        big.save(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
+
+fn lip_sheet(prepared: &Prepared, before: &Prepared, src: &[u8], speech: &Speech, path: &str) {
     let (w, h) = (prepared.width(), prepared.height());
     let r = prepared.model.mouth.region;
     let (cx, cy) = (r.x.max(0.0) as usize, r.y.max(0.0) as usize);
@@ -419,7 +453,8 @@ fn lip_sheet(prepared: &Prepared, src: &[u8], speech: &Speech, path: &str) {
                 shape,
                 blink: 0.0,
             };
-            render_into(prepared, src, &p, &mut out);
+            // The first row is the renderer before issue 23 too: no mesh, the landmark warp.
+            render_into(if n == 0 { before } else { prepared }, src, &p, &mut out);
             let (col, band) = (k % per_row, k / per_row);
             let top = band * 3 * (ch + bar) + n * (ch + bar);
             for y in 0..bar {

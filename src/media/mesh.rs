@@ -50,6 +50,11 @@ pub mod points {
     pub const INNER_UPPER_CONTOUR: [usize; 11] = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308];
     /// The lower lip's inner edge, the same way (`lipsLowerInner`).
     pub const INNER_LOWER_CONTOUR: [usize; 11] = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308];
+    /// The lips' outer edges, the same way (`lipsUpperOuter`, and `lipsLowerOuter` with its left
+    /// corner).
+    pub const OUTER_UPPER_CONTOUR: [usize; 11] = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291];
+    pub const OUTER_LOWER_CONTOUR: [usize; 11] =
+        [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291];
     /// The eye on the image's left: outer and inner corner, upper and lower lid.
     pub const LEFT_EYE: [usize; 4] = [33, 133, 159, 145];
     /// The eye on the image's right: inner and outer corner, upper and lower lid.

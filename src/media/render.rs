@@ -1,13 +1,14 @@
 //! The built-in renderer: one pass over the frame that moves the whole portrait a little (breathing
 //! and a slow sway), closes the eyelids now and then (the lash line sliding down over the eye as
-//! the mesh draws it, the brow still), and, while the voice speaks, opens the mouth:
-//! the jaw and lower lip slide down and the upper lip lifts, with the displacement fading smoothly
-//! into the cheeks and chin around the landmarks, the mouth widens or rounds with the viseme
-//! (`visemes`: spread, rounded), and the opening shows the mouth's dark inside below what was
-//! above the lip line. Below rest (`open` < 0, a /p b m/) the same motion runs the other way to
-//! close what the portrait leaves open: where the face mesh knows the inner lip edges, the jaw and
-//! lower lip rise and the upper lip comes down until the lips meet over the gap (without a mesh,
-//! rest is as closed as they get).
+//! the mesh draws it, the brow still), and, while the voice speaks, moves the mouth.
+//!
+//! With the avatar's face mesh the lower face is a triangle mesh (`lips`): the jaw and lower lip
+//! drop and the upper lip lifts, parting exactly along the inner lip edges, the lips widen or
+//! round with the viseme (`visemes`: spread, rounded), and between them the inside of the mouth is
+//! drawn (the portrait's own teeth, unstretched, and a cavity darker toward the back). Below rest
+//! (`open` < 0, a /p b m/) the lips close what the portrait leaves open. Without a mesh (a
+//! profile, an avatar whose mesh failed) the mouth opens by a smooth warp around the detector's
+//! landmarks, and rest is as closed as the lips get.
 //!
 //! Pixels are sampled backwards (each output pixel reads the source where it came from) with
 //! bilinear filtering, over `ndarray` images in HWC `u8` layout.
@@ -17,8 +18,11 @@ use ndarray::Array3;
 use super::avatar::AvatarModel;
 
 mod features;
+mod geometry;
+mod lips;
 
-use features::{Lid, LipLine};
+use features::Lid;
+use lips::{Global, LipFrame, LipMesh, Pixel};
 
 /// A session's base frame and its geometry.
 pub struct Prepared {
@@ -27,8 +31,8 @@ pub struct Prepared {
     pub base: Array3<u8>,
     /// Each eye's lids, for blinks.
     lids: Vec<Lid>,
-    /// Where the portrait's lips part (`None` without a mesh, or where they meet), for closures.
-    lip_line: Option<LipLine>,
+    /// The lower face as a triangle mesh (`None` without a usable face mesh).
+    lips: Option<LipMesh>,
 }
 
 impl Prepared {
@@ -38,7 +42,7 @@ impl Prepared {
         let base = Array3::from_shape_vec((h as usize, w as usize, 3), image.into_raw()).unwrap();
         Self {
             lids: Lid::of(&model),
-            lip_line: LipLine::of(&model),
+            lips: LipMesh::of(&model),
             model,
             base,
         }
@@ -88,8 +92,9 @@ fn smooth(x: f32) -> f32 {
     x * x * (3.0 - 2.0 * x)
 }
 
-/// The mouth's motion for one frame, in base-image pixels.
-struct MouthWarp<'a> {
+/// The mouth's motion for one frame without a face mesh: a smooth warp around the detector's
+/// landmarks, in base-image pixels.
+struct MouthWarp {
     cx: f32,
     cy: f32,
     reach_x: f32,
@@ -102,8 +107,6 @@ struct MouthWarp<'a> {
     cavity_hw: f32,
     cavity_hh: f32,
     cavity_cy: f32,
-    /// Closing: where the portrait's lips part, column by column, and how far they close.
-    closing: Option<(&'a LipLine, f32)>,
     /// Rows and columns the warp touches.
     x0: usize,
     x1: usize,
@@ -111,34 +114,22 @@ struct MouthWarp<'a> {
     y1: usize,
 }
 
-impl<'a> MouthWarp<'a> {
-    fn new(prepared: &'a Prepared, p: &FrameParams, w: usize, h: usize) -> Option<Self> {
+impl MouthWarp {
+    fn new(prepared: &Prepared, p: &FrameParams, w: usize, h: usize) -> Option<Self> {
+        if p.open < 0.01 {
+            return None;
+        }
         let m = &prepared.model.mouth;
         let mw = m.width;
-        let (mut cx, mut cy) = (m.center[0], m.center[1]);
-        let mut closing = None;
-        let (jaw, lift, widen) = if p.open >= 0.01 {
-            let widen = 1.0 + p.open * (0.10 * p.shape.max(0.0) - 0.12 * (-p.shape).max(0.0));
-            (p.open * 0.42 * mw, p.open * 0.10 * mw, widen)
-        } else if p.open <= -0.01 {
-            // Closing the portrait's own gap: the mesh says where the lips part, and how far.
-            let line = prepared.lip_line.as_ref()?;
-            let press = (-p.open).min(1.0);
-            let (left, right) = (line.x0, line.x0 + line.columns.len() as f32);
-            cx = (left + right) / 2.0;
-            let (mid, gap) = line.at(cx);
-            cy = mid;
-            closing = Some((line, press));
-            (-0.7 * press * gap, -0.3 * press * gap, 1.0)
-        } else {
-            return None;
-        };
+        let (cx, cy) = (m.center[0], m.center[1]);
+        let widen = 1.0 + p.open * (0.10 * p.shape.max(0.0) - 0.12 * (-p.shape).max(0.0));
+        let (jaw, lift) = (p.open * 0.42 * mw, p.open * 0.10 * mw);
         let reach_x = 1.15 * mw;
         let chin_end = cy + 1.9 * mw;
         let x0 = (cx - reach_x).floor().max(0.0) as usize;
         let x1 = ((cx + reach_x).ceil() as usize).min(w);
         let y0 = (cy - 0.9 * mw).floor().max(0.0) as usize;
-        let y1 = ((chin_end + jaw.abs()).ceil() as usize).min(h);
+        let y1 = ((chin_end + jaw).ceil() as usize).min(h);
         Some(Self {
             cx,
             cy,
@@ -152,7 +143,6 @@ impl<'a> MouthWarp<'a> {
             cavity_hw: 0.40 * mw * widen,
             cavity_hh: (jaw + lift) * 0.48,
             cavity_cy: cy + (jaw - lift) / 2.0,
-            closing,
             x0,
             x1,
             y0,
@@ -168,9 +158,6 @@ impl<'a> MouthWarp<'a> {
     /// Where (`u`, `v`) of the warped face was in the unwarped one, and how much cavity covers it.
     #[inline]
     fn source(&self, u: f32, v: f32) -> (f32, f32, f32, f32) {
-        if let Some((line, press)) = self.closing {
-            return (u, self.close(line, press, u, v), 0.0, 0.0);
-        }
         let dx = u - self.cx;
         let across = smooth(1.0 - (dx / self.reach_x).abs());
         let down = if v <= self.chin_full {
@@ -201,34 +188,6 @@ impl<'a> MouthWarp<'a> {
             0.0
         };
         (su, sv, cover, ey)
-    }
-}
-
-impl MouthWarp<'_> {
-    /// Closing, row `v` of column `u`: the upper lip comes down by 30 % of what closes of the
-    /// gap there and the lower lip and the jaw rise by 70 % (the rows between are dropped), the
-    /// motion fading over a lip's height above and down to the chin below.
-    #[inline]
-    fn close(&self, line: &LipLine, press: f32, u: f32, v: f32) -> f32 {
-        let (mid, gap) = line.at(u);
-        if gap <= 0.0 {
-            return v;
-        }
-        let (top, bottom) = (mid - gap / 2.0, mid + gap / 2.0);
-        let (down_by, up_by) = (0.3 * press * gap, 0.7 * press * gap);
-        if v < top + down_by {
-            let band = 2.0 * self.lip_band;
-            v - down_by * smooth((v - (top - band)) / band)
-        } else if v < bottom - up_by {
-            v
-        } else {
-            let fade = if v <= self.chin_full {
-                1.0
-            } else {
-                1.0 - smooth((v - self.chin_full) / (self.chin_end - self.chin_full))
-            };
-            v + up_by * fade
-        }
     }
 }
 
@@ -279,15 +238,24 @@ fn blend(src: &[u8], x: Tap, y: Tap) -> [u8; 3] {
 /// the full per-pixel warp; both paths sample the same way, so no seam shows where they meet.
 pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [u8]) {
     let (h, w) = (prepared.height(), prepared.width());
-    let mouth = MouthWarp::new(prepared, p, w, h);
     // Breathing and sway: a slight scale about the bottom centre and a slow drift.
     let tau = std::f32::consts::TAU;
     let breath = (tau * p.t / 4.5).sin();
     let scale = 1.0 + 0.004 * breath;
     let (dx, dy) = (0.8 * (tau * p.t / 7.3).sin(), 1.0 * breath);
     let (ox, oy) = (w as f32 / 2.0, h as f32);
-    let column = |x: usize| ox + (x as f32 - ox) / scale - dx;
-    let row_at = |y: usize| oy + (y as f32 - oy) / scale - dy;
+    let global = Global {
+        sx: 1.0 / scale,
+        bx: ox - ox / scale - dx,
+        sy: 1.0 / scale,
+        by: oy - oy / scale - dy,
+    };
+    let column = |x: usize| x as f32 * global.sx + global.bx;
+    let row_at = |y: usize| y as f32 * global.sy + global.by;
+    let mouth = match &prepared.lips {
+        Some(lips) => lips.frame(p, &global, src, (w, h)).map(Mouth::Mesh),
+        None => MouthWarp::new(prepared, p, w, h).map(Mouth::Landmarks),
+    };
     let columns: Vec<Tap> = (0..w).map(|x| Tap::at(column(x), w, 3)).collect();
     // The eyes: the upper lid slides down over each.
     let lids = &prepared.lids;
@@ -310,7 +278,7 @@ pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [
         let tap_y = Tap::at(v0, h, w * 3);
         let row = &mut out[y * w * 3..(y + 1) * w * 3];
         let blink_row = p.blink > 0.01 && y >= eye_rows.0 && y <= eye_rows.1;
-        let mouth_row = mouth.as_ref().is_some_and(|m| y >= m.y0 && y < m.y1);
+        let mouth_row = mouth.as_ref().is_some_and(|m| m.rows().contains(&y));
         if !blink_row && !mouth_row {
             // Separable: the two source rows blended first (contiguous, vectorised), then each
             // column's two taps; the same integer sum as `blend`, so the same bytes.
@@ -334,9 +302,9 @@ pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [
         }
         for x in 0..w {
             let o = &mut row[x * 3..x * 3 + 3];
-            let in_mouth = mouth.as_ref().is_some_and(|m| m.contains(x, y));
+            let in_mouth = mouth.as_ref().filter(|m| m.contains(x, y));
             let in_eyes = blink_row && eye_columns(x);
-            if !in_mouth && !in_eyes {
+            if in_mouth.is_none() && !in_eyes {
                 o.copy_from_slice(&blend(src, columns[x], tap_y));
                 continue;
             }
@@ -344,12 +312,26 @@ pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [
             let mut v = v0;
             let mut cover = 0.0;
             let mut ey = 0.0;
-            if let Some(m) = mouth.as_ref().filter(|_| in_mouth) {
-                let (su, sv, c, e) = m.source(u, v);
-                u = su;
-                v = sv;
-                cover = c;
-                ey = e;
+            match in_mouth {
+                Some(Mouth::Landmarks(m)) => {
+                    let (su, sv, c, e) = m.source(u, v);
+                    u = su;
+                    v = sv;
+                    cover = c;
+                    ey = e;
+                }
+                Some(Mouth::Mesh(m)) => match m.pixel(x, y) {
+                    Pixel::Paint(px) => {
+                        o.copy_from_slice(&px);
+                        continue;
+                    }
+                    Pixel::From(su, sv) => {
+                        u = su;
+                        v = sv;
+                    }
+                    Pixel::Still => {}
+                },
+                None => {}
             }
             if blink_row {
                 for lid in lids {
@@ -370,6 +352,29 @@ pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [
             } else {
                 o.copy_from_slice(&px);
             }
+        }
+    }
+}
+
+/// This frame's mouth: through the lower face's mesh, or around the landmarks without one.
+enum Mouth {
+    Mesh(LipFrame),
+    Landmarks(MouthWarp),
+}
+
+impl Mouth {
+    fn rows(&self) -> std::ops::Range<usize> {
+        match self {
+            Mouth::Mesh(m) => m.y0..m.y1,
+            Mouth::Landmarks(m) => m.y0..m.y1,
+        }
+    }
+
+    #[inline]
+    fn contains(&self, x: usize, y: usize) -> bool {
+        match self {
+            Mouth::Mesh(m) => m.contains(x, y),
+            Mouth::Landmarks(m) => m.contains(x, y),
         }
     }
 }

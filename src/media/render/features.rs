@@ -1,73 +1,8 @@
 //! The portrait's features the renderer moves, read once from its model when it is prepared (not
-//! every frame): where its lips part, column by column, and each eye's lids.
+//! every frame): each eye's lids.
 
 use crate::media::avatar::{AvatarModel, MeshState};
 use crate::media::mesh::points;
-
-/// Where the portrait's lips part, column by column: for each column from `x0`, the middle of
-/// the gap between the inner lip edges and its height (0 where they touch). From the mesh's
-/// inner lip contours; `None` without a mesh or where the lips already meet.
-pub(super) struct LipLine {
-    pub(super) x0: f32,
-    pub(super) columns: Vec<(f32, f32)>,
-}
-
-impl LipLine {
-    pub(super) fn of(model: &AvatarModel) -> Option<Self> {
-        let Some(MeshState::Ok { points: mesh }) = &model.mesh else {
-            return None;
-        };
-        let contour = |indices: &[usize]| -> Option<Vec<[f32; 2]>> {
-            let mut line: Vec<[f32; 2]> = indices
-                .iter()
-                .map(|i| mesh.get(*i).map(|p| [p[0], p[1]]))
-                .collect::<Option<_>>()?;
-            line.sort_by(|a, b| a[0].total_cmp(&b[0]));
-            Some(line)
-        };
-        let (upper, lower) = (
-            contour(&points::INNER_UPPER_CONTOUR)?,
-            contour(&points::INNER_LOWER_CONTOUR)?,
-        );
-        let at = |line: &[[f32; 2]], x: f32| -> f32 {
-            let i = line.partition_point(|p| p[0] <= x).clamp(1, line.len() - 1);
-            let (a, b) = (line[i - 1], line[i]);
-            let t = ((x - a[0]) / (b[0] - a[0]).max(1e-3)).clamp(0.0, 1.0);
-            a[1] + (b[1] - a[1]) * t
-        };
-        let (left, right) = (
-            upper[0][0].min(lower[0][0]),
-            upper[upper.len() - 1][0].max(lower[lower.len() - 1][0]),
-        );
-        if !(right - left > 2.0 && right.is_finite() && left.is_finite()) {
-            return None;
-        }
-        let x0 = left.floor();
-        let columns: Vec<(f32, f32)> = (0..=(right - x0).ceil() as usize)
-            .map(|i| {
-                let x = x0 + i as f32;
-                let (top, bottom) = (at(&upper, x), at(&lower, x));
-                ((top + bottom) / 2.0, (bottom - top).max(0.0))
-            })
-            .collect();
-        let widest = columns.iter().map(|c| c.1).fold(0.0, f32::max);
-        (widest > 0.5).then_some(Self { x0, columns })
-    }
-
-    /// The gap's middle and height at column `u` (between columns: linear).
-    #[inline]
-    pub(super) fn at(&self, u: f32) -> (f32, f32) {
-        let x = u - self.x0;
-        if x <= 0.0 || x >= (self.columns.len() - 1) as f32 {
-            let edge = if x <= 0.0 { 0 } else { self.columns.len() - 1 };
-            return (self.columns[edge].0, 0.0);
-        }
-        let i = x as usize;
-        let t = x - i as f32;
-        let (a, b) = (self.columns[i], self.columns[i + 1]);
-        (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)
-    }
-}
 
 /// One eye's upper lid, for blinks: the eye's opening is an upper and a lower arc between its
 /// corners; blinking, the lash line slides down the upper arc to the lower one, and the lid's skin

@@ -111,61 +111,114 @@ fn speech_moves_the_mouth_far_more_than_idle_motion() {
     assert_eq!(region_difference(&idle, &open, w, top), 0.0);
 }
 
-#[test]
-fn a_closure_presses_parted_lips_together_along_the_mesh() {
-    // The portrait with its lips parted by a dark gap, and a mesh whose inner lip contours
-    // run along the gap's edges (an ellipse between the corners).
-    let p = portrait();
-    let (cx, cy, mw) = (
-        p.model.mouth.center[0],
-        p.model.mouth.center[1],
-        p.model.mouth.width,
-    );
-    let (w, h) = (p.width(), p.height());
-    let mut image =
-        image::RgbImage::from_raw(w as u32, h as u32, p.base.as_slice().unwrap().to_vec()).unwrap();
-    let half = 0.4 * mw;
-    let gap = |x: f32| 5.0 * (1.0 - ((x - cx) / half).powi(2)).max(0.0).sqrt();
-    for (x, y, px) in image.enumerate_pixels_mut() {
-        let (x, y) = (x as f32, y as f32);
-        if (x - cx).abs() < half {
-            let g = gap(x);
-            if (y - cy).abs() < g {
-                *px = image::Rgb([20, 10, 10]);
-            } else if (y - cy).abs() < g + 5.0 {
-                *px = image::Rgb([170, 60, 70]);
+/// The portrait with its lips parted by a gap (its upper half teeth, its lower half dark) and a
+/// face mesh whose lip contours run along the lips' edges (an ellipse between the corners), the
+/// rest of its points far from the mouth.
+struct Parted {
+    p: Prepared,
+    cx: f32,
+    cy: f32,
+    half: f32,
+}
+
+const TEETH: [u8; 3] = [236, 232, 220];
+
+impl Parted {
+    fn new() -> Self {
+        let p = portrait();
+        let (cx, cy, mw) = (
+            p.model.mouth.center[0],
+            p.model.mouth.center[1],
+            p.model.mouth.width,
+        );
+        let (w, h) = (p.width(), p.height());
+        let mut image =
+            image::RgbImage::from_raw(w as u32, h as u32, p.base.as_slice().unwrap().to_vec())
+                .unwrap();
+        let half = 0.4 * mw;
+        for (x, y, px) in image.enumerate_pixels_mut() {
+            let (x, y) = (x as f32, y as f32);
+            if (x - cx).abs() < half {
+                let g = Self::gap(cx, half, x);
+                if y >= cy - g && y < cy {
+                    *px = image::Rgb(TEETH);
+                } else if y >= cy && y < cy + g {
+                    *px = image::Rgb([20, 10, 10]);
+                } else if (y - cy).abs() < g + 5.0 {
+                    *px = image::Rgb([170, 60, 70]);
+                }
             }
         }
+        let mut model = p.model.clone();
+        let mut mesh = vec![[0.0, 0.0, 0.0]; 468];
+        for k in 0..11 {
+            let x = cx - half + 2.0 * half * k as f32 / 10.0;
+            let g = Self::gap(cx, half, x);
+            mesh[points::INNER_UPPER_CONTOUR[k]] = [x, cy - g, 0.0];
+            mesh[points::INNER_LOWER_CONTOUR[k]] = [x, cy + g, 0.0];
+            mesh[points::OUTER_UPPER_CONTOUR[k]] = [x, cy - g - 5.0, 0.0];
+            mesh[points::OUTER_LOWER_CONTOUR[k]] = [x, cy + g + 5.0, 0.0];
+        }
+        mesh[points::MOUTH_LEFT] = [cx - half - 4.0, cy, 0.0];
+        mesh[points::MOUTH_RIGHT] = [cx + half + 4.0, cy, 0.0];
+        model.mesh = Some(MeshState::Ok { points: mesh });
+        Self {
+            p: Prepared::new(model, image),
+            cx,
+            cy,
+            half,
+        }
     }
-    let mut model = p.model.clone();
-    let mut mesh = vec![[cx, cy, 0.0]; 468];
-    for (k, (upper, lower)) in points::INNER_UPPER_CONTOUR
-        .iter()
-        .zip(points::INNER_LOWER_CONTOUR)
-        .enumerate()
-    {
-        let x = cx - half + 2.0 * half * k as f32 / 10.0;
-        mesh[*upper] = [x, cy - gap(x), 0.0];
-        mesh[lower] = [x, cy + gap(x), 0.0];
+
+    /// Half the gap's height at column `x`: an ellipse through the contours' eleven points,
+    /// straight between them as the mesh's contours are.
+    fn gap(cx: f32, half: f32, x: f32) -> f32 {
+        let ellipse = |k: f32| 5.0 * (1.0 - (k / 5.0 - 1.0).powi(2)).max(0.0).sqrt();
+        let k = ((x - cx + half) / (2.0 * half) * 10.0).clamp(0.0, 10.0);
+        let (k0, t) = (k.floor().min(9.0), k - k.floor().min(9.0));
+        ellipse(k0) * (1.0 - t) + ellipse(k0 + 1.0) * t
     }
-    model.mesh = Some(MeshState::Ok { points: mesh });
-    let p = Prepared::new(model, image);
-    let dark = |open: f32| {
-        let f = frame(
-            &p,
+
+    fn frame(&self, open: f32) -> Vec<u8> {
+        frame(
+            &self.p,
             FrameParams {
                 open,
                 ..Default::default()
             },
-        );
+        )
+    }
+
+    /// The pixels of column `x` from row `y0` to `y1`.
+    fn column(&self, f: &[u8], x: usize, rows: std::ops::Range<usize>) -> Vec<[u8; 3]> {
+        let w = self.p.width();
+        rows.map(|y| {
+            let i = (y * w + x) * 3;
+            [f[i], f[i + 1], f[i + 2]]
+        })
+        .collect()
+    }
+}
+
+#[test]
+fn a_closure_presses_parted_lips_together_along_the_mesh() {
+    let parted = Parted::new();
+    let (cx, cy, half) = (parted.cx, parted.cy, parted.half);
+    let w = parted.p.width();
+    // Pixels of the gap (teeth or dark) left.
+    let gap = |open: f32| {
+        let f = parted.frame(open);
         let (x0, x1) = ((cx - half) as usize, (cx + half) as usize);
         let (y0, y1) = ((cy - 8.0) as usize, (cy + 8.0) as usize);
         (y0..y1)
             .flat_map(|y| (x0..x1).map(move |x| (x, y)))
-            .filter(|(x, y)| f[(y * w + x) * 3] < 60)
+            .filter(|(x, y)| {
+                let r = f[(y * w + x) * 3];
+                !(150..=190).contains(&r) && !(200..=235).contains(&r)
+            })
             .count()
     };
-    let (rest, half_way, pressed) = (dark(0.0), dark(-0.5), dark(-1.0));
+    let (rest, half_way, pressed) = (gap(0.0), gap(-0.5), gap(-1.0));
     assert!(rest > 100, "{rest}");
     assert!(
         half_way < rest && pressed < half_way,
@@ -173,9 +226,10 @@ fn a_closure_presses_parted_lips_together_along_the_mesh() {
     );
     assert!(pressed * 10 < rest, "{rest} -> {pressed}");
     // Without a mesh, rest is as closed as lips get.
-    let mut bare = p.model.clone();
+    let mut bare = parted.p.model.clone();
     bare.mesh = None;
-    let image = image::RgbImage::from_raw(w as u32, h as u32, p.base.as_slice().unwrap().to_vec());
+    let (h, src) = (parted.p.height(), parted.p.base.as_slice().unwrap());
+    let image = image::RgbImage::from_raw(w as u32, h as u32, src.to_vec());
     let bare = Prepared::new(bare, image.unwrap());
     let f = |open| {
         frame(
@@ -187,6 +241,77 @@ fn a_closure_presses_parted_lips_together_along_the_mesh() {
         )
     };
     assert_eq!(f(-1.0), f(0.0));
+}
+
+#[test]
+fn an_open_mouth_shows_the_portraits_teeth_unstretched_over_a_cavity_darker_at_the_back() {
+    let parted = Parted::new();
+    let (cx, cy) = (parted.cx as usize, parted.cy);
+    let rows = (cy - 30.0) as usize..(cy + 60.0) as usize;
+    let teeth = |f: &[u8]| {
+        parted
+            .column(f, cx, rows.clone())
+            .iter()
+            .filter(|px| px.iter().zip(TEETH).all(|(a, b)| a.abs_diff(b) < 30))
+            .count()
+    };
+    let (rest, open) = (parted.frame(0.0), parted.frame(1.0));
+    // Five rows of teeth at rest, about as many wide open: they move with the upper lip, the
+    // opening grows below them.
+    let (before, after) = (teeth(&rest), teeth(&open));
+    assert!((4..=6).contains(&before), "{before}");
+    assert!(after.abs_diff(before) <= 2, "{before} -> {after}");
+    let dark = |f: &[u8]| {
+        parted
+            .column(f, cx, rows.clone())
+            .iter()
+            .filter(|px| px[0] < 110 && px[1] < 60)
+            .count()
+    };
+    assert!(
+        dark(&open) > dark(&rest) + 12,
+        "{} -> {}",
+        dark(&rest),
+        dark(&open)
+    );
+    // The cavity is darkest in its middle (the back of the mouth), lighter toward the corners.
+    let depth = |x: usize| {
+        let column = parted.column(&open, x, rows.clone());
+        let run = column
+            .iter()
+            .position(|px| px[0] < 110 && px[1] < 60)
+            .unwrap();
+        let end = run
+            + column[run..]
+                .iter()
+                .take_while(|px| px[0] < 110 && px[1] < 60)
+                .count();
+        column[(run + end) / 2][0]
+    };
+    let (middle, side) = (depth(cx), depth((parted.cx - 0.7 * parted.half) as usize));
+    assert!(middle + 15 < side, "{middle} vs {side}");
+}
+
+#[test]
+fn the_mesh_moves_nothing_outside_the_lower_face() {
+    let parted = Parted::new();
+    let p = &parted.p;
+    let w = p.width();
+    let (still, open) = (parted.frame(0.0), parted.frame(1.0));
+    let mw = p.model.mouth.width;
+    // Above the ring and beside it, every pixel is the idle frame's.
+    let above = (0, 0, w, (parted.cy - 0.9 * mw - 2.0) as usize);
+    assert_eq!(region_difference(&still, &open, w, above), 0.0);
+    let left = (0, 0, (parted.cx - 1.15 * mw - 2.0) as usize, p.height());
+    assert_eq!(region_difference(&still, &open, w, left), 0.0);
+    // Inside it, the lips moved.
+    let mouth = (
+        (parted.cx - parted.half) as usize,
+        (parted.cy - 15.0) as usize,
+        (2.0 * parted.half) as usize,
+        40,
+    );
+    assert!(region_difference(&still, &open, w, mouth) > 10.0);
 }
 
 #[test]

@@ -20,9 +20,11 @@ use super::avatar::AvatarModel;
 mod features;
 mod geometry;
 mod lips;
+mod sample;
 
 use features::Lid;
 use lips::{Global, LipFrame, LipMesh, Pixel};
+use sample::{blend, smooth, Tap};
 
 /// A session's base frame and its geometry.
 pub struct Prepared {
@@ -84,12 +86,6 @@ pub fn blink_at(t: f32, seed: u32) -> f32 {
     } else {
         0.0
     }
-}
-
-#[inline]
-fn smooth(x: f32) -> f32 {
-    let x = x.clamp(0.0, 1.0);
-    x * x * (3.0 - 2.0 * x)
 }
 
 /// The mouth's motion for one frame without a face mesh: a smooth warp around the detector's
@@ -191,44 +187,6 @@ impl MouthWarp {
     }
 }
 
-/// One axis of a bilinear sample in fixed point: the two neighbours' byte offsets and the far
-/// one's weight (0..=256).
-#[derive(Clone, Copy)]
-struct Tap {
-    near: usize,
-    far: usize,
-    weight: u32,
-}
-
-impl Tap {
-    /// The tap at `coord` on an axis of `len` pixels, `stride` bytes apart, clamped to its ends.
-    #[inline]
-    fn at(coord: f32, len: usize, stride: usize) -> Self {
-        let c = coord.clamp(0.0, (len - 1) as f32);
-        let c0 = c as usize;
-        let c1 = (c0 + 1).min(len - 1);
-        Self {
-            near: c0 * stride,
-            far: c1 * stride,
-            weight: ((c - c0 as f32) * 256.0) as u32,
-        }
-    }
-}
-
-/// Bilinear sample of `src` at the taps' point, in fixed point.
-#[inline]
-fn blend(src: &[u8], x: Tap, y: Tap) -> [u8; 3] {
-    let (wx, wy) = (x.weight, y.weight);
-    let mut out = [0u8; 3];
-    for (c, o) in out.iter_mut().enumerate() {
-        let at = |row: usize, col: usize| src[row + col + c] as u32;
-        let top = at(y.near, x.near) * (256 - wx) + at(y.near, x.far) * wx;
-        let bottom = at(y.far, x.near) * (256 - wx) + at(y.far, x.far) * wx;
-        *o = ((top * (256 - wy) + bottom * wy + (1 << 15)) >> 16) as u8;
-    }
-    out
-}
-
 /// Renders one frame of `prepared` from `src` (the base, or the base with a lip-sync model's
 /// mouth pasted in) into `out` (`w * h * 3` bytes).
 ///
@@ -253,7 +211,9 @@ pub fn render_into(prepared: &Prepared, src: &[u8], p: &FrameParams, out: &mut [
     let column = |x: usize| x as f32 * global.sx + global.bx;
     let row_at = |y: usize| y as f32 * global.sy + global.by;
     let mouth = match &prepared.lips {
-        Some(lips) => lips.frame(p, &global, src, (w, h)).map(Mouth::Mesh),
+        Some(lips) => lips
+            .frame(p.open, p.shape, &global, src, (w, h))
+            .map(Mouth::Mesh),
         None => MouthWarp::new(prepared, p, w, h).map(Mouth::Landmarks),
     };
     let columns: Vec<Tap> = (0..w).map(|x| Tap::at(column(x), w, 3)).collect();

@@ -10,7 +10,7 @@
 //! stretched, and between them a cavity darker toward the back.
 
 use super::geometry::{inside, triangulate, Curve};
-use super::{smooth, FrameParams};
+use super::sample::{blend, smooth, Tap};
 use crate::media::avatar::{AvatarModel, MeshState};
 use crate::media::mesh::points;
 
@@ -373,26 +373,27 @@ impl LipMesh {
     /// This frame's lower face, or `None` while the lips are at rest.
     pub(super) fn frame(
         &self,
-        p: &FrameParams,
+        open: f32,
+        shape: f32,
         g: &Global,
         src: &[u8],
         size: (usize, usize),
     ) -> Option<LipFrame> {
         let (w, h) = size;
-        let motion = if p.open >= 0.01 {
+        let motion = if open >= 0.01 {
             Motion {
-                jaw: p.open * 0.5 * self.mw,
-                lift: p.open * 0.22 * self.mw,
-                widen: 1.0 + p.open * (0.10 * p.shape.max(0.0) - 0.12 * (-p.shape).max(0.0)),
+                jaw: open * 0.5 * self.mw,
+                lift: open * 0.22 * self.mw,
+                widen: 1.0 + open * (0.10 * shape.max(0.0) - 0.12 * (-shape).max(0.0)),
                 press: 0.0,
             }
-        } else if p.open <= -0.01 && self.parted {
+        } else if open <= -0.01 && self.parted {
             Motion {
                 jaw: 0.0,
                 lift: 0.0,
                 widen: 1.0,
                 // Firmly: the lips meet at 77 % of the driver's press and stay together.
-                press: (-1.3 * p.open).min(1.0),
+                press: (-1.3 * open).min(1.0),
             }
         } else {
             return None;
@@ -527,8 +528,7 @@ impl LipMesh {
                     (wb, b0 - db.min(lower_zone) * g.sy)
                 };
                 if weight > 0.0 {
-                    let s =
-                        super::blend(src, super::Tap::at(u, w, 3), super::Tap::at(sv, h, w * 3));
+                    let s = blend(src, Tap::at(u, w, 3), Tap::at(sv, h, w * 3));
                     for c in 0..3 {
                         px[c] = px[c] * (1.0 - weight) + s[c] as f32 * weight;
                     }

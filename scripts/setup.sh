@@ -9,6 +9,7 @@
 #   .setup/models/centerface.onnx        CenterFace with symbolic N/H/W, verified with onnxruntime
 #   .setup/models/face_landmark.onnx     mediapipe's 468-point face mesh, converted from TFLite and verified
 #   .setup/images/*.png                  real photos from scikit-image, for tests
+#   .setup/images/group.jpg              six faces from insightface's sdist, for the lip figures
 #   .setup/default-avatar.png            NASA's public-domain astronaut portrait (see .txt beside it)
 #   .setup/openapi-venv/                 openapi-python-client and openapi-spec-validator (the OpenAPI test)
 set -euo pipefail
@@ -277,6 +278,33 @@ copy "$SETUP/images/astronaut.png" "$SETUP/default-avatar.png"
 about="default-avatar.png = astronaut.png from scikit-image $(sed -n 's/^scikit-image==//p' "$stamp") (skimage/data): NASA portrait of astronaut Eileen Collins, public domain"
 [ "$(cat "$SETUP/default-avatar.txt" 2>/dev/null)" = "$about" ] || echo "$about" >"$SETUP/default-avatar.txt"
 say "ok: default avatar .setup/default-avatar.png"
+
+# 5b. A group photo, for lip figures on more faces than the astronaut's (`make bench-lips
+#     ARGS=--portraits`; no test needs it): t1.jpg (six faces) from the insightface 0.7.3 sdist on
+#     PyPI, the archive and the photo both checked by sha256.
+GROUP_SDIST_URL=https://files.pythonhosted.org/packages/0b/8d/0f4af90999ca96cf8cb846eb5ae27c5ef5b390f9c090dd19e4fa76364c13/insightface-0.7.3.tar.gz
+GROUP_SDIST_SHA256=f191f719612ebb37018f41936814500544cd0f86e6fcd676c023f354c668ddf7
+GROUP_JPG_SHA256=47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489
+if [ "$(sha256sum "$SETUP/images/group.jpg" 2>/dev/null | cut -d' ' -f1)" != "$GROUP_JPG_SHA256" ]; then
+    "$VENV/bin/python" - "$GROUP_SDIST_URL" "$GROUP_SDIST_SHA256" "$GROUP_JPG_SHA256" \
+        "$SETUP/images/group.jpg" <<'PY' || die "could not fetch the group photo (insightface 0.7.3's t1.jpg)"
+import hashlib, io, os, sys, tarfile, urllib.request
+url, sdist_sha, jpg_sha, out = sys.argv[1:]
+data = urllib.request.urlopen(url, timeout=120).read()
+got = hashlib.sha256(data).hexdigest()
+if got != sdist_sha:
+    sys.exit(f"{url}: sha256 {got}, expected {sdist_sha}")
+with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    jpg = tar.extractfile("insightface-0.7.3/insightface/data/images/t1.jpg").read()
+got = hashlib.sha256(jpg).hexdigest()
+if got != jpg_sha:
+    sys.exit(f"t1.jpg: sha256 {got}, expected {jpg_sha}")
+with open(out + ".tmp", "wb") as f:
+    f.write(jpg)
+os.replace(out + ".tmp", out)
+PY
+fi
+say "ok: .setup/images/group.jpg (six faces, for make bench-lips ARGS=--portraits)"
 
 bash "$ROOT/scripts/setup_livekit.sh"  # 6. LiveKit media: liblivekit_ffi.so, its schema, the fake server's packages
 bash "$ROOT/scripts/setup_livekit_server.sh"  # 6b. livekit-server, built from its Go module

@@ -40,7 +40,7 @@ async fn start_on(app: &TestApp, base: &str, key: &str, agent: &str) -> String {
     started.body["session_id"].as_str().unwrap().to_string()
 }
 
-fn metric(text: &str, line_start: &str) -> f64 {
+pub(crate) fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
@@ -50,17 +50,19 @@ fn metric(text: &str, line_start: &str) -> f64 {
 
 /// Node B (this process) and node A (the real binary) of one cluster, on one PostgreSQL and the
 /// local NATS, with an account and a ready agent made on B.
-struct TwoNodes {
-    b: TestApp,
+/// Two nodes on one PostgreSQL database and NATS: B in this process, A the real binary; an
+/// account that may run two sessions and a ready agent.
+pub(crate) struct TwoNodes {
+    pub(crate) b: TestApp,
     a: std::process::Child,
-    a_base: String,
-    key: String,
-    agent: String,
+    pub(crate) a_base: String,
+    pub(crate) key: String,
+    pub(crate) agent: String,
 }
 
 impl TwoNodes {
     /// `tweak` adjusts B's settings, `a_env` adds to A's environment.
-    async fn start(tweak: impl FnOnce(&mut Settings), a_env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(tweak: impl FnOnce(&mut Settings), a_env: &[(&str, &str)]) -> Self {
         let run = avatar_supervisor::domain::ids::random_token(8);
         let prefix = format!("avs_test_{run}");
         let b = spawn_app_with(Db::Postgres, |s| {
@@ -102,7 +104,7 @@ impl TwoNodes {
     }
 
     /// Wakes A if frozen, and ends it.
-    fn end_a(mut self) -> TestApp {
+    pub(crate) fn end_a(mut self) -> TestApp {
         signal(self.a.id(), "-CONT");
         self.a.kill().unwrap();
         let _ = self.a.wait();

@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::in_netns;
+use crate::failover::{metric, TwoNodes};
 use crate::helpers::*;
 use crate::support::elevenlabs::{Access, FakeElevenLabs};
 use crate::support::livekit_server::{LiveKitServer, API_KEY, API_SECRET};
@@ -181,7 +182,7 @@ async fn room_page_plays_the_avatar_and_hears_the_visitor() {
     if !in_netns() {
         return;
     }
-    room_page(None).await;
+    room_page(Rooms::Local).await;
 }
 
 /// The same page when the server's rooms are on LiveKit's own server: livekit-client (served by
@@ -193,34 +194,97 @@ async fn room_page_on_livekit_plays_the_avatar_and_hears_the_visitor() {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let livekit = LiveKitServer::start(root).await;
-    room_page(Some(&livekit)).await;
+    room_page(Rooms::LiveKit(&livekit)).await;
 }
 
-/// A visit of the room page, its media through the local room or through `livekit`.
-async fn room_page(livekit: Option<&LiveKitServer>) {
+/// The same page served by one node of two while the session runs on the other: the page's node
+/// is full, so its start is placed on the other node, and the page's WebRTC offer (and its leave)
+/// are relayed there over NATS; the other node answers with its own ICE address. PostgreSQL is
+/// reached through its socket and NATS is the namespace's own (`scripts/netns_run.sh`).
+#[actix_web::test]
+async fn room_page_on_one_node_plays_a_session_on_another() {
+    if !in_netns() {
+        return;
+    }
+    room_page(Rooms::OtherNode).await;
+}
+
+/// Where the room page's session runs.
+enum Rooms<'a> {
+    /// The local room of the node serving the page.
+    Local,
+    /// LiveKit's own server.
+    LiveKit(&'a LiveKitServer),
+    /// The local room of another node than the page's.
+    OtherNode,
+}
+
+/// A visit of the room page, its media through `rooms`.
+async fn room_page(rooms: Rooms<'_>) {
     let fake = FakeElevenLabs::start("xi-unused").await;
     fake.add_agent("el_room", Access::Public);
     let (http, ws) = (fake.http_base(), fake.ws_base());
-    let livekit_url = livekit.map(LiveKitServer::url);
-    let app = spawn_app_with(Db::Sqlite, move |s| {
-        s.voice.elevenlabs_http_base = http;
-        s.voice.elevenlabs_ws_base = ws;
-        if let Some(url) = livekit_url {
-            s.livekit.url = url;
-            s.livekit.api_key = API_KEY.into();
-            s.livekit.api_secret = avatar_supervisor::config::Secret::new(API_SECRET);
-            s.livekit.avatar_participant = true;
+    let (single, nodes) = match rooms {
+        Rooms::OtherNode => {
+            let env = [
+                ("AVS_VOICE__ELEVENLABS_HTTP_BASE", http.as_str()),
+                ("AVS_VOICE__ELEVENLABS_WS_BASE", ws.as_str()),
+            ];
+            let (http, ws) = (http.clone(), ws.clone());
+            let nodes = TwoNodes::start(
+                move |s| {
+                    s.voice.elevenlabs_http_base = http;
+                    s.voice.elevenlabs_ws_base = ws;
+                    // One slot, taken below: the page's start goes to the other node.
+                    s.render.slots_per_device = 1;
+                },
+                &env,
+            )
+            .await;
+            (None, Some(nodes))
         }
-    })
-    .await;
-    let acct = app.account(2, 10.0, 1000).await;
+        Rooms::Local | Rooms::LiveKit(_) => {
+            let livekit_url = match rooms {
+                Rooms::LiveKit(livekit) => Some(livekit.url()),
+                _ => None,
+            };
+            let app = spawn_app_with(Db::Sqlite, move |s| {
+                s.voice.elevenlabs_http_base = http;
+                s.voice.elevenlabs_ws_base = ws;
+                if let Some(url) = livekit_url {
+                    s.livekit.url = url;
+                    s.livekit.api_key = API_KEY.into();
+                    s.livekit.api_secret = avatar_supervisor::config::Secret::new(API_SECRET);
+                    s.livekit.avatar_participant = true;
+                }
+            })
+            .await;
+            (Some(app), None)
+        }
+    };
+    let app = match (&single, &nodes) {
+        (Some(app), _) => app,
+        (None, Some(nodes)) => &nodes.b,
+        (None, None) => unreachable!("one of the two is made above"),
+    };
+    let key = match &nodes {
+        Some(nodes) => {
+            // The page's node's one slot: taken by a session of the plain agent.
+            let r = app
+                .post("/v1/sessions", &nodes.key, json!({"agent_id": nodes.agent}))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            nodes.key.clone()
+        }
+        None => app.account(2, 10.0, 1000).await.key,
+    };
     let agent = app
         .ready_agent(
-            &acct.key,
+            &key,
             json!({"name": "Ada", "voice_agent": {"provider": "elevenlabs", "agent_id": "el_room", "auth_method": "public"}}),
         )
         .await;
-    let link = link_of(&app, &acct.key, &agent).await;
+    let link = link_of(app, &key, &agent).await;
     let dir = tempfile::tempdir().unwrap();
     let wav = speech_wav(dir.path());
 
@@ -261,10 +325,10 @@ async fn room_page(livekit: Option<&LiveKitServer>) {
     assert_eq!(room["focus"][3], "say-text");
     assert_eq!(room["focus"][4], "leave");
     assert_eq!(room["session_id"], session.as_str());
-    match livekit {
+    match rooms {
         // The page joined the session's LiveKit room: no viewer of the local room.
-        Some(_) => assert!(room["viewer"].is_null(), "{}", room["viewer"]),
-        None => assert!(room["viewer"]
+        Rooms::LiveKit(_) => assert!(room["viewer"].is_null(), "{}", room["viewer"]),
+        Rooms::Local | Rooms::OtherNode => assert!(room["viewer"]
             .as_str()
             .is_some_and(|v| v.contains(&format!("/v1/sessions/{session}/rtc/")))),
     }
@@ -341,10 +405,41 @@ async fn room_page(livekit: Option<&LiveKitServer>) {
         .contains("The session ended"));
     assert_eq!(room["ended"]["leave_visible"], false);
     let row = app
-        .wait_session(&acct.key, &session, "stopped", Duration::from_secs(10))
+        .wait_session(&key, &session, "stopped", Duration::from_secs(10))
         .await;
     assert_eq!(row["status"], "stopped", "{row}");
+    if let Some(nodes) = &nodes {
+        // The media came from the other node's room, relayed by the page's node.
+        let a_metrics = app
+            .client
+            .get(format!("{}/metrics", nodes.a_base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let connected = |text: &str| metric(text, "avs_rtc_connections_total{state=\"connected\"}");
+        assert_eq!(
+            connected(&a_metrics),
+            1.0,
+            "the browser is the other node's viewer"
+        );
+        let b_metrics = app.metrics().await;
+        assert_eq!(connected(&b_metrics), 0.0, "not the page's node's");
+        let relayed = metric(
+            &b_metrics,
+            "avs_cluster_forwards_total{kind=\"rtc\",outcome=\"ok\"}",
+        );
+        assert!(
+            relayed >= 2.0,
+            "the offer and the leave went over NATS: {relayed}"
+        );
+    }
     fake.stop().await;
+    if let Some(nodes) = nodes {
+        nodes.end_a();
+    }
 }
 
 #[actix_web::test]

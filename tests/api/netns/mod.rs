@@ -3,7 +3,8 @@
 //! to, and WebRTC stacks ignore loopback unless told; inside the namespace `scripts/test.sh`
 //! makes (only `lo` and an inner veth pair), nothing can leave the machine. The script runs these
 //! in a second pass (`AVS_NETNS=1 ip netns exec … cargo test --test api -- netns::`); the first
-//! pass skips them. They run on SQLite: PostgreSQL is not reachable from inside.
+//! pass skips them. They run on SQLite, but for the one with two nodes: it reaches PostgreSQL
+//! through its socket and a NATS of the namespace's own (`scripts/netns_run.sh` sets both up).
 
 mod browser;
 mod livekit;

@@ -6,8 +6,8 @@
 //! warp, so the lips part exactly along their inner edges and everything else bends smoothly.
 //!
 //! Between the inner lips it draws the inside of the mouth: the portrait's own teeth, the top of
-//! its gap under the upper lip and the bottom over the lower lip, moving with them and never
-//! stretched, and between them a cavity darker toward the back.
+//! its gap under the upper lip and the bottom over the lower lip (drawn upper teeth where its lips
+//! are closed), moving with them and never stretched, and between them a cavity darker toward the back.
 
 use super::geometry::{inside, triangulate, Curve};
 use super::sample::{blend, smooth, Tap};
@@ -130,9 +130,9 @@ impl LipMesh {
         let outer_upper = contour(&points::OUTER_UPPER_CONTOUR)?;
         let outer_lower = contour(&points::OUTER_LOWER_CONTOUR)?;
         // The lower inner edge never above the upper one (the mesh reads closed lips a pixel
-        // either way).
-        for (l, u) in inner_lower.iter_mut().zip(&inner_upper) {
-            l[1] = l[1].max(u[1]);
+        // either way), and between the corners half a pixel below it: two lips, not one.
+        for (l, u) in inner_lower[1..10].iter_mut().zip(&inner_upper[1..10]) {
+            l[1] = l[1].max(u[1] + 0.5);
         }
         let mw = model.mouth.width;
         let (left, right) = (inner_upper[0][0], inner_upper[10][0]);
@@ -486,6 +486,14 @@ impl LipMesh {
         };
         let (edge, deep) = ([104.0, 46.0, 50.0], [30.0, 9.0, 12.0]);
         let tongue = [132.0, 56.0, 62.0];
+        // Drawn teeth are lit like the skin of the chin.
+        let skin = blend(
+            src,
+            Tap::at(self.cx, w, 3),
+            Tap::at(self.bottom.at(self.cx) + 0.35 * self.mw, h, w * 3),
+        );
+        let luma = 0.3 * skin[0] as f32 + 0.59 * skin[1] as f32 + 0.11 * skin[2] as f32;
+        let light = (luma / 170.0).clamp(0.55, 1.1);
         let xs = (left.ceil().max(frame.x0 as f32) as usize)
             ..(right.floor() + 1.0).min(frame.x1 as f32) as usize;
         for x in xs {
@@ -516,6 +524,26 @@ impl LipMesh {
                 for c in 0..3 {
                     let cavity = edge[c] * (1.0 - core) + deep[c] * core;
                     px[c] = cavity * (1.0 - 0.6 * low) + tongue[c] * 0.6 * low;
+                }
+                // A portrait with its lips closed shows no teeth: drawn ones under the upper lip
+                // (a tenth of the mouth's width tall in the middle, less toward the corners, the
+                // same height however wide the mouth opens).
+                let drawn = smooth((0.08 * self.mw - gap) / (0.04 * self.mw));
+                if drawn > 0.0 {
+                    let tall = 0.1 * self.mw * (1.0 - ex * ex).max(0.0).sqrt();
+                    let cover = drawn * (1.0 - smooth((dt - tall + 0.75) / 1.5));
+                    if cover > 0.0 {
+                        // A faint line between teeth, the two front ones meeting in the middle.
+                        let along = (x as f32 - mid) / (0.09 * self.mw);
+                        let seam = 1.0 - 0.3 * smooth(1.0 - (along - along.round()).abs() / 0.12);
+                        let shade = light
+                            * seam
+                            * (1.0 - 0.4 * ex * ex)
+                            * (0.9 + 0.1 * smooth(dt / tall.max(1.0)));
+                        for (c, white) in [228.0, 222.0, 206.0].iter().enumerate() {
+                            px[c] = px[c] * (1.0 - cover) + white * shade * cover;
+                        }
+                    }
                 }
                 // The portrait's own teeth: the top of its gap under the upper lip, the bottom
                 // over the lower lip, each at its own scale.

@@ -125,6 +125,11 @@ const TEETH: [u8; 3] = [236, 232, 220];
 
 impl Parted {
     fn new() -> Self {
+        Self::with_gap(5.0)
+    }
+
+    /// The same with lips `gap` apart in the middle (0: closed, no teeth showing).
+    fn with_gap(gap: f32) -> Self {
         let p = portrait();
         let (cx, cy, mw) = (
             p.model.mouth.center[0],
@@ -139,7 +144,7 @@ impl Parted {
         for (x, y, px) in image.enumerate_pixels_mut() {
             let (x, y) = (x as f32, y as f32);
             if (x - cx).abs() < half {
-                let g = Self::gap(cx, half, x);
+                let g = Self::gap(cx, half, x) * gap / 5.0;
                 if y >= cy - g && y < cy {
                     *px = image::Rgb(TEETH);
                 } else if y >= cy && y < cy + g {
@@ -153,7 +158,7 @@ impl Parted {
         let mut mesh = vec![[0.0, 0.0, 0.0]; 468];
         for k in 0..11 {
             let x = cx - half + 2.0 * half * k as f32 / 10.0;
-            let g = Self::gap(cx, half, x);
+            let g = Self::gap(cx, half, x) * gap / 5.0;
             mesh[points::INNER_UPPER_CONTOUR[k]] = [x, cy - g, 0.0];
             mesh[points::INNER_LOWER_CONTOUR[k]] = [x, cy + g, 0.0];
             mesh[points::OUTER_UPPER_CONTOUR[k]] = [x, cy - g - 5.0, 0.0];
@@ -386,4 +391,42 @@ fn the_fixed_point_frame_matches_a_float_bilinear_one() {
         }
     }
     assert!(worst <= 2, "worst difference {worst}");
+}
+
+#[test]
+fn a_portrait_with_closed_lips_opens_on_drawn_teeth_that_do_not_stretch() {
+    let closed = Parted::with_gap(0.0);
+    // Through the middle of a front tooth (the two meet in the middle).
+    let mw = closed.p.model.mouth.width;
+    let (cx, cy) = ((closed.cx + 0.045 * mw) as usize, closed.cy);
+    let rows = (cy - 30.0) as usize..(cy + 60.0) as usize;
+    let bright = |open: f32| {
+        let f = closed.frame(open);
+        let column = closed.column(&f, cx, rows.clone());
+        // The first light run below the upper lip's red: its start and length.
+        let start = column
+            .iter()
+            .position(|px| px.iter().all(|c| *c > 150) && px[1] > 140)
+            .unwrap_or_else(|| panic!("no teeth at open {open}: {column:?}"));
+        let len = column[start..]
+            .iter()
+            .take_while(|px| px.iter().all(|c| *c > 150) && px[1] > 140)
+            .count();
+        (start, len)
+    };
+    assert_eq!(
+        closed
+            .column(&closed.frame(0.0), cx, rows.clone())
+            .iter()
+            .filter(|px| px[1] > 200)
+            .count(),
+        0,
+        "no teeth at rest"
+    );
+    let ((_, half_way), (_, wide)) = (bright(0.6), bright(1.0));
+    assert!(half_way >= 3, "{half_way} rows of teeth");
+    assert!(
+        wide.abs_diff(half_way) <= 1,
+        "{half_way} -> {wide} rows: stretched"
+    );
 }

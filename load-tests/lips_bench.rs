@@ -197,7 +197,7 @@ fn gaps(prepared: &Prepared, src: &[u8], mesher: &FaceMesher, frames: &[Drawn]) 
             };
             render_into(prepared, src, &p, &mut out);
             let image = image::RgbImage::from_raw(w as u32, h as u32, out.clone()).expect("frame");
-            match mesher.mesh_or_why(&image, &prepared.model.face) {
+            match mesher.mesh_or_why(&image, &prepared.model().face) {
                 MeshState::Ok { points: p } => {
                     let (a, b) = (p[points::INNER_UPPER_LIP], p[points::INNER_LOWER_LIP]);
                     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
@@ -440,7 +440,7 @@ fn report(prepared: &Prepared, mesher: &FaceMesher, speeches: &[Speech], label: 
 /// The lower face at each of `frames`' openings, three times its size, one PNG each in `dir`.
 fn stills(prepared: &Prepared, src: &[u8], frames: &[Drawn], dir: &str) {
     let (w, h) = (prepared.width(), prepared.height());
-    let r = prepared.model.mouth.region;
+    let r = prepared.model().mouth.region;
     let mut out = vec![0u8; w * h * 3];
     for f in frames {
         let p = FrameParams {
@@ -465,7 +465,7 @@ fn stills(prepared: &Prepared, src: &[u8], frames: &[Drawn], dir: &str) {
 
 fn lip_sheet(prepared: &Prepared, before: &Prepared, src: &[u8], speech: &Speech, path: &str) {
     let (w, h) = (prepared.width(), prepared.height());
-    let r = prepared.model.mouth.region;
+    let r = prepared.model().mouth.region;
     let (cx, cy) = (r.x.max(0.0) as usize, r.y.max(0.0) as usize);
     let (cw, ch) = ((r.w as usize).min(w - cx), (r.h as usize).min(h - cy));
     let samples = &speech.samples;

@@ -1,7 +1,7 @@
 //! A lip-sync model with the Wav2Lip signature, through onnxruntime (CUDA on a `cuda:N` device):
-//! `mel` [B,1,80,16] (log-mel of the last 200 ms, see `audio::MelSpec`) and `face` [B,6,96,96]
+//! `mel` `[B,1,80,16]` (log-mel of the last 200 ms, see `audio::MelSpec`) and `face` `[B,6,96,96]`
 //! (the face with its lower half blanked, then the reference face; RGB in 0..1) give `face`
-//! [B,3,96,96], the face with the mouth the audio calls for. The lower half of it is pasted back
+//! `[B,3,96,96]`, the face with the mouth the audio calls for. The lower half of it is pasted back
 //! over the face, feathered. Every speaking session on a device goes through one batched run per
 //! frame tick.
 
@@ -30,7 +30,7 @@ pub struct LipFace {
 impl LipFace {
     /// The square around the prepared frame's face, and its 96×96 reference.
     pub fn of(prepared: &Prepared) -> Self {
-        let f = &prepared.model.face;
+        let f = &prepared.model().face;
         let side = f.w.max(f.h) * 1.05;
         let (x, y) = (f.x + f.w / 2.0 - side / 2.0, f.y + f.h / 2.0 - side / 2.0);
         let (w, h) = (prepared.width(), prepared.height());

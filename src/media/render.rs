@@ -28,7 +28,8 @@ use sample::{blend, smooth, Tap};
 
 /// A session's base frame and its geometry.
 pub struct Prepared {
-    pub model: AvatarModel,
+    /// Read-only once prepared: the lids and the lips' mesh are derived from it.
+    model: AvatarModel,
     /// `[height, width, 3]` RGB.
     pub base: Array3<u8>,
     /// Each eye's lids, for blinks.
@@ -48,6 +49,10 @@ impl Prepared {
             model,
             base,
         }
+    }
+
+    pub fn model(&self) -> &AvatarModel {
+        &self.model
     }
 
     pub fn width(&self) -> usize {

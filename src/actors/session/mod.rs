@@ -8,10 +8,10 @@
 //!   `Snapshot`, `MediaTap`);
 //! - `supervision`: spawning the children, restarting them, going live when the room is ready;
 //! - `billing`: the per-second bill and the minutes-low warning;
-//! - [`presence`]: who is there (room participants, channel clients) and the idle timer;
-//! - [`fanout`]: channel subscribers, the status, and the typed events they receive;
+//! - `presence`: who is there (room participants, channel clients) and the idle timer;
+//! - `fanout`: channel subscribers, the status, and the typed events they receive;
 //! - [`commands`]: speak, add context, interrupt (and [`commands::deliver`], which fans one out);
-//! - [`ending`]: the one way out, as named steps (bill, release, notify).
+//! - `ending`: the one way out, as named steps (bill, release, notify).
 
 pub mod agent_link;
 pub mod messages;

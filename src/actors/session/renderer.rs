@@ -100,7 +100,7 @@ impl Actor for Renderer {
                 Err(_) => return act.die(ctx, "the render pool is gone".into()),
             };
             let (width, height) = (prepared.width() as u32, prepared.height() as u32);
-            let r = prepared.model.mouth.region;
+            let r = prepared.model().mouth.region;
             let mouth = [r.x, r.y, r.w, r.h];
             let (tx, rx) = mpsc::unbounded_channel();
             let attach = Attach {

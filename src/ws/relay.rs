@@ -122,12 +122,7 @@ impl Remote {
     /// For an agent's channel, once a beat: taps every node heard from that it has not tapped yet,
     /// and announces the sessions of tapped nodes gone silent as their ends are written.
     pub async fn watch_nodes(&mut self, state: &AppState, agent_id: &str) {
-        let alive: HashSet<String> = state
-            .sessions
-            .peers()
-            .into_iter()
-            .map(|peer| peer.node_id)
-            .collect();
+        let alive = alive_nodes(state);
         let fell_silent: Vec<String> = self
             .tapped
             .iter()
@@ -148,7 +143,7 @@ impl Remote {
             }
         }
         self.announce_ends(state).await;
-        self.tap_new_nodes(state, agent_id).await;
+        self.tap_new_nodes(&alive, agent_id).await;
     }
 
     /// Queues the end of each session of a silent node that another node has written (`node_lost`);
@@ -184,25 +179,21 @@ impl Remote {
         }
     }
 
-    /// Taps every node heard from that this channel has not tapped yet.
-    async fn tap_new_nodes(&mut self, state: &AppState, agent_id: &str) {
-        for peer in state.sessions.peers() {
-            if self.tapped.contains(&peer.node_id) {
+    /// Taps every node heard from (`alive`) that this channel has not tapped yet.
+    async fn tap_new_nodes(&mut self, alive: &HashSet<String>, agent_id: &str) {
+        for node in alive {
+            if self.tapped.contains(node) {
                 continue;
             }
             let tap = Tap::Agent {
                 agent_id: agent_id.to_string(),
                 inbox: self.inbox.clone(),
             };
-            match self
-                .cluster
-                .ask::<_, Tapped>(&peer.node_id, CHANNELS, &tap)
-                .await
-            {
+            match self.cluster.ask::<_, Tapped>(node, CHANNELS, &tap).await {
                 Ok(_) => {
-                    self.tapped.insert(peer.node_id);
+                    self.tapped.insert(node.clone());
                 }
-                Err(e) => tracing::warn!(node = %peer.node_id, error = %e, "agent channel tap"),
+                Err(e) => tracing::warn!(%node, error = %e, "agent channel tap"),
             }
         }
     }
@@ -307,10 +298,20 @@ pub async fn tap_session(
     Ok(Some((remote, tapped.hello)))
 }
 
+/// The nodes heard from lately.
+fn alive_nodes(state: &AppState) -> HashSet<String> {
+    state
+        .sessions
+        .peers()
+        .into_iter()
+        .map(|peer| peer.node_id)
+        .collect()
+}
+
 /// Taps every other node for the agent's sessions there; `None` without a cluster.
 pub async fn tap_agent(state: &AppState, agent_id: &str) -> Option<Remote> {
     let mut remote = Remote::open(state, None).await?;
-    remote.tap_new_nodes(state, agent_id).await;
+    remote.tap_new_nodes(&alive_nodes(state), agent_id).await;
     Some(remote)
 }
 

@@ -152,7 +152,7 @@ impl Store {
     }
 
     /// A state change of a session that has not ended, made at `at` (ms since the epoch; for
-    /// `live`, its `started_at`).
+    /// `live`, its `started_at`). [`session::Model::with_state`] says what it leaves in the row.
     pub async fn set_session_state(
         &self,
         id: &str,
@@ -255,5 +255,17 @@ fn stale(stale_before: i64) -> Condition {
 impl session::Model {
     pub fn is_ended(&self) -> bool {
         self.ended_at.is_some()
+    }
+
+    /// The row as [`Store::set_session_state`] leaves it (for a row not ended), without reading
+    /// it back; the two change the same columns.
+    pub fn with_state(mut self, state: SessionState, at: i64) -> Self {
+        self.state = state;
+        self.updated_at = at;
+        self.heartbeat_at = Some(at);
+        if state == SessionState::Live {
+            self.started_at = Some(at);
+        }
+        self
     }
 }

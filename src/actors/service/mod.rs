@@ -261,14 +261,9 @@ impl SessionService {
     ) -> Result<Started, StartError> {
         match addr.send(AwaitLive).await {
             Ok(Ok(WentLive { access, at_ms })) => {
-                // What the `live` write made of the row (`set_session_state`), without reading it.
-                let mut row = row;
-                row.state = SessionState::Live;
-                row.started_at = Some(at_ms);
-                row.updated_at = at_ms;
-                row.heartbeat_at = Some(at_ms);
+                // What the session's `live` write made of the row, without reading it.
                 Ok(Started {
-                    row,
+                    row: row.with_state(SessionState::Live, at_ms),
                     access: Some(access),
                 })
             }

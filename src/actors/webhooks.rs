@@ -112,18 +112,20 @@ pub fn outbox_row(
     }
 }
 
+/// Queues `event` of the session for its account's and its own webhook; whether it queued any.
 async fn enqueue_session_event(
     store: &Store,
     urls: &Urls,
     session_id: &str,
     event: LifecycleEvent,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let Some(session) = store.session(session_id).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let Some(account) = store.account(&session.account_id).await? else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut queued = false;
     let mut view = session.view(urls);
     // `stopping` is not written to the row, which goes from `live` to its end in one write.
     if matches!(event, LifecycleEvent::Stopping) && session.ended_at.is_none() {
@@ -140,6 +142,7 @@ async fn enqueue_session_event(
                 data.clone(),
             ))
             .await?;
+        queued = true;
     }
     let hook: Option<SessionWebhook> = session
         .webhook
@@ -161,9 +164,18 @@ async fn enqueue_session_event(
                     data,
                 ))
                 .await?;
+            queued = true;
         }
     }
-    Ok(())
+    Ok(queued)
+}
+
+/// After an event: delivers at once what it queued. An event that queued nothing (no webhook
+/// configured) claims nothing: claiming is a write, and the poll finds anything else due.
+fn deliver_if_queued(queued: bool, _: &mut Webhooks, ctx: &mut Context<Webhooks>) {
+    if queued {
+        ctx.notify(Deliver);
+    }
 }
 
 impl Handler<Emit> for Webhooks {
@@ -175,12 +187,16 @@ impl Handler<Emit> for Webhooks {
         let urls = self.urls.clone();
         Box::pin(
             async move {
-                if let Err(e) = enqueue_session_event(&store, &urls, &msg.session_id, msg.event).await {
-                    tracing::error!(session = %msg.session_id, error = %e, "webhook enqueue failed");
+                match enqueue_session_event(&store, &urls, &msg.session_id, msg.event).await {
+                    Ok(queued) => queued,
+                    Err(e) => {
+                        tracing::error!(session = %msg.session_id, error = %e, "webhook enqueue failed");
+                        false
+                    }
                 }
             }
             .into_actor(self)
-            .map(|_, _, ctx| ctx.notify(Deliver)),
+            .map(deliver_if_queued),
         )
     }
 }
@@ -194,38 +210,40 @@ impl Handler<EmitAgent> for Webhooks {
         let urls = self.urls.clone();
         Box::pin(
             async move {
-                let result: StoreResult<()> = async {
+                let result: StoreResult<bool> = async {
                     let Some(agent) = store.agent(&msg.agent_id).await? else {
-                        return Ok(());
+                        return Ok(false);
                     };
                     let Some(account) = store.account(&agent.account_id).await? else {
-                        return Ok(());
+                        return Ok(false);
                     };
-                    if let Some(url) = &account.webhook_url {
-                        let event = if msg.ready {
-                            "agent.ready"
-                        } else {
-                            "agent.failed"
-                        };
-                        store
-                            .enqueue_webhook(outbox_row(
-                                &account.id,
-                                None,
-                                url,
-                                event,
-                                serde_json::to_value(agent.view(&urls)).unwrap_or_default(),
-                            ))
-                            .await?;
-                    }
-                    Ok(())
+                    let Some(url) = &account.webhook_url else {
+                        return Ok(false);
+                    };
+                    let event = if msg.ready {
+                        "agent.ready"
+                    } else {
+                        "agent.failed"
+                    };
+                    store
+                        .enqueue_webhook(outbox_row(
+                            &account.id,
+                            None,
+                            url,
+                            event,
+                            serde_json::to_value(agent.view(&urls)).unwrap_or_default(),
+                        ))
+                        .await?;
+                    Ok(true)
                 }
                 .await;
-                if let Err(e) = result {
+                result.unwrap_or_else(|e| {
                     tracing::error!(agent = %msg.agent_id, error = %e, "webhook enqueue failed");
-                }
+                    false
+                })
             }
             .into_actor(self)
-            .map(|_, _, ctx| ctx.notify(Deliver)),
+            .map(deliver_if_queued),
         )
     }
 }

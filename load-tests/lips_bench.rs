@@ -333,14 +333,7 @@ fn main() {
     let tune = std::env::args().any(|a| a == "--tune");
     let texts: &[&str] = if tune { &TUNING } else { &SENTENCES };
     let speeches: Vec<Speech> = texts.iter().map(|s| speak(s)).collect();
-    let scale: Vec<Drawn> = [-1.0, -0.5, 0.0, 0.5, 1.0]
-        .into_iter()
-        .map(|open| Drawn {
-            at: 0,
-            open,
-            shape: 0.0,
-        })
-        .collect();
+    let scale = openings();
     if let Some(dir) = arg("--stills") {
         stills(&prepared, &src, &scale, &dir);
     }
@@ -389,17 +382,22 @@ fn main() {
     }
 }
 
-/// Scores one portrait's lips over `speeches`, both paths, and prints them under `label`.
-fn report(prepared: &Prepared, mesher: &FaceMesher, speeches: &[Speech], label: &str) {
-    let src = prepared.base.as_slice().expect("contiguous");
-    let scale: Vec<Drawn> = [-1.0, -0.5, 0.0, 0.5, 1.0]
+/// The mouth at `open` −1, −0.5, 0, 0.5 and 1, neutral in shape.
+fn openings() -> Vec<Drawn> {
+    [-1.0, -0.5, 0.0, 0.5, 1.0]
         .into_iter()
         .map(|open| Drawn {
             at: 0,
             open,
             shape: 0.0,
         })
-        .collect();
+        .collect()
+}
+
+/// Scores one portrait's lips over `speeches`, both paths, and prints them under `label`.
+fn report(prepared: &Prepared, mesher: &FaceMesher, speeches: &[Speech], label: &str) {
+    let src = prepared.base.as_slice().expect("contiguous");
+    let scale = openings();
     let scale: Vec<String> = gaps(prepared, src, mesher, &scale)
         .iter()
         .zip(&scale)

@@ -24,7 +24,7 @@ mod sample;
 
 use features::Lid;
 use lips::{Global, LipFrame, LipMesh, Pixel};
-use sample::{blend, smooth, Tap};
+use sample::{blend, fade_out, smooth, Tap};
 
 /// A session's base frame and its geometry.
 pub struct Prepared {
@@ -161,11 +161,7 @@ impl MouthWarp {
     fn source(&self, u: f32, v: f32) -> (f32, f32, f32, f32) {
         let dx = u - self.cx;
         let across = smooth(1.0 - (dx / self.reach_x).abs());
-        let down = if v <= self.chin_full {
-            1.0
-        } else {
-            1.0 - smooth((v - self.chin_full) / (self.chin_end - self.chin_full))
-        };
+        let down = fade_out(v, self.chin_full, self.chin_end);
         let d = (self.cy - v) / self.lip_band;
         let up = (-d * d).exp();
         // Inside the opening the lips part (a jump at the lip line); towards the corners the

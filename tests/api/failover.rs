@@ -95,6 +95,12 @@ impl TwoNodes {
     }
 
     /// A session started on A through its own API.
+    /// A's `/metrics`.
+    pub(crate) async fn a_metrics(&self) -> String {
+        let response = self.b.client.get(format!("{}/metrics", self.a_base));
+        response.send().await.unwrap().text().await.unwrap()
+    }
+
     async fn start_on_a(&self) -> String {
         start_on(&self.b, &self.a_base, &self.key, &self.agent).await
     }
@@ -396,15 +402,7 @@ async fn a_viewer_on_one_node_watches_a_session_on_another() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let a_metrics = b
-        .client
-        .get(format!("{}/metrics", nodes.a_base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let a_metrics = nodes.a_metrics().await;
     let connected = |text: &str| metric(text, "avs_rtc_connections_total{state=\"connected\"}");
     assert_eq!(connected(&a_metrics), 1.0, "the viewer is A's");
     let b_metrics = b.metrics().await;

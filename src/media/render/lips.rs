@@ -10,7 +10,7 @@
 //! are closed), moving with them and never stretched, and between them a cavity darker toward the back.
 
 use super::geometry::{inside, triangulate, Curve};
-use super::sample::{blend, smooth, Tap};
+use super::sample::{blend, fade_out, smooth, Tap};
 use crate::media::avatar::{AvatarModel, MeshState};
 use crate::media::mesh::points;
 
@@ -330,11 +330,7 @@ impl LipMesh {
         let line = self.line(x);
         let dx = x - self.cx;
         let across = smooth(1.0 - (dx / self.reach_x).abs());
-        let down = if y <= self.chin_full {
-            1.0
-        } else {
-            1.0 - smooth((y - self.chin_full) / (self.chin_end - self.chin_full))
-        };
+        let down = fade_out(y, self.chin_full, self.chin_end);
         if m.press > 0.0 {
             // Closing what the portrait leaves open: the upper lip comes down by 30 % of the gap
             // at its column, the lower lip and the jaw rise by 70 %.

@@ -7,6 +7,16 @@ pub(super) fn smooth(x: f32) -> f32 {
     x * x * (3.0 - 2.0 * x)
 }
 
+/// 1 up to `from`, fading smoothly to 0 at `to` (`from` < `to`).
+#[inline]
+pub(super) fn fade_out(v: f32, from: f32, to: f32) -> f32 {
+    if v <= from {
+        1.0
+    } else {
+        1.0 - smooth((v - from) / (to - from))
+    }
+}
+
 /// One axis of a bilinear sample in fixed point: the two neighbours' byte offsets and the far
 /// one's weight (0..=256).
 #[derive(Clone, Copy)]

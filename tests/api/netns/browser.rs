@@ -410,15 +410,7 @@ async fn room_page(rooms: Rooms<'_>) {
     assert_eq!(row["status"], "stopped", "{row}");
     if let Some(nodes) = &nodes {
         // The media came from the other node's room, relayed by the page's node.
-        let a_metrics = app
-            .client
-            .get(format!("{}/metrics", nodes.a_base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let a_metrics = nodes.a_metrics().await;
         let connected = |text: &str| metric(text, "avs_rtc_connections_total{state=\"connected\"}");
         assert_eq!(
             connected(&a_metrics),

@@ -430,3 +430,98 @@ fn a_portrait_with_closed_lips_opens_on_drawn_teeth_that_do_not_stretch() {
         "{half_way} -> {wide} rows: stretched"
     );
 }
+
+/// Numbers in 0..1 from `seed` (xorshift): the same every run.
+fn uniform(mut seed: u32) -> impl FnMut() -> f32 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed as f32 / u32::MAX as f32
+    }
+}
+
+#[test]
+fn any_mesh_renders_without_a_panic() {
+    // Meshes as a broken model or a bad read could give: points scattered over the face,
+    // contours crossing, points on top of each other, some far outside the picture.
+    let p = portrait();
+    let (cx, cy, mw) = (
+        p.model.mouth.center[0],
+        p.model.mouth.center[1],
+        p.model.mouth.width,
+    );
+    let (w, h) = (p.width() as u32, p.height() as u32);
+    let image = image::RgbImage::from_raw(w, h, p.base.as_slice().unwrap().to_vec()).unwrap();
+    let mut random = uniform(0x2545_f491);
+    for case in 0..60 {
+        let spread = [0.0, 0.3, 1.0, 3.0, 50.0][case % 5] * mw;
+        let mesh: Vec<[f32; 3]> = (0..468)
+            .map(|i| {
+                if case % 7 == 0 && i % 3 == 0 {
+                    [cx, cy, 0.0]
+                } else {
+                    [
+                        cx + (random() - 0.5) * spread,
+                        cy + (random() - 0.5) * spread,
+                        0.0,
+                    ]
+                }
+            })
+            .collect();
+        let mut model = p.model.clone();
+        model.mesh = Some(MeshState::Ok { points: mesh });
+        let prepared = Prepared::new(model, image.clone());
+        for open in [-1.0, -0.4, 0.0, 0.5, 1.0] {
+            frame(
+                &prepared,
+                FrameParams {
+                    open,
+                    shape: random() * 2.0 - 1.0,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn a_jittered_mesh_still_moves_the_lips_without_a_panic() {
+    let parted = Parted::new();
+    let (w, h) = (parted.p.width() as u32, parted.p.height() as u32);
+    let src = parted.p.base.as_slice().unwrap().to_vec();
+    let Some(MeshState::Ok { points: mesh }) = parted.p.model.mesh.clone() else {
+        unreachable!("Parted has a mesh")
+    };
+    let mut uniform = uniform(0x9e37_79b9);
+    let mut random = move || uniform() - 0.5;
+    for noise in [0.5, 2.0, 6.0, 20.0] {
+        let jittered: Vec<[f32; 3]> = mesh
+            .iter()
+            .map(|q| [q[0] + noise * random(), q[1] + noise * random(), q[2]])
+            .collect();
+        let mut model = parted.p.model.clone();
+        model.mesh = Some(MeshState::Ok { points: jittered });
+        let image = image::RgbImage::from_raw(w, h, src.clone()).unwrap();
+        let prepared = Prepared::new(model, image);
+        if noise < 1.0 {
+            assert!(
+                prepared.lips.is_some(),
+                "a mesh half a pixel off is still one"
+            );
+        }
+        let still = frame(&prepared, FrameParams::default());
+        for open in [-1.0, 0.5, 1.0] {
+            let moved = frame(
+                &prepared,
+                FrameParams {
+                    open,
+                    ..Default::default()
+                },
+            );
+            if prepared.lips.is_some() && open > 0.0 {
+                assert_ne!(moved, still, "open {open} with noise {noise}");
+            }
+        }
+    }
+}

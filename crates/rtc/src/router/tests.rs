@@ -14,6 +14,19 @@ use crate::vp8::Vp8Encoder;
 const SERVER: &str = "127.0.0.1:5000";
 const CLIENT: &str = "127.0.0.1:6000";
 
+/// A router with a fresh certificate and one open session (key 1); its counters and the session.
+fn one_session(cfg: RouterConfig, now: Instant) -> (Router, Arc<Counters>, Arc<SessionShared>) {
+    let stats = Arc::new(Counters::default());
+    let cert = str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+        .unwrap();
+    let mut router = Router::new(cfg, cert, stats.clone());
+    let shared = Arc::new(SessionShared::new("t", now, Arc::new(MicQueue::default())));
+    router.open_session(SessionKey(1), shared.clone());
+    (router, stats, shared)
+}
+
 /// A str0m client and the router talking through memory, on a virtual clock.
 struct Net {
     router: Router,
@@ -27,21 +40,16 @@ struct Net {
 
 impl Net {
     fn new(idle: Duration, connect: Duration) -> (Net, ViewerId) {
-        let stats = Arc::new(Counters::default());
-        let cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .unwrap();
-        let cfg = RouterConfig {
-            candidate: SERVER.parse().unwrap(),
-            connect_timeout: connect,
-            idle_timeout: idle,
-            max_viewers_per_session: 1,
-        };
         let now = Instant::now();
-        let mut router = Router::new(cfg, cert, stats.clone());
-        let shared = Arc::new(SessionShared::new("t", now, Arc::new(MicQueue::default())));
-        router.open_session(SessionKey(1), shared.clone());
+        let (mut router, stats, shared) = one_session(
+            RouterConfig {
+                candidate: SERVER.parse().unwrap(),
+                connect_timeout: connect,
+                idle_timeout: idle,
+                max_viewers_per_session: 1,
+            },
+            now,
+        );
 
         let mut client = Rtc::builder().build(now);
         client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
@@ -199,21 +207,16 @@ fn sans_io_viewer_connects_waits_for_a_keyframe_then_times_out_on_a_virtual_cloc
 
 #[test]
 fn answers_a_real_chromium_offer_with_vp8_and_opus_only() {
-    let stats = Arc::new(Counters::default());
-    let cert = str0m::crypto::from_feature_flags()
-        .dtls_provider
-        .generate_certificate()
-        .unwrap();
-    let cfg = RouterConfig {
-        candidate: "192.0.2.7:40000".parse().unwrap(),
-        connect_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(5),
-        max_viewers_per_session: 4,
-    };
-    let mut router = Router::new(cfg, cert, stats);
     let now = Instant::now();
-    let shared = Arc::new(SessionShared::new("t", now, Arc::new(MicQueue::default())));
-    router.open_session(SessionKey(1), shared);
+    let (mut router, _, _) = one_session(
+        RouterConfig {
+            candidate: "192.0.2.7:40000".parse().unwrap(),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            max_viewers_per_session: 4,
+        },
+        now,
+    );
     let offer = include_str!("../testdata/chromium-156-offer.sdp");
     let plan = plan_offer(offer).unwrap();
     let (_, answer) = router.accept(now, SessionKey(1), offer, &plan).unwrap();

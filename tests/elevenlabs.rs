@@ -277,7 +277,8 @@ async fn agent_audio_and_text_arrive_decoded() {
         next(&mut events).await,
         ProviderEvent::Audio {
             event_id: 1,
-            pcm: first
+            pcm: first,
+            said: None,
         }
     );
     assert_eq!(
@@ -288,7 +289,8 @@ async fn agent_audio_and_text_arrive_decoded() {
         next(&mut events).await,
         ProviderEvent::Audio {
             event_id: 2,
-            pcm: second
+            pcm: second,
+            said: None,
         }
     );
     assert_eq!(
@@ -318,6 +320,76 @@ async fn agent_audio_and_text_arrive_decoded() {
 }
 
 #[tokio::test]
+async fn aligned_audio_says_which_sounds_when_and_a_bad_alignment_keeps_the_audio() {
+    let fake = FakeElevenLabs::start(KEY).await;
+    fake.add_agent("agent_pub", Access::Public);
+    fake.set_audio_formats("agent_pub", "pcm_24000", "pcm_16000");
+    let (handle, mut events) = start(
+        config(&fake),
+        Conversation::new("agent_pub", AuthMethod::Public),
+    );
+    connected(&mut events).await;
+    let conv = fake.conversation(0, WAIT).await;
+
+    // 600 ms at 24 kHz, six characters of 100 ms each: "Bob, m" is b o b (pause) (join) m.
+    conv.send_spoken(1, &sine(14_400, 200.0, 24_000, 9_000), 24_000, "Bob, m");
+    let ProviderEvent::Audio {
+        pcm,
+        said: Some(said),
+        ..
+    } = next(&mut events).await
+    else {
+        panic!("no aligned audio")
+    };
+    assert!(pcm.len().abs_diff(9_600) <= 1, "{}", pcm.len());
+    let said: Vec<(usize, &str)> = said.iter().map(|p| (p.at, &*p.ipa)).collect();
+    assert_eq!(
+        said,
+        [
+            (0, "b"),
+            (1_600, "o"),
+            (3_200, "b"),
+            (4_800, ""),
+            (8_000, "m")
+        ]
+    );
+
+    // Another script: the audio, and no timeline (the mouth follows the sound).
+    conv.send_spoken(2, &sine(2_400, 200.0, 24_000, 9_000), 24_000, "Да");
+    assert!(matches!(
+        next(&mut events).await,
+        ProviderEvent::Audio {
+            said: None,
+            event_id: 2,
+            ..
+        }
+    ));
+
+    // A malformed alignment: the audio still plays, and the error names the field.
+    conv.send_json(json!({"type": "audio", "audio_event": {
+        "audio_base_64": "AAAAAA==", "event_id": 3,
+        "alignment": {"chars": ["a"], "char_start_times_ms": ["soon"], "char_durations_ms": [5]}}}));
+    assert!(matches!(
+        next(&mut events).await,
+        ProviderEvent::Audio {
+            said: None,
+            event_id: 3,
+            ..
+        }
+    ));
+    let ProviderEvent::Error(error) = next(&mut events).await else {
+        panic!("no error for the bad alignment")
+    };
+    assert!(
+        error.contains("alignment.char_start_times_ms[0]"),
+        "{error}"
+    );
+
+    handle.close().await;
+    fake.stop().await;
+}
+
+#[tokio::test]
 async fn other_audio_formats_are_converted_to_16_khz() {
     let fake = FakeElevenLabs::start(KEY).await;
     fake.add_agent("agent_24k", Access::Public);
@@ -341,7 +413,8 @@ async fn other_audio_formats_are_converted_to_16_khz() {
         next(&mut e24).await,
         ProviderEvent::Audio {
             event_id: 7,
-            pcm: expected
+            pcm: expected,
+            said: None,
         }
     );
     // User audio goes out at the agent's input rate: 320 samples at 16 kHz → 480 at 24 kHz.
@@ -369,7 +442,8 @@ async fn other_audio_formats_are_converted_to_16_khz() {
         next(&mut eu).await,
         ProviderEvent::Audio {
             event_id: 1,
-            pcm: vec![0, 16_062, 32_124, 0]
+            pcm: vec![0, 16_062, 32_124, 0],
+            said: None,
         }
     );
 
@@ -423,7 +497,7 @@ async fn an_interruption_drops_late_audio_of_its_turn_only() {
     let mut seen = Vec::new();
     for _ in 0..6 {
         seen.push(match next(&mut events).await {
-            ProviderEvent::Audio { event_id, pcm } => {
+            ProviderEvent::Audio { event_id, pcm, .. } => {
                 assert_eq!(pcm, chunk(event_id as i16));
                 format!("audio {event_id}")
             }
@@ -513,7 +587,8 @@ async fn a_lost_connection_reconnects_and_initiates_again() {
         next(&mut events).await,
         ProviderEvent::Audio {
             event_id: 1,
-            pcm: vec![5, 6, 7]
+            pcm: vec![5, 6, 7],
+            said: None,
         }
     );
 
@@ -683,7 +758,7 @@ async fn a_consumer_that_stops_reading_loses_bounded_audio_and_is_told() {
     // Two fit in the channel, five in the backlog; thirteen were dropped between them.
     for _ in 0..8 {
         match next(&mut events).await {
-            ProviderEvent::Audio { event_id, pcm } => {
+            ProviderEvent::Audio { event_id, pcm, .. } => {
                 assert_eq!(pcm.len(), 320);
                 delivered.push(event_id);
             }

@@ -392,6 +392,29 @@ impl FakeConversation {
         }));
     }
 
+    /// An `audio` event of `samples` (s16le at `rate`, the agent's output format) saying `text`, with the character alignment
+    /// ElevenLabs sends beside it (`chars`, `char_start_times_ms`, `char_durations_ms`, from
+    /// the start of this event's audio): here the characters share its duration evenly.
+    pub fn send_spoken(&self, event_id: u64, samples: &[i16], rate: u32, text: &str) {
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let total_ms = samples.len() as u64 * 1000 / u64::from(rate);
+        let each = total_ms / chars.len().max(1) as u64;
+        let starts: Vec<u64> = (0..chars.len() as u64).map(|i| i * each).collect();
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        self.send_json(json!({
+            "type": "audio",
+            "audio_event": {
+                "audio_base_64": base64::engine::general_purpose::STANDARD.encode(bytes),
+                "event_id": event_id,
+                "alignment": {
+                    "chars": chars,
+                    "char_start_times_ms": starts,
+                    "char_durations_ms": vec![each; chars.len()],
+                },
+            }
+        }));
+    }
+
     pub fn interrupt(&self, event_id: u64) {
         self.send_json(json!({
             "type": "interruption",

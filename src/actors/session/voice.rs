@@ -521,7 +521,7 @@ impl StreamHandler<ProviderEvent> for VoiceBridge {
                     retry_in.as_millis()
                 ),
             }),
-            ProviderEvent::Audio { pcm, .. } => {
+            ProviderEvent::Audio { pcm, said, .. } => {
                 if !self.agent_speaking {
                     self.agent_speaking = true;
                     self.events.do_send(VoiceEvent::AgentSpeech {
@@ -529,7 +529,7 @@ impl StreamHandler<ProviderEvent> for VoiceBridge {
                         interrupted: false,
                     });
                 }
-                self.play(PlayerCommand::Agent(pcm));
+                self.play(PlayerCommand::Agent(pcm, said));
             }
             ProviderEvent::Interrupted { .. } => {
                 self.play(PlayerCommand::CutAgent);

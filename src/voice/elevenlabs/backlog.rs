@@ -114,7 +114,9 @@ impl Backlog {
             i -= 1;
             match &self.queue[i] {
                 ProviderEvent::Connected { .. } => break,
-                ProviderEvent::Audio { event_id: id, pcm } if *id <= event_id => {
+                ProviderEvent::Audio {
+                    event_id: id, pcm, ..
+                } if *id <= event_id => {
                     self.audio_samples -= pcm.len();
                     self.queue.remove(i);
                 }
@@ -151,6 +153,7 @@ mod tests {
         ProviderEvent::Audio {
             event_id,
             pcm: vec![event_id as i16; n],
+            said: None,
         }
     }
 

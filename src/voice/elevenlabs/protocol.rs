@@ -5,6 +5,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::alignment;
 use super::audio::{AudioFormat, Decoder, Encoder};
 use super::types::ProviderEvent;
 use crate::voice::SAMPLE_RATE;
@@ -135,11 +136,31 @@ impl Protocol {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(encoded.as_bytes())
                     .map_err(|e| format!("audio_base_64 is not base64 ({e})"))?;
-                match self.output.decode(&bytes) {
-                    Some(pcm) if !pcm.is_empty() => emit(ProviderEvent::Audio { event_id, pcm }),
+                let pcm = match self.output.decode(&bytes) {
+                    Some(pcm) if !pcm.is_empty() => pcm,
                     // Unsupported format (reported once), or too short to yield a sample yet.
-                    _ => Ok(vec![]),
+                    _ => return Ok(vec![]),
+                };
+                // A malformed alignment costs the lips their timeline, never the audio.
+                let (said, error) = match event.get("alignment") {
+                    None | Some(Value::Null) => (None, None),
+                    Some(alignment) => match alignment::timeline(alignment, pcm.len()) {
+                        Ok(said) => (said, None),
+                        Err(what) => (None, Some(what)),
+                    },
+                };
+                let mut actions = vec![Action::Emit(ProviderEvent::Audio {
+                    event_id,
+                    pcm,
+                    said,
+                })];
+                if let Some(what) = error {
+                    actions.push(Action::Emit(ProviderEvent::Error(format!(
+                        "malformed audio event from ElevenLabs: audio_event.{what}; \
+                         its audio plays, the mouth follows the sound"
+                    ))));
                 }
+                Ok(actions)
             }
             "interruption" => {
                 let event_id = event_id_at(event("interruption_event")?)?;
@@ -252,7 +273,8 @@ mod tests {
             protocol.on_server_message(&audio_message(json!(1), &[1, -2, 3])),
             vec![Action::Emit(ProviderEvent::Audio {
                 event_id: 1,
-                pcm: vec![1, -2, 3]
+                pcm: vec![1, -2, 3],
+                said: None,
             })]
         );
         let interruption = json!({"type": "interruption", "interruption_event": {"event_id": 2}});
@@ -300,6 +322,41 @@ mod tests {
         assert_eq!(reply["type"], "client_tool_result");
         assert_eq!(reply["tool_call_id"], "t1");
         assert_eq!(reply["is_error"], true);
+    }
+
+    #[test]
+    fn aligned_audio_carries_its_phonemes_and_a_bad_alignment_only_costs_them() {
+        let mut protocol = Protocol::new();
+        protocol.on_server_message(&metadata("pcm_16000"));
+        let mut message: Value =
+            serde_json::from_str(&audio_message(json!(1), &[0; 3200])).unwrap();
+        message["audio_event"]["alignment"] = json!({
+            "chars": ["m", "a"],
+            "char_start_times_ms": [0, 100],
+            "char_durations_ms": [100, 100],
+        });
+        let actions = protocol.on_server_message(&message.to_string());
+        let [Action::Emit(ProviderEvent::Audio {
+            said: Some(said),
+            pcm,
+            ..
+        })] = &actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(pcm.len(), 3200);
+        let said: Vec<(usize, &str)> = said.iter().map(|p| (p.at, &*p.ipa)).collect();
+        assert_eq!(said, [(0, "m"), (1600, "a")]);
+
+        message["audio_event"]["event_id"] = json!(2);
+        message["audio_event"]["alignment"]["char_durations_ms"] = json!([100]);
+        let actions = protocol.on_server_message(&message.to_string());
+        let [Action::Emit(ProviderEvent::Audio { said: None, .. }), Action::Emit(ProviderEvent::Error(e))] =
+            &actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+        assert!(e.contains("audio_event.alignment.char_durations_ms"), "{e}");
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! the events, and the errors.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Secret;
+use crate::voice::tts::Phoneme;
 
 /// Where ElevenLabs is and how to behave when it is not there.
 #[derive(Debug, Clone)]
@@ -178,8 +180,14 @@ pub enum ProviderEvent {
         retry_in: Duration,
         attempt: u32,
     },
-    /// Agent speech, 16 kHz mono, never of an interrupted turn (see the module doc).
-    Audio { event_id: u64, pcm: Vec<i16> },
+    /// Agent speech, 16 kHz mono, never of an interrupted turn (see the module doc); with the
+    /// phonemes said in it (at sample offsets into `pcm`) where ElevenLabs sent its alignment and
+    /// its text could be read (see `alignment`).
+    Audio {
+        event_id: u64,
+        pcm: Vec<i16>,
+        said: Option<Arc<[Phoneme]>>,
+    },
     /// The user interrupted the agent: discard unplayed audio with an event id ≤ `event_id`.
     Interrupted { event_id: u64 },
     /// What the agent says, as text (arrives with its first audio).

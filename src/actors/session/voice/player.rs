@@ -1,7 +1,8 @@
 //! The VoiceBridge's player: one task per bridge, real-time playout of whatever is queued
 //! (utterances of the local TTS, an agent's turns), in 20 ms chunks into the session's audio
-//! channel, reporting starts and ends back to the bridge. An utterance's chunks carry the phoneme
-//! its text says there, a little ahead of the sound, as lips move before the voice is heard.
+//! channel, reporting starts and ends back to the bridge. A chunk whose text is known (an
+//! utterance's, or an agent's where ElevenLabs aligned its characters) carries the phoneme said
+//! there, a little ahead of the sound, as lips move before the voice is heard.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,11 +12,12 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::voice::tts::{Phoneme, Speech};
-use crate::voice::{PcmChunk, Voiced, CHUNK_MS, CHUNK_SAMPLES};
+use crate::voice::{PcmChunk, Voiced, CHUNK_MS, CHUNK_SAMPLES, LIPS_AHEAD};
 
 pub(super) enum PlayerCommand {
     Utterance(u64, Speech),
-    Agent(Vec<i16>),
+    /// An agent's audio, with the phonemes said in it where known (at offsets into its samples).
+    Agent(Vec<i16>, Option<Arc<[Phoneme]>>),
     /// Cut everything; answers which utterance (if any) was cut mid-play.
     CutAll,
     /// Drop the agent's unplayed audio (an interruption of its turn, or a `speak`).
@@ -64,6 +66,7 @@ enum Segment {
     },
     Agent {
         samples: VecDeque<i16>,
+        said: AgentSaid,
         dry_ticks: u32,
     },
     /// A segment of a room agent's speech: it waits (silent) for its stream while it is open.
@@ -73,6 +76,37 @@ enum Segment {
         closed: bool,
         played: usize,
     },
+}
+
+/// What an agent's turn says where: each audio event's phonemes from the sample it starts at
+/// (`None` where its text is unknown), so a chunk's phoneme is looked up as an utterance's is.
+#[derive(Default)]
+struct AgentSaid {
+    /// (first sample of the event, counted from the turn's start; its phonemes), oldest first.
+    events: VecDeque<(usize, Option<Arc<[Phoneme]>>)>,
+    /// Samples queued so far, and played so far.
+    queued: usize,
+    played: usize,
+}
+
+impl AgentSaid {
+    fn push(&mut self, samples: usize, phonemes: Option<Arc<[Phoneme]>>) {
+        self.events.push_back((self.queued, phonemes));
+        self.queued += samples;
+    }
+
+    /// The phoneme of the next `n` samples, which are played now.
+    fn play(&mut self, n: usize) -> Option<Arc<str>> {
+        let (start, stop) = (self.played, self.played + n);
+        self.played = stop;
+        // Events that ended before this chunk are done with.
+        while self.events.len() > 1 && self.events[1].0 <= start {
+            self.events.pop_front();
+        }
+        let ahead = (start + stop) / 2 + LIPS_AHEAD;
+        let (from, phonemes) = self.events.iter().rev().find(|(from, _)| *from <= ahead)?;
+        Some(Speech::phoneme_at(phonemes.as_ref()?, ahead - from))
+    }
 }
 
 /// Ticks an agent turn may run dry (audio arrives in bursts) before it counts as ended.
@@ -126,12 +160,17 @@ pub(super) async fn player(
                     phonemes: speech.phonemes,
                     pos: 0,
                 }),
-                Some(PlayerCommand::Agent(samples)) => match queue.back_mut() {
-                    Some(Segment::Agent { samples: held, dry_ticks }) => {
+                Some(PlayerCommand::Agent(samples, phonemes)) => match queue.back_mut() {
+                    Some(Segment::Agent { samples: held, said, dry_ticks }) => {
+                        said.push(samples.len(), phonemes);
                         held.extend(samples);
                         *dry_ticks = 0;
                     }
-                    _ => queue.push_back(Segment::Agent { samples: samples.into(), dry_ticks: 0 }),
+                    _ => {
+                        let mut said = AgentSaid::default();
+                        said.push(samples.len(), phonemes);
+                        queue.push_back(Segment::Agent { samples: samples.into(), said, dry_ticks: 0 });
+                    }
                 },
                 Some(PlayerCommand::CutAll) => {
                     if let Some(done) = finishing.take() {
@@ -230,7 +269,7 @@ pub(super) async fn player(
                             Some(chunk)
                         }
                     }
-                    Segment::Agent { samples, dry_ticks } => {
+                    Segment::Agent { samples, said, dry_ticks } => {
                         if samples.is_empty() {
                             *dry_ticks += 1;
                             if *dry_ticks > AGENT_DRY_TICKS || queue.len() > 1 {
@@ -241,7 +280,8 @@ pub(super) async fn player(
                         } else {
                             *dry_ticks = 0;
                             let n = CHUNK_SAMPLES.min(samples.len());
-                            Some(Voiced::audio(samples.drain(..n).collect()))
+                            let phoneme = said.play(n);
+                            Some(Voiced { pcm: samples.drain(..n).collect(), phoneme })
                         }
                     }
                 };
@@ -251,5 +291,35 @@ pub(super) async fn player(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(at: usize, ipa: &str) -> Phoneme {
+        Phoneme {
+            at,
+            ipa: Arc::from(ipa),
+        }
+    }
+
+    #[test]
+    fn an_agent_turn_names_each_chunk_s_phoneme_from_its_own_event_and_none_where_unknown() {
+        let mut turn = AgentSaid::default();
+        // Two aligned events of 40 ms each, then one without alignment.
+        turn.push(640, Some(Arc::from([said(0, "m"), said(400, "a")])));
+        turn.push(640, Some(Arc::from([said(0, "p")])));
+        turn.push(640, None);
+        let chunks: Vec<Option<String>> = (0..6)
+            .map(|_| turn.play(CHUNK_SAMPLES).map(|ipa| ipa.to_string()))
+            .collect();
+        // A chunk takes the phoneme said 20 ms past its middle: chunk 0 (0..320) reads sample
+        // 480 of the first event, chunk 1 reads 800 = the second event's 160.
+        let want = [Some("a"), Some("p"), Some("p"), None, None, None];
+        assert_eq!(chunks, want.map(|w| w.map(String::from)));
+        // Events behind the playhead are let go.
+        assert_eq!(turn.events.len(), 1);
     }
 }

@@ -1,0 +1,326 @@
+//! ElevenLabs' character timing of the agent's speech (`audio_event.alignment`, as its SDKs read
+//! it: `chars`, `char_start_times_ms` and `char_durations_ms`, each time from the start of that
+//! event's audio), read as the phoneme timeline the renderer shapes the mouth from: each letter,
+//! or a spelling that is one sound (`ph`, `th`, `sh`, `ch`, `oo`…), becomes the IPA of the sound it
+//! usually writes, starting where ElevenLabs says that letter is spoken.
+//!
+//! ```text
+//! chars ["m","a","p"] at 0, 90, 210 ms → [p@0 "m", p@1440 "a", p@3360 "p"] (16 kHz samples)
+//! ```
+//!
+//! Spelling is a guide, not a pronunciation: the rules are those of English and the Latin
+//! alphabet's common vowels (a silent final `e` keeps the shape before it). What matters for the
+//! lips is right in most languages written so: `p b m` close them, `f v` put the lower lip to the
+//! teeth, `o u w` round them. Text the rules cannot read (another script, mostly digits) gives no
+//! timeline, and the mouth follows the sound instead. Between words a short space keeps the shape
+//! going; a long one, or punctuation, is a pause.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::voice::tts::Phoneme;
+use crate::voice::SAMPLE_RATE;
+
+/// A space at least this long (ms) is a pause; a shorter one is the join between two words.
+const PAUSE_MS: f64 = 120.0;
+
+/// More characters than this in one event's alignment is not an alignment of its audio.
+const MAX_CHARS: usize = 10_000;
+
+/// One character of the alignment: what it is, when it starts and how long it lasts (ms).
+#[derive(Debug, Clone, PartialEq)]
+struct Timed {
+    text: String,
+    start_ms: f64,
+    duration_ms: f64,
+}
+
+/// The phoneme timeline of an `audio_event.alignment` over `samples` 16 kHz samples of its audio:
+/// `Ok(None)` when its text is not one the spelling rules read; `Err` names what is malformed.
+pub(super) fn timeline(
+    alignment: &Value,
+    samples: usize,
+) -> Result<Option<Arc<[Phoneme]>>, String> {
+    let timed = parse(alignment)?;
+    Ok(read(&timed, samples))
+}
+
+fn parse(alignment: &Value) -> Result<Vec<Timed>, String> {
+    let list = |field: &str| {
+        alignment
+            .get(field)
+            .and_then(Value::as_array)
+            .ok_or(format!("alignment.{field} is not an array"))
+    };
+    let (chars, starts, durations) = (
+        list("chars")?,
+        list("char_start_times_ms")?,
+        list("char_durations_ms")?,
+    );
+    if chars.len() > MAX_CHARS {
+        return Err(format!(
+            "alignment.chars has {} entries, more than {MAX_CHARS}",
+            chars.len()
+        ));
+    }
+    for (field, times) in [
+        ("char_start_times_ms", starts),
+        ("char_durations_ms", durations),
+    ] {
+        if times.len() != chars.len() {
+            return Err(format!(
+                "alignment.{field} has {} entries for {} chars",
+                times.len(),
+                chars.len()
+            ));
+        }
+    }
+    let time = |field: &str, i: usize, value: &Value| {
+        value
+            .as_f64()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .ok_or(format!(
+                "alignment.{field}[{i}] is not a non-negative number"
+            ))
+    };
+    chars
+        .iter()
+        .zip(starts.iter().zip(durations))
+        .enumerate()
+        .map(|(i, (text, (start, duration)))| {
+            Ok(Timed {
+                text: text
+                    .as_str()
+                    .ok_or(format!("alignment.chars[{i}] is not a string"))?
+                    .to_lowercase(),
+                start_ms: time("char_start_times_ms", i, start)?,
+                duration_ms: time("char_durations_ms", i, duration)?,
+            })
+        })
+        .collect()
+}
+
+/// The sound a spelling at the start of `rest` usually writes (IPA, as espeak-ng names it, which
+/// [`crate::media::visemes`] reads) and how many characters it takes; `None` for a character
+/// that is no sound of its own (a silent final e) or one the rules cannot read.
+fn sound(rest: &[&str], word_ends: bool) -> (Option<&'static str>, usize) {
+    let two = |a: &str, b: &str| rest.len() > 1 && rest[0] == a && rest[1] == b;
+    for (first, second, ipa) in [
+        ("p", "h", "f"),
+        ("t", "h", "θ"),
+        ("s", "h", "ʃ"),
+        ("c", "h", "tʃ"),
+        ("w", "h", "w"),
+        ("c", "k", "k"),
+        ("o", "o", "u"),
+        ("e", "e", "i"),
+        ("q", "u", "kw"),
+    ] {
+        if two(first, second) {
+            return (Some(ipa), 2);
+        }
+    }
+    let ipa = match rest[0] {
+        "p" => "p",
+        "b" => "b",
+        "m" => "m",
+        "f" | "v" => "f",
+        "w" => "w",
+        "a" | "à" | "á" | "â" | "ä" | "ã" | "å" | "æ" => "a",
+        "o" | "ò" | "ó" | "ô" | "ö" | "õ" | "ø" | "œ" => "o",
+        "u" | "ù" | "ú" | "û" | "ü" => "u",
+        // A silent final e (made, time) keeps the shape before it.
+        "e" if word_ends => return (None, 1),
+        "e" | "è" | "é" | "ê" | "ë" => "e",
+        "i" | "ì" | "í" | "î" | "ï" | "y" => "i",
+        "j" => "dʒ",
+        "s" | "z" | "c" | "x" | "ç" | "ß" => "s",
+        "r" => "ɹ",
+        "t" => "t",
+        "d" => "d",
+        "n" | "ñ" => "n",
+        "l" => "l",
+        "k" | "g" | "q" => "k",
+        "h" => "h",
+        _ => return (None, 1),
+    };
+    (Some(ipa), 1)
+}
+
+fn is_letter(text: &str) -> bool {
+    text.chars().next().is_some_and(char::is_alphabetic)
+}
+
+fn is_vowel(text: &str) -> bool {
+    matches!(sound(&[text], false).0, Some("a" | "o" | "u" | "e" | "i"))
+}
+
+fn read(timed: &[Timed], samples: usize) -> Option<Arc<[Phoneme]>> {
+    let texts: Vec<&str> = timed.iter().map(|t| t.text.as_str()).collect();
+    let at = |ms: f64| ((ms * f64::from(SAMPLE_RATE) / 1000.0) as usize).min(samples);
+    let (mut letters, mut read_letters) = (0, 0);
+    let mut phonemes = Vec::new();
+    let mut i = 0;
+    while i < timed.len() {
+        let text = texts[i];
+        let taken = if text.chars().all(char::is_whitespace) {
+            if timed[i].duration_ms >= PAUSE_MS {
+                phonemes.push(Phoneme {
+                    at: at(timed[i].start_ms),
+                    ipa: Arc::from(""),
+                });
+            }
+            1
+        } else if !is_letter(text) {
+            // Punctuation is a pause; a digit is said as words the spelling does not show.
+            if !text.chars().any(char::is_numeric) {
+                phonemes.push(Phoneme {
+                    at: at(timed[i].start_ms),
+                    ipa: Arc::from(""),
+                });
+            }
+            1
+        } else {
+            // A final e after a vowel and a consonant is silent (made, phone); "the", "me" say it.
+            let ends = texts.get(i + 1).is_none_or(|next| !is_letter(next))
+                && i > 1
+                && is_letter(texts[i - 1])
+                && !is_vowel(texts[i - 1])
+                && is_vowel(texts[i - 2]);
+            let (ipa, taken) = sound(&texts[i..], ends);
+            letters += taken;
+            match ipa {
+                Some(ipa) => {
+                    read_letters += taken;
+                    phonemes.push(Phoneme {
+                        at: at(timed[i].start_ms),
+                        ipa: Arc::from(ipa),
+                    });
+                }
+                // A silent e counts as read.
+                None if texts[i] == "e" => read_letters += 1,
+                None => {}
+            }
+            taken
+        };
+        i += taken;
+    }
+    // Mostly another script (or nothing to read): the sound knows better than a guess.
+    if letters == 0 || read_letters * 2 < letters {
+        return None;
+    }
+    // Characters come in order; a provider's rounding must not make the timeline go back.
+    for k in 1..phonemes.len() {
+        phonemes[k].at = phonemes[k].at.max(phonemes[k - 1].at);
+    }
+    Some(phonemes.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn aligned(text: &str, ms_each: f64) -> Value {
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let starts: Vec<f64> = (0..chars.len()).map(|i| i as f64 * ms_each).collect();
+        json!({
+            "chars": chars,
+            "char_start_times_ms": starts,
+            "char_durations_ms": vec![ms_each; chars.len()],
+        })
+    }
+
+    fn said(text: &str, ms_each: f64) -> Vec<(usize, String)> {
+        timeline(&aligned(text, ms_each), usize::MAX)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|p| (p.at, p.ipa.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn letters_become_the_sounds_they_write_where_they_are_spoken() {
+        assert_eq!(
+            said("map", 50.0),
+            [(0, "m".into()), (800, "a".into()), (1600, "p".into())]
+        );
+        let ipa: Vec<String> = said("Phone the shop, Bob", 40.0)
+            .into_iter()
+            .map(|(_, ipa)| ipa)
+            .collect();
+        // ph th sh are one sound each; the final e of "phone" is silent; the comma is a pause,
+        // the short spaces are not.
+        assert_eq!(
+            ipa,
+            ["f", "o", "n", "θ", "e", "ʃ", "o", "p", "", "b", "o", "b"]
+        );
+        // A word of two letters says its e.
+        assert_eq!(said("me", 40.0).last().unwrap().1, "e");
+    }
+
+    #[test]
+    fn a_long_space_is_a_pause_and_times_never_go_back() {
+        let alignment = json!({
+            "chars": ["a", " ", "b", "o"],
+            "char_start_times_ms": [0, 100, 400, 390],
+            "char_durations_ms": [100, 300, 50, 60],
+        });
+        let said: Vec<(usize, String)> = timeline(&alignment, 10_000)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|p| (p.at, p.ipa.to_string()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (0, "a".into()),
+                (1600, "".into()),
+                (6400, "b".into()),
+                (6400, "o".into())
+            ]
+        );
+        // Times past the audio are clamped to its end.
+        let late = timeline(&aligned("mom", 1000.0), 100).unwrap().unwrap();
+        assert!(late.iter().all(|p| p.at <= 100), "{late:?}");
+    }
+
+    #[test]
+    fn another_script_gives_no_timeline_and_the_sound_leads() {
+        assert!(timeline(&aligned("Привет мир", 40.0), 10_000)
+            .unwrap()
+            .is_none());
+        assert!(timeline(&aligned("1984", 40.0), 10_000).unwrap().is_none());
+        assert!(timeline(&aligned("", 40.0), 10_000).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_malformed_alignment_says_which_field() {
+        for (alignment, field) in [
+            (
+                json!({"chars": ["a"], "char_start_times_ms": [0]}),
+                "char_durations_ms",
+            ),
+            (
+                json!({"chars": ["a", "b"], "char_start_times_ms": [0], "char_durations_ms": [1, 1]}),
+                "char_start_times_ms has 1 entries for 2",
+            ),
+            (
+                json!({"chars": ["a"], "char_start_times_ms": [-5], "char_durations_ms": [1]}),
+                "char_start_times_ms[0]",
+            ),
+            (
+                json!({"chars": [7], "char_start_times_ms": [0], "char_durations_ms": [1]}),
+                "chars[0]",
+            ),
+            (json!("abc"), "chars"),
+        ] {
+            let error = timeline(&alignment, 100).unwrap_err();
+            assert!(error.contains(field), "{error} lacks {field}");
+        }
+    }
+}

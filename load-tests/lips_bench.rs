@@ -2,6 +2,9 @@
 //! of any tuning, are spoken by espeak-ng; each is played through the renderer's two mouth paths
 //! frame by frame as a session plays it (20 ms chunks, a frame every 40 ms):
 //! - text: the phonemes espeak-ng says it spoke (the path of `speak`);
+//! - aligned: the sentence's characters timed as an aligning voice (ElevenLabs) times them, read
+//!   by the agent path's spelling rules (`voice::elevenlabs::alignment`). The timing is a forced
+//!   aligner's: each word's letters matched in order to the phonemes espeak spoke in it;
 //! - sound: the acoustic viseme tracker on the same audio, no text (the path of any other voice).
 //!
 //! Every frame is rendered, and the face mesh model (the same mediapipe model generation uses)
@@ -37,8 +40,9 @@ use avatar_supervisor::media::face::FaceDetector;
 use avatar_supervisor::media::mesh::{points, FaceMesher};
 use avatar_supervisor::media::onnx::Onnx;
 use avatar_supervisor::media::render::{render_into, FrameParams, Prepared};
-use avatar_supervisor::media::visemes::Mouth;
-use avatar_supervisor::voice::tts::{synthesize, Speech};
+use avatar_supervisor::media::visemes::{Mouth, Viseme};
+use avatar_supervisor::voice::elevenlabs::alignment;
+use avatar_supervisor::voice::tts::{synthesize, Phoneme, Speech};
 use avatar_supervisor::voice::{CHUNK_SAMPLES, SAMPLE_RATE};
 
 /// Held out: never used to tune the tracker, the phoneme shapes or the driver (Harvard sentences).
@@ -154,8 +158,9 @@ struct Drawn {
 }
 
 /// The mouth of every frame of `speech` (and half a second of silence after), as a render
-/// worker drives it: the frame's two chunks, the text's shape where `text`, else the sound's.
-fn drive(speech: &Speech, text: bool) -> Vec<Drawn> {
+/// worker drives it: the frame's two chunks, the shape `said` names where there is a timeline,
+/// else the sound's.
+fn drive(speech: &Speech, said: Option<&[Phoneme]>) -> Vec<Drawn> {
     let samples = &speech.samples;
     let mut mouth = Mouth::default();
     let mut out = Vec::new();
@@ -166,7 +171,7 @@ fn drive(speech: &Speech, text: bool) -> Vec<Drawn> {
                 continue;
             }
             let stop = (start + CHUNK_SAMPLES).min(samples.len());
-            let phoneme = text.then(|| Speech::chunk_phoneme(&speech.phonemes, start, stop));
+            let phoneme = said.map(|said| Speech::chunk_phoneme(said, start, stop));
             mouth.hear(&samples[start..stop], phoneme.as_deref());
         }
         let (_, open, shape) = mouth.frame();
@@ -332,7 +337,7 @@ fn main() {
 
     let tune = std::env::args().any(|a| a == "--tune");
     let texts: &[&str] = if tune { &TUNING } else { &SENTENCES };
-    let speeches: Vec<Speech> = texts.iter().map(|s| speak(s)).collect();
+    let speeches: Vec<(&str, Speech)> = texts.iter().map(|s| (*s, speak(s))).collect();
     let scale = openings();
     if let Some(dir) = arg("--stills") {
         stills(&prepared, &src, &scale, &dir);
@@ -394,8 +399,157 @@ fn openings() -> Vec<Drawn> {
         .collect()
 }
 
-/// Scores one portrait's lips over `speeches`, both paths, and prints them under `label`.
-fn report(prepared: &Prepared, mesher: &FaceMesher, speeches: &[Speech], label: &str) {
+enum Path {
+    Text,
+    Aligned,
+    Sound,
+}
+
+/// The phoneme timeline an ElevenLabs-like alignment of `text` as `speech` says it gives, read by
+/// the agent path's spelling rules. The character timing is what a forced aligner gives: within
+/// each word (espeak's word events), its letters are matched in order to the phonemes spoken
+/// there ([`match_letters`]); a letter starts at its phoneme (letters sharing one split it), a
+/// phoneme no letter writes belongs to the letter before, and the spaces and punctuation after a
+/// word start where its last phoneme ends (a pause, if espeak made one there).
+fn aligned(text: &str, speech: &Speech) -> Vec<Phoneme> {
+    let chars: Vec<String> = text.chars().map(String::from).collect();
+    let (mut starts, mut durations) = (vec![0.0; chars.len()], vec![0.0; chars.len()]);
+    let ms = |sample: usize| sample as f64 * 1000.0 / f64::from(SAMPLE_RATE);
+    let ph = &speech.phonemes;
+    let words = &speech.words;
+    for (k, word) in words.iter().enumerate() {
+        let next = words.get(k + 1);
+        let span_end = next.map_or(speech.samples.len(), |n| n.at);
+        let to = next.map_or(chars.len(), |n| n.chars.start).min(chars.len());
+        let from = word.chars.start.min(to);
+        // The word's sounds, and where they end (the next phoneme, a pause or the next word).
+        let first = ph.partition_point(|p| p.at < word.at);
+        let last = ph.partition_point(|p| p.at < span_end);
+        let spoken: Vec<&Phoneme> = ph[first..last]
+            .iter()
+            .filter(|p| !p.ipa.is_empty())
+            .collect();
+        let end_of = |j: usize| {
+            let i = ph
+                .iter()
+                .position(|p| std::ptr::eq(p, spoken[j]))
+                .unwrap_or(0);
+            ph.get(i + 1).map_or(span_end, |p| p.at).min(span_end)
+        };
+        let letters: Vec<usize> = (from..to)
+            .filter(|&i| chars[i].chars().all(char::is_alphabetic))
+            .collect();
+        let mut tail = ms(span_end);
+        if !spoken.is_empty() && !letters.is_empty() {
+            let matched = match_letters(
+                &letters
+                    .iter()
+                    .map(|&i| chars[i].as_str())
+                    .collect::<Vec<_>>(),
+                &spoken.iter().map(|p| &*p.ipa).collect::<Vec<_>>(),
+            );
+            for (n, &i) in letters.iter().enumerate() {
+                let j = matched[n];
+                // Letters sharing a phoneme split it; unwritten phonemes after it go with it.
+                let sharing: Vec<usize> = (0..letters.len()).filter(|&m| matched[m] == j).collect();
+                let until = matched.get(n + 1).copied().filter(|&next| next != j);
+                let (t0, t1) = (
+                    ms(spoken[j].at),
+                    until.map_or_else(|| ms(end_of(spoken.len() - 1)), |next| ms(spoken[next].at)),
+                );
+                let share = (t1 - t0).max(0.0) / sharing.len() as f64;
+                let rank = sharing.iter().position(|&m| m == n).unwrap_or(0);
+                starts[i] = t0 + rank as f64 * share;
+                durations[i] = if until.is_some() || rank + 1 < sharing.len() {
+                    share
+                } else {
+                    (ms(end_of(spoken.len() - 1)) - starts[i]).max(0.0)
+                };
+            }
+            tail = ms(end_of(spoken.len() - 1));
+        }
+        for i in (from..to).filter(|i| !letters.contains(i)) {
+            starts[i] = tail;
+            durations[i] = (ms(span_end) - tail).max(0.0);
+        }
+    }
+    let alignment = serde_json::json!({
+        "chars": chars,
+        "char_start_times_ms": starts,
+        "char_durations_ms": durations,
+    });
+    alignment::timeline(&alignment, speech.samples.len())
+        .expect("a well-formed alignment")
+        .map_or_else(Vec::new, |said| said.to_vec())
+}
+
+/// A forced aligner's match of a word's letters to its spoken phonemes, in order: for each letter
+/// the phoneme it is spoken in. Matching a letter to a phoneme of the same mouth shape costs
+/// nothing, a vowel letter to another vowel (a consonant to another consonant) 0.4, else 1; an unwritten phoneme 0.7, and a silent letter (sharing the phoneme
+/// before) 0.7 where it has that phoneme's shape, else 0.9.
+fn match_letters(letters: &[&str], phonemes: &[&str]) -> Vec<usize> {
+    let (k, m) = (letters.len(), phonemes.len());
+    let shape = |ipa: &str| Viseme::of_phoneme(ipa).0;
+    let vowel_letter = |l: &str| matches!(l, "a" | "e" | "i" | "o" | "u" | "y");
+    let like = |letter: &str, phoneme: &str| {
+        if shape(letter) == shape(phoneme) {
+            0.0
+        } else if vowel_letter(letter) == is_vowel(phoneme) {
+            // Vowel letters write vowels, consonants consonants.
+            0.4
+        } else {
+            1.0
+        }
+    };
+    let mut cost = vec![vec![f32::INFINITY; m + 1]; k + 1];
+    // 0: matched, 1: silent letter, 2: unwritten phoneme.
+    let mut step = vec![vec![0u8; m + 1]; k + 1];
+    cost[0][0] = 0.0;
+    for i in 0..=k {
+        for j in 0..=m {
+            if i > 0 && j > 0 {
+                let c = cost[i - 1][j - 1] + like(letters[i - 1], phonemes[j - 1]);
+                if c < cost[i][j] {
+                    (cost[i][j], step[i][j]) = (c, 0);
+                }
+                let silent = if shape(letters[i - 1]) == shape(phonemes[j - 1]) {
+                    0.7
+                } else {
+                    0.9
+                };
+                let c = cost[i - 1][j] + silent;
+                if c < cost[i][j] {
+                    (cost[i][j], step[i][j]) = (c, 1);
+                }
+            }
+            if j > 0 {
+                let c = cost[i][j - 1] + 0.7;
+                if c < cost[i][j] {
+                    (cost[i][j], step[i][j]) = (c, 2);
+                }
+            }
+        }
+    }
+    let mut matched = vec![0; k];
+    let (mut i, mut j) = (k, m);
+    while i > 0 {
+        match step[i][j] {
+            0 => {
+                matched[i - 1] = j - 1;
+                (i, j) = (i - 1, j - 1);
+            }
+            1 => {
+                matched[i - 1] = j - 1;
+                i -= 1;
+            }
+            _ => j -= 1,
+        }
+    }
+    matched
+}
+
+/// Scores one portrait's lips over `speeches`, all three paths, and prints them under `label`.
+fn report(prepared: &Prepared, mesher: &FaceMesher, speeches: &[(&str, Speech)], label: &str) {
     let src = prepared.base.as_slice().expect("contiguous");
     let scale = openings();
     let scale: Vec<String> = gaps(prepared, src, mesher, &scale)
@@ -406,17 +560,24 @@ fn report(prepared: &Prepared, mesher: &FaceMesher, speeches: &[Speech], label: 
     println!(
         "{label}: {} sentences, {:.1} s of speech; the gap at `open` {}",
         speeches.len(),
-        speeches.iter().map(|s| s.samples.len()).sum::<usize>() as f32 / SAMPLE_RATE as f32,
+        speeches.iter().map(|(_, s)| s.samples.len()).sum::<usize>() as f32 / SAMPLE_RATE as f32,
         scale.join(", ")
     );
-    for (name, text) in [
-        ("text path (espeak phonemes)", true),
-        ("sound path (audio alone)", false),
+    for (name, path) in [
+        ("text path (espeak phonemes)", Path::Text),
+        ("aligned path (characters, spelling rules)", Path::Aligned),
+        ("sound path (audio alone)", Path::Sound),
     ] {
         let run: Run = speeches
             .iter()
-            .map(|s| {
-                let frames = drive(s, text);
+            .map(|(text, s)| {
+                let aligned = aligned(text, s);
+                let said = match path {
+                    Path::Text => Some(&s.phonemes[..]),
+                    Path::Aligned => Some(&aligned[..]),
+                    Path::Sound => None,
+                };
+                let frames = drive(s, said);
                 let g = gaps(prepared, src, mesher, &frames);
                 (s, frames, g)
             })
@@ -495,8 +656,8 @@ fn lip_sheet(prepared: &Prepared, before: &Prepared, src: &[u8], speech: &Speech
     let pick = |frames: Vec<Drawn>| frames.into_iter().map(|f| (f.open, f.shape)).collect();
     let rows: [Row; 3] = [
         (old, [150, 150, 150]),
-        (pick(drive(speech, false)), [40, 110, 200]),
-        (pick(drive(speech, true)), [40, 170, 60]),
+        (pick(drive(speech, None)), [40, 110, 200]),
+        (pick(drive(speech, Some(&speech.phonemes))), [40, 170, 60]),
     ];
     let count = rows[0].0.len().div_ceil(2);
     let (per_row, bar) = (13, 4);

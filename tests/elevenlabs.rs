@@ -331,7 +331,7 @@ async fn aligned_audio_says_which_sounds_when_and_a_bad_alignment_keeps_the_audi
     connected(&mut events).await;
     let conv = fake.conversation(0, WAIT).await;
 
-    // 600 ms at 24 kHz, six characters of 100 ms each: "Bob, m" is b o b (pause) (join) m.
+    // 600 ms at 24 kHz, six characters of 100 ms each: "Bob, m" is b ɒ b (pause) (join) m.
     conv.send_spoken(1, &sine(14_400, 200.0, 24_000, 9_000), 24_000, "Bob, m");
     let ProviderEvent::Audio {
         pcm,
@@ -347,7 +347,7 @@ async fn aligned_audio_says_which_sounds_when_and_a_bad_alignment_keeps_the_audi
         said,
         [
             (0, "b"),
-            (1_600, "o"),
+            (1_600, "ɒ"),
             (3_200, "b"),
             (4_800, ""),
             (8_000, "m")

@@ -28,12 +28,24 @@ pub enum TtsError {
     BadAudio(String),
 }
 
-/// A synthesised text: its 16 kHz mono samples, and the phonemes espeak-ng spoke in them.
+/// A synthesised text: its 16 kHz mono samples, and the phonemes and words espeak-ng spoke in
+/// them.
 #[derive(Debug, Clone)]
 pub struct Speech {
     pub samples: Arc<[i16]>,
     /// In order of `at`.
     pub phonemes: Arc<[Phoneme]>,
+    /// In order of `at`: where each word of the text is spoken, as a voice that aligns its text
+    /// tells (what `lips_bench` builds ElevenLabs-like character timing from).
+    pub words: Arc<[Word]>,
+}
+
+/// One word of a [`Speech`]: where it starts (a 16 kHz sample index) and which characters of the
+/// text it is (`chars.start` counts characters, not bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    pub at: usize,
+    pub chars: std::ops::Range<usize>,
 }
 
 /// One phoneme of a [`Speech`]: where it starts (a 16 kHz sample index) and what it is (IPA, as
@@ -146,6 +158,7 @@ struct Event {
 }
 
 const EVENT_LIST_TERMINATED: c_int = 0;
+const EVENT_WORD: c_int = 1;
 const EVENT_PHONEME: c_int = 7;
 const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
 const INITIALIZE_PHONEME_EVENTS: c_int = 0x0001;
@@ -181,6 +194,8 @@ struct Gathered {
     samples: Vec<i16>,
     /// (milliseconds, IPA).
     phonemes: Vec<(u32, String)>,
+    /// (milliseconds, first character counted from 1, characters).
+    words: Vec<(u32, usize, usize)>,
     deadline: Instant,
 }
 
@@ -201,6 +216,13 @@ unsafe extern "C" fn gather(wav: *mut c_short, n: c_int, events: *mut Event) -> 
     unsafe {
         let mut event = events;
         while !event.is_null() && (*event).kind != EVENT_LIST_TERMINATED {
+            if (*event).kind == EVENT_WORD {
+                (*gathered).words.push((
+                    (*event).audio_position.max(0) as u32,
+                    (*event).text_position.max(1) as usize,
+                    (*event).length.max(0) as usize,
+                ));
+            }
             if (*event).kind == EVENT_PHONEME {
                 let id = &(*event).id;
                 let len = id.iter().position(|b| *b == 0).unwrap_or(id.len());
@@ -278,6 +300,7 @@ impl Espeak {
         let mut gathered = Gathered {
             samples: Vec::new(),
             phonemes: Vec::new(),
+            words: Vec::new(),
             deadline: Instant::now() + TIMEOUT,
         };
         let bytes = text.as_bytes_with_nul();
@@ -315,9 +338,21 @@ impl Espeak {
                 ipa: ipa.into(),
             })
             .collect();
+        let at = |ms: u32| (ms as usize * SAMPLE_RATE as usize / 1000).min(samples.len());
+        // The library also names a word of no characters at the end of some texts.
+        let words = gathered
+            .words
+            .into_iter()
+            .filter(|(_, _, len)| *len > 0)
+            .map(|(ms, first, len)| Word {
+                at: at(ms),
+                chars: first - 1..first - 1 + len,
+            })
+            .collect();
         Ok(Speech {
             samples: samples.into(),
             phonemes,
+            words,
         })
     }
 }
@@ -394,6 +429,18 @@ mod tests {
             said.contains('h') && said.contains('ð') && said.contains('s'),
             "{said}"
         );
+        // Each word, in order, where its phonemes are.
+        let text: Vec<char> = "Hello there, this is a test.".chars().collect();
+        let words: Vec<String> = speech
+            .words
+            .iter()
+            .map(|w| text[w.chars.clone()].iter().collect())
+            .collect();
+        assert_eq!(words, ["Hello", "there", "this", "is", "a", "test"]);
+        assert!(speech.words.windows(2).all(|w| w[0].at < w[1].at));
+        let there = speech.words[1].at;
+        let first_after = &phonemes[phonemes.partition_point(|p| p.at < there)..];
+        assert!(first_after[0].ipa.contains('ð'), "{first_after:?}");
     }
 
     #[actix_web::test]

@@ -38,10 +38,7 @@ struct Timed {
 
 /// The phoneme timeline of an `audio_event.alignment` over `samples` 16 kHz samples of its audio:
 /// `Ok(None)` when its text is not one the spelling rules read; `Err` names what is malformed.
-pub(super) fn timeline(
-    alignment: &Value,
-    samples: usize,
-) -> Result<Option<Arc<[Phoneme]>>, String> {
+pub fn timeline(alignment: &Value, samples: usize) -> Result<Option<Arc<[Phoneme]>>, String> {
     let timed = parse(alignment)?;
     Ok(read(&timed, samples))
 }
@@ -101,38 +98,86 @@ fn parse(alignment: &Value) -> Result<Vec<Timed>, String> {
         .collect()
 }
 
-/// The sound a spelling at the start of `rest` usually writes (IPA, as espeak-ng names it, which
+/// The sound the spelling at `texts[i]` usually writes (IPA, as espeak-ng names it, which
 /// [`crate::media::visemes`] reads) and how many characters it takes; `None` for a character
-/// that is no sound of its own (a silent final e) or one the rules cannot read.
-fn sound(rest: &[&str], word_ends: bool) -> (Option<&'static str>, usize) {
-    let two = |a: &str, b: &str| rest.len() > 1 && rest[0] == a && rest[1] == b;
-    for (first, second, ipa) in [
-        ("p", "h", "f"),
-        ("t", "h", "θ"),
-        ("s", "h", "ʃ"),
-        ("c", "h", "tʃ"),
-        ("w", "h", "w"),
-        ("c", "k", "k"),
-        ("o", "o", "u"),
-        ("e", "e", "i"),
-        ("q", "u", "kw"),
+/// that is no sound of its own (a silent final e) or one the rules cannot read. English vowels
+/// follow the syllable: short before two consonants or a final one (`hat` a, `hop` ɒ, `cup` ʌ),
+/// long before a consonant and a silent final e (`made` eɪ, `fine` aɪ, `rose` oʊ).
+fn sound(texts: &[&str], i: usize) -> (Option<&'static str>, usize) {
+    let at = |n: usize| texts.get(i + n).copied().filter(|t| is_letter(t));
+    let is = |n: usize, text: &str| at(n) == Some(text);
+    let consonant = |n: usize| at(n).is_some_and(|t| !is_vowel(t));
+    let ends = |n: usize| at(n).is_none();
+    for (spelling, ipa) in [
+        ("igh", "aɪ"),
+        ("ph", "f"),
+        ("th", "θ"),
+        ("sh", "ʃ"),
+        ("ch", "tʃ"),
+        ("wh", "w"),
+        ("ck", "k"),
+        ("qu", "kw"),
+        ("oo", "u"),
+        ("ee", "i"),
+        ("ea", "i"),
+        ("ou", "aʊ"),
+        ("ow", "oʊ"),
+        ("oa", "oʊ"),
+        ("ai", "eɪ"),
+        ("ay", "eɪ"),
+        ("oi", "ɔɪ"),
+        ("oy", "ɔɪ"),
+        ("au", "ɔ"),
+        ("aw", "ɔ"),
+        ("ar", "ɑ"),
+        ("or", "ɔ"),
+        ("er", "ɜ"),
+        ("ir", "ɜ"),
+        ("ur", "ɜ"),
     ] {
-        if two(first, second) {
-            return (Some(ipa), 2);
+        let letters: Vec<String> = spelling.chars().map(String::from).collect();
+        if letters.iter().enumerate().all(|(n, l)| is(n, l)) {
+            // A vowel and r before another vowel are two sounds (very, iron).
+            let r_before_vowel = spelling.ends_with('r') && at(2).is_some_and(is_vowel);
+            if !r_before_vowel {
+                return (Some(ipa), letters.len());
+            }
         }
     }
-    let ipa = match rest[0] {
+    let this = texts[i];
+    // After the vowel: a consonant then a silent final e (made), or a closed syllable (hat).
+    let magic_e = consonant(1) && is(2, "e") && ends(3);
+    let closed = consonant(1) && (ends(2) || consonant(2));
+    let ipa = match this {
         "p" => "p",
         "b" => "b",
         "m" => "m",
         "f" | "v" => "f",
         "w" => "w",
+        // A silent final e after a vowel and a consonant keeps the shape before it; "the" and
+        // "me" say it.
+        "e" if ends(1)
+            && i > 1
+            && is_letter(texts[i - 1])
+            && !is_vowel(texts[i - 1])
+            && is_vowel(texts[i - 2]) =>
+        {
+            return (None, 1)
+        }
+        "a" if magic_e => "eɪ",
+        "i" if magic_e => "aɪ",
+        "o" if magic_e => "oʊ",
+        "u" if magic_e => "u",
+        "a" if closed => "a",
+        "e" if closed => "ɛ",
+        "i" if closed => "ɪ",
+        "o" if closed => "ɒ",
+        "u" if closed => "ʌ",
         "a" | "à" | "á" | "â" | "ä" | "ã" | "å" | "æ" => "a",
         "o" | "ò" | "ó" | "ô" | "ö" | "õ" | "ø" | "œ" => "o",
         "u" | "ù" | "ú" | "û" | "ü" => "u",
-        // A silent final e (made, time) keeps the shape before it.
-        "e" if word_ends => return (None, 1),
         "e" | "è" | "é" | "ê" | "ë" => "e",
+        "y" if i == 0 || !texts[i - 1].chars().all(char::is_alphabetic) => "j",
         "i" | "ì" | "í" | "î" | "ï" | "y" => "i",
         "j" => "dʒ",
         "s" | "z" | "c" | "x" | "ç" | "ß" => "s",
@@ -153,7 +198,40 @@ fn is_letter(text: &str) -> bool {
 }
 
 fn is_vowel(text: &str) -> bool {
-    matches!(sound(&[text], false).0, Some("a" | "o" | "u" | "e" | "i"))
+    matches!(
+        text,
+        "a" | "e"
+            | "i"
+            | "o"
+            | "u"
+            | "y"
+            | "à"
+            | "á"
+            | "â"
+            | "ä"
+            | "ã"
+            | "å"
+            | "æ"
+            | "è"
+            | "é"
+            | "ê"
+            | "ë"
+            | "ì"
+            | "í"
+            | "î"
+            | "ï"
+            | "ò"
+            | "ó"
+            | "ô"
+            | "ö"
+            | "õ"
+            | "ø"
+            | "œ"
+            | "ù"
+            | "ú"
+            | "û"
+            | "ü"
+    )
 }
 
 fn read(timed: &[Timed], samples: usize) -> Option<Arc<[Phoneme]>> {
@@ -182,13 +260,7 @@ fn read(timed: &[Timed], samples: usize) -> Option<Arc<[Phoneme]>> {
             }
             1
         } else {
-            // A final e after a vowel and a consonant is silent (made, phone); "the", "me" say it.
-            let ends = texts.get(i + 1).is_none_or(|next| !is_letter(next))
-                && i > 1
-                && is_letter(texts[i - 1])
-                && !is_vowel(texts[i - 1])
-                && is_vowel(texts[i - 2]);
-            let (ipa, taken) = sound(&texts[i..], ends);
+            let (ipa, taken) = sound(&texts, i);
             letters += taken;
             match ipa {
                 Some(ipa) => {
@@ -252,11 +324,11 @@ mod tests {
             .into_iter()
             .map(|(_, ipa)| ipa)
             .collect();
-        // ph th sh are one sound each; the final e of "phone" is silent; the comma is a pause,
-        // the short spaces are not.
+        // ph th sh are one sound each; the final e of "phone" is silent and makes its o long,
+        // "shop" and "Bob" are closed syllables; the comma is a pause, the short spaces are not.
         assert_eq!(
             ipa,
-            ["f", "o", "n", "θ", "e", "ʃ", "o", "p", "", "b", "o", "b"]
+            ["f", "oʊ", "n", "θ", "e", "ʃ", "ɒ", "p", "", "b", "ɒ", "b"]
         );
         // A word of two letters says its e.
         assert_eq!(said("me", 40.0).last().unwrap().1, "e");

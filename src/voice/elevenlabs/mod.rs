@@ -74,7 +74,7 @@
 //! consumer or the connection is not there), `connection` (the task: signed URL, connecting,
 //! backoff, the select loop), and here the handle.
 
-mod alignment;
+pub mod alignment;
 mod audio;
 mod backlog;
 mod connection;

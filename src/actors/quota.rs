@@ -7,13 +7,13 @@ use actix::prelude::*;
 
 use crate::metrics::Metrics;
 use crate::store::entities::session;
-use crate::store::sessions::Admission;
+use crate::store::sessions::{Admission, DurationCap};
 use crate::store::{Store, StoreError};
 
 /// Admit a new session row (state `queued`): link use, concurrency slot and row, all or nothing.
 #[derive(Message)]
 #[rtype(result = "Result<Admission, StoreError>")]
-pub struct Admit(pub session::Model);
+pub struct Admit(pub session::Model, pub DurationCap);
 
 pub struct Quota {
     store: Store,
@@ -33,13 +33,13 @@ impl Actor for Quota {
 impl Handler<Admit> for Quota {
     type Result = ResponseFuture<Result<Admission, StoreError>>;
 
-    fn handle(&mut self, Admit(row): Admit, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Admit(row, cap): Admit, _: &mut Self::Context) -> Self::Result {
         self.metrics.actor_message("quota", "admit");
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let source = row.source.clone();
-            let admission = store.admit(row).await?;
+            let admission = store.admit(row, cap).await?;
             match &admission {
                 Admission::Admitted(_) => {
                     metrics.sessions_started.with_label_values(&[&source]).inc()
@@ -52,9 +52,13 @@ impl Handler<Admit> for Quota {
                     .admissions_rejected
                     .with_label_values(&["insufficient_balance"])
                     .inc(),
-                Admission::ConcurrencyLimit => metrics
+                Admission::ConcurrencyLimit(_) => metrics
                     .admissions_rejected
                     .with_label_values(&["concurrency_limit"])
+                    .inc(),
+                Admission::AccountGone => metrics
+                    .admissions_rejected
+                    .with_label_values(&["account_gone"])
                     .inc(),
             }
             Ok(admission)

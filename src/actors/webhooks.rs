@@ -119,10 +119,7 @@ async fn enqueue_session_event(
     session_id: &str,
     event: LifecycleEvent,
 ) -> StoreResult<bool> {
-    let Some(session) = store.session(session_id).await? else {
-        return Ok(false);
-    };
-    let Some(account) = store.account(&session.account_id).await? else {
+    let Some((session, account)) = store.session_and_account(session_id).await? else {
         return Ok(false);
     };
     let mut queued = false;

@@ -30,6 +30,7 @@ impl Metrics {
                 "concurrency_limit",
                 "insufficient_balance",
                 "link_inactive",
+                "account_gone",
                 "no_capacity",
                 "busy",
             ],

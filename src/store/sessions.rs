@@ -17,7 +17,18 @@ pub enum Admission {
     /// The link was revoked, expired or used up by the time the write ran.
     LinkUnavailable,
     InsufficientBalance,
-    ConcurrencyLimit,
+    /// The account's limit (live sessions).
+    ConcurrencyLimit(i64),
+    AccountGone,
+}
+
+/// How long an admitted session may last: what the start asked for, never more than its
+/// account allows (its own cap, else the server's default). Settled in the admission, which reads
+/// the account as it takes the slot.
+#[derive(Debug, Clone, Copy)]
+pub struct DurationCap {
+    pub asked_seconds: Option<i64>,
+    pub default_seconds: i64,
 }
 
 #[derive(Default)]
@@ -29,8 +40,9 @@ pub struct SessionFilter {
 
 impl Store {
     /// Admits `new` (whose state is `queued`): takes a link use if it came through a link, then a
-    /// concurrency slot, then writes the row; all or nothing.
-    pub async fn admit(&self, new: session::Model) -> StoreResult<Admission> {
+    /// concurrency slot (the account's row comes back with it: its cap sets the row's
+    /// `max_duration_seconds`), then writes the row; all or nothing.
+    pub async fn admit(&self, mut new: session::Model, cap: DurationCap) -> StoreResult<Admission> {
         super::guarded(async move {
             let _turn = self.write_turn().await;
             let now = now_ms();
@@ -66,20 +78,22 @@ impl Store {
                         .lt(Expr::col(account::Column::ConcurrencyLimit)),
                 )
                 .filter(account::Column::BalanceMs.gt(0))
-                .exec(&txn)
+                .exec_with_returning(&txn)
                 .await?;
-            if slot.rows_affected == 0 {
-                let balance = account::Entity::find_by_id(new.account_id.clone())
+            let Some(account) = slot.into_iter().next() else {
+                let account = account::Entity::find_by_id(new.account_id.clone())
                     .one(&txn)
-                    .await?
-                    .map(|a| a.balance_ms)
-                    .unwrap_or(0);
-                return Ok(if balance <= 0 {
-                    Admission::InsufficientBalance
-                } else {
-                    Admission::ConcurrencyLimit
+                    .await?;
+                return Ok(match account {
+                    None => Admission::AccountGone,
+                    Some(a) if a.balance_ms <= 0 => Admission::InsufficientBalance,
+                    Some(a) => Admission::ConcurrencyLimit(a.concurrency_limit),
                 });
-            }
+            };
+            let account_max = account.max_session_seconds.unwrap_or(cap.default_seconds);
+            new.max_duration_seconds = cap
+                .asked_seconds
+                .map_or(account_max, |asked| Ord::min(asked, account_max));
             let row = session::ActiveModel::from(new).insert(&txn).await?;
             txn.commit().await?;
             Ok(Admission::Admitted(Box::new(row)))
@@ -92,6 +106,21 @@ impl Store {
             Ok(session::Entity::find_by_id(id.to_string())
                 .one(&self.db)
                 .await?)
+        })
+        .await
+    }
+
+    /// A session with its account, in one statement; `None` if either is gone.
+    pub async fn session_and_account(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(session::Model, account::Model)>> {
+        super::guarded(async move {
+            let found = session::Entity::find_by_id(id.to_string())
+                .find_also_related(account::Entity)
+                .one(&self.db)
+                .await?;
+            Ok(found.and_then(|(session, account)| Some((session, account?))))
         })
         .await
     }

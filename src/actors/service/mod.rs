@@ -33,7 +33,7 @@ use crate::domain::session::SessionState;
 use crate::domain::time::now_ms;
 use crate::livekit::{BorrowedRoom, RoomAccess};
 use crate::store::entities::{agent, session};
-use crate::store::sessions::Admission;
+use crate::store::sessions::{Admission, DurationCap};
 use crate::store::{Store, StoreError};
 
 /// Everything a dialect decided about a session it wants started.
@@ -290,12 +290,7 @@ impl SessionService {
     }
 
     /// The session row a start would write, in state `initial` (`queued` or `starting`).
-    fn new_row(
-        &self,
-        req: &StartRequest,
-        max_duration: i64,
-        initial: SessionState,
-    ) -> session::Model {
+    fn new_row(&self, req: &StartRequest, initial: SessionState) -> session::Model {
         let settings = &self.settings.sessions;
         let now = now_ms();
         let id = ids::session_id();
@@ -334,7 +329,8 @@ impl SessionService {
                 .webhook
                 .as_ref()
                 .and_then(|w| serde_json::to_string(w).ok()),
-            max_duration_seconds: max_duration,
+            // The admission sets it from the account's cap.
+            max_duration_seconds: 0,
             idle_timeout_seconds: settings.idle_timeout_seconds as i64,
             node_id: self.node_id.clone(),
             heartbeat_at: Some(now),
@@ -355,28 +351,21 @@ impl SessionService {
         req: StartRequest,
         initial: SessionState,
     ) -> Result<(session::Model, Addr<Session>), StartError> {
-        let account = self
-            .store
-            .account(&req.account_id)
-            .await?
-            .ok_or(StartError::AccountGone)?;
-        // The request may ask for less than the account allows, never more.
-        let account_max = account
-            .max_session_seconds
-            .unwrap_or(self.settings.sessions.default_max_duration_seconds as i64);
-        let max_duration = req
-            .max_duration_seconds
-            .map_or(account_max, |asked| asked.min(account_max));
-        let row = self.new_row(&req, max_duration, initial);
+        // The request may ask for less than the account allows, never more: the admission,
+        // which reads the account as it takes the slot, sets the row's cap.
+        let cap = DurationCap {
+            asked_seconds: req.max_duration_seconds,
+            default_seconds: self.settings.sessions.default_max_duration_seconds as i64,
+        };
+        let row = self.new_row(&req, initial);
         // A render slot first: with none free the start is refused before the quota is touched.
         let lease = self.acquire_slot(&row.id).await?;
-        let refused = match self.quota.send(Admit(row)).await {
+        let refused = match self.quota.send(Admit(row, cap)).await {
             Ok(Ok(Admission::Admitted(row))) => return Ok(self.spawn(*row, &req, lease)),
             Ok(Ok(Admission::LinkUnavailable)) => StartError::LinkInactive,
             Ok(Ok(Admission::InsufficientBalance)) => StartError::InsufficientBalance,
-            Ok(Ok(Admission::ConcurrencyLimit)) => {
-                StartError::ConcurrencyLimit(account.concurrency_limit)
-            }
+            Ok(Ok(Admission::ConcurrencyLimit(limit))) => StartError::ConcurrencyLimit(limit),
+            Ok(Ok(Admission::AccountGone)) => StartError::AccountGone,
             Ok(Err(e)) => StartError::Store(e),
             Err(e) => StartError::Unavailable(format!("quota: {e}")),
         };

@@ -135,13 +135,15 @@ fn sound(texts: &[&str], i: usize) -> (Option<&'static str>, usize) {
         ("ir", "ɜ"),
         ("ur", "ɜ"),
     ] {
-        let letters: Vec<String> = spelling.chars().map(String::from).collect();
-        if letters.iter().enumerate().all(|(n, l)| is(n, l)) {
-            // A vowel and r before another vowel are two sounds (very, iron).
-            let r_before_vowel = spelling.ends_with('r') && at(2).is_some_and(is_vowel);
-            if !r_before_vowel {
-                return (Some(ipa), letters.len());
-            }
+        // The spellings are ASCII: a letter each byte.
+        let written = spelling
+            .chars()
+            .enumerate()
+            .all(|(n, l)| is(n, l.encode_utf8(&mut [0; 4])));
+        // A vowel and r before another vowel are two sounds (very, iron).
+        let r_before_vowel = spelling.ends_with('r') && at(2).is_some_and(is_vowel);
+        if written && !r_before_vowel {
+            return (Some(ipa), spelling.len());
         }
     }
     let this = texts[i];
@@ -180,6 +182,8 @@ fn sound(texts: &[&str], i: usize) -> (Option<&'static str>, usize) {
         "y" if i == 0 || !texts[i - 1].chars().all(char::is_alphabetic) => "j",
         "i" | "ì" | "í" | "î" | "ï" | "y" => "i",
         "j" => "dʒ",
+        // A c is soft before e, i and y (city), hard elsewhere (cup).
+        "c" if !(is(1, "e") || is(1, "i") || is(1, "y")) => "k",
         "s" | "z" | "c" | "x" | "ç" | "ß" => "s",
         "r" => "ɹ",
         "t" => "t",
@@ -332,6 +336,23 @@ mod tests {
         );
         // A word of two letters says its e.
         assert_eq!(said("me", 40.0).last().unwrap().1, "e");
+    }
+
+    #[test]
+    fn english_vowels_follow_the_syllable() {
+        let words = |text: &str| -> Vec<String> {
+            said(text, 40.0).into_iter().map(|(_, ipa)| ipa).collect()
+        };
+        // Long before a consonant and a silent e; short in a closed syllable.
+        assert_eq!(words("made"), ["m", "eɪ", "d"]);
+        assert_eq!(words("fine"), ["f", "aɪ", "n"]);
+        assert_eq!(words("cup"), ["k", "ʌ", "p"]);
+        assert_eq!(words("night"), ["n", "aɪ", "t"]);
+        // A vowel and r before a vowel are two sounds; before a consonant, one.
+        assert_eq!(words("very"), ["f", "e", "ɹ", "i"]);
+        assert_eq!(words("dark"), ["d", "ɑ", "k"]);
+        // Accented vowels keep their own sound.
+        assert_eq!(words("café"), ["k", "a", "f", "e"]);
     }
 
     #[test]

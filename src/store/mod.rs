@@ -20,7 +20,7 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, TransactionTrait,
+    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 use crate::crypto::MasterKey;
@@ -71,16 +71,19 @@ impl Store {
 
     /// A transaction that will write after it reads. SQLite's deferred `BEGIN` would pin a read
     /// snapshot at the first read, and a commit by another connection meanwhile makes the later
-    /// write fail at once (`SQLITE_BUSY_SNAPSHOT`, which no busy timeout waits out); a first
-    /// statement that writes nothing still takes the write lock, waiting for it as `BEGIN
-    /// IMMEDIATE` would. PostgreSQL needs nothing of the kind.
+    /// write fail at once (`SQLITE_BUSY_SNAPSHOT`, which no busy timeout waits out): `BEGIN
+    /// IMMEDIATE` takes the write lock first (waiting for it on the busy timeout), in the one
+    /// statement. PostgreSQL needs nothing of the kind.
     pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        let txn = self.db.begin().await?;
-        if txn.get_database_backend() == DbBackend::Sqlite {
-            txn.execute_unprepared("UPDATE accounts SET live_sessions = live_sessions WHERE 1 = 0")
-                .await?;
+        if self.db.get_database_backend() != DbBackend::Sqlite {
+            return self.db.begin().await;
         }
-        Ok(txn)
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
     }
 
     /// Connects and applies pending migrations (SQLite files are created on first start).

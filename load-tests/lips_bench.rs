@@ -429,13 +429,12 @@ fn aligned(text: &str, speech: &Speech) -> Vec<Phoneme> {
             .iter()
             .filter(|p| !p.ipa.is_empty())
             .collect();
-        let end_of = |j: usize| {
-            let i = ph
-                .iter()
-                .position(|p| std::ptr::eq(p, spoken[j]))
-                .unwrap_or(0);
-            ph.get(i + 1).map_or(span_end, |p| p.at).min(span_end)
-        };
+        // The phoneme after the word's last sound (a pause, or the next word's first).
+        let sounds_end = (first..last)
+            .rfind(|&i| !ph[i].ipa.is_empty())
+            .map_or(span_end, |i| {
+                ph.get(i + 1).map_or(span_end, |p| p.at).min(span_end)
+            });
         let letters: Vec<usize> = (from..to)
             .filter(|&i| chars[i].chars().all(char::is_alphabetic))
             .collect();
@@ -455,7 +454,7 @@ fn aligned(text: &str, speech: &Speech) -> Vec<Phoneme> {
                 let until = matched.get(n + 1).copied().filter(|&next| next != j);
                 let (t0, t1) = (
                     ms(spoken[j].at),
-                    until.map_or_else(|| ms(end_of(spoken.len() - 1)), |next| ms(spoken[next].at)),
+                    until.map_or_else(|| ms(sounds_end), |next| ms(spoken[next].at)),
                 );
                 let share = (t1 - t0).max(0.0) / sharing.len() as f64;
                 let rank = sharing.iter().position(|&m| m == n).unwrap_or(0);
@@ -463,10 +462,10 @@ fn aligned(text: &str, speech: &Speech) -> Vec<Phoneme> {
                 durations[i] = if until.is_some() || rank + 1 < sharing.len() {
                     share
                 } else {
-                    (ms(end_of(spoken.len() - 1)) - starts[i]).max(0.0)
+                    (ms(sounds_end) - starts[i]).max(0.0)
                 };
             }
-            tail = ms(end_of(spoken.len() - 1));
+            tail = ms(sounds_end);
         }
         for i in (from..to).filter(|i| !letters.contains(i)) {
             starts[i] = tail;
@@ -485,8 +484,9 @@ fn aligned(text: &str, speech: &Speech) -> Vec<Phoneme> {
 
 /// A forced aligner's match of a word's letters to its spoken phonemes, in order: for each letter
 /// the phoneme it is spoken in. Matching a letter to a phoneme of the same mouth shape costs
-/// nothing, a vowel letter to another vowel (a consonant to another consonant) 0.4, else 1; an unwritten phoneme 0.7, and a silent letter (sharing the phoneme
-/// before) 0.7 where it has that phoneme's shape, else 0.9.
+/// nothing, a vowel letter to another vowel (a consonant to another consonant) 0.4, else 1; an
+/// unwritten phoneme 0.7, and a silent letter (sharing the phoneme before) 0.7 where it has that
+/// phoneme's shape, else 0.9.
 fn match_letters(letters: &[&str], phonemes: &[&str]) -> Vec<usize> {
     let (k, m) = (letters.len(), phonemes.len());
     let shape = |ipa: &str| Viseme::of_phoneme(ipa).0;

@@ -330,15 +330,15 @@ impl Espeak {
             return Err(TtsError::BadAudio("no samples".into()));
         }
         let samples = resample(&gathered.samples, self.rate, SAMPLE_RATE);
+        let at = |ms: u32| (ms as usize * SAMPLE_RATE as usize / 1000).min(samples.len());
         let phonemes = gathered
             .phonemes
             .into_iter()
             .map(|(ms, ipa)| Phoneme {
-                at: (ms as usize * SAMPLE_RATE as usize / 1000).min(samples.len()),
+                at: at(ms),
                 ipa: ipa.into(),
             })
             .collect();
-        let at = |ms: u32| (ms as usize * SAMPLE_RATE as usize / 1000).min(samples.len());
         // The library also names a word of no characters at the end of some texts.
         let words = gathered
             .words

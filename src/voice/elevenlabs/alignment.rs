@@ -175,12 +175,8 @@ fn sound(texts: &[&str], i: usize) -> (Option<&'static str>, usize) {
         "i" if closed => "ɪ",
         "o" if closed => "ɒ",
         "u" if closed => "ʌ",
-        "a" | "à" | "á" | "â" | "ä" | "ã" | "å" | "æ" => "a",
-        "o" | "ò" | "ó" | "ô" | "ö" | "õ" | "ø" | "œ" => "o",
-        "u" | "ù" | "ú" | "û" | "ü" => "u",
-        "e" | "è" | "é" | "ê" | "ë" => "e",
         "y" if i == 0 || !texts[i - 1].chars().all(char::is_alphabetic) => "j",
-        "i" | "ì" | "í" | "î" | "ï" | "y" => "i",
+        "y" => "i",
         "j" => "dʒ",
         // A c is soft before e, i and y (city), hard elsewhere (cup).
         "c" if !(is(1, "e") || is(1, "i") || is(1, "y")) => "k",
@@ -192,7 +188,11 @@ fn sound(texts: &[&str], i: usize) -> (Option<&'static str>, usize) {
         "l" => "l",
         "k" | "g" | "q" => "k",
         "h" => "h",
-        _ => return (None, 1),
+        // Any other vowel, accented ones too, says its own sound.
+        _ => match vowel(this) {
+            Some(vowel) => vowel,
+            None => return (None, 1),
+        },
     };
     (Some(ipa), 1)
 }
@@ -201,41 +201,20 @@ fn is_letter(text: &str) -> bool {
     text.chars().next().is_some_and(char::is_alphabetic)
 }
 
+/// The vowel a letter writes, accents aside (`é` is an e); `None` for a consonant.
+fn vowel(text: &str) -> Option<&'static str> {
+    Some(match text {
+        "a" | "à" | "á" | "â" | "ä" | "ã" | "å" | "æ" => "a",
+        "o" | "ò" | "ó" | "ô" | "ö" | "õ" | "ø" | "œ" => "o",
+        "u" | "ù" | "ú" | "û" | "ü" => "u",
+        "e" | "è" | "é" | "ê" | "ë" => "e",
+        "i" | "ì" | "í" | "î" | "ï" => "i",
+        _ => return None,
+    })
+}
+
 fn is_vowel(text: &str) -> bool {
-    matches!(
-        text,
-        "a" | "e"
-            | "i"
-            | "o"
-            | "u"
-            | "y"
-            | "à"
-            | "á"
-            | "â"
-            | "ä"
-            | "ã"
-            | "å"
-            | "æ"
-            | "è"
-            | "é"
-            | "ê"
-            | "ë"
-            | "ì"
-            | "í"
-            | "î"
-            | "ï"
-            | "ò"
-            | "ó"
-            | "ô"
-            | "ö"
-            | "õ"
-            | "ø"
-            | "œ"
-            | "ù"
-            | "ú"
-            | "û"
-            | "ü"
-    )
+    text == "y" || vowel(text).is_some()
 }
 
 fn read(timed: &[Timed], samples: usize) -> Option<Arc<[Phoneme]>> {

@@ -16,7 +16,7 @@ use crate::domain::session::SessionState;
 use crate::domain::views::Urls;
 use crate::metrics::Metrics;
 use crate::net::UrlPolicy;
-use crate::store::entities::webhook;
+use crate::store::entities::{account, session, webhook};
 use crate::store::{iso, now_ms, Store, StoreResult};
 
 /// A session changed state: tell the account's and the session's endpoints.
@@ -48,6 +48,9 @@ pub struct Webhooks {
     urls: Urls,
     metrics: Metrics,
     delivering: bool,
+    /// Session events waiting for the read in flight (see `emit_waiting`).
+    waiting: Vec<Emit>,
+    reading: bool,
 }
 
 impl Webhooks {
@@ -67,6 +70,8 @@ impl Webhooks {
             urls,
             metrics,
             delivering: false,
+            waiting: Vec::new(),
+            reading: false,
         }
     }
 }
@@ -112,17 +117,34 @@ pub fn outbox_row(
     }
 }
 
-/// Queues `event` of the session for its account's and its own webhook; whether it queued any.
-async fn enqueue_session_event(
-    store: &Store,
+/// Queues each event of `batch` for its session's account's and its own webhook, in the order
+/// they came, having read the sessions (with their accounts) in one statement; whether it queued
+/// any.
+async fn enqueue_session_events(store: &Store, urls: &Urls, batch: &[Emit]) -> StoreResult<bool> {
+    let ids: Vec<&str> = batch.iter().map(|e| e.session_id.as_str()).collect();
+    let found = store.sessions_and_accounts(&ids).await?;
+    let rows: Vec<webhook::Model> = batch
+        .iter()
+        .filter_map(|e| {
+            found
+                .get(&e.session_id)
+                .map(|(s, a)| outbox_rows(urls, s, a, e.event))
+        })
+        .flatten()
+        .collect();
+    let queued = !rows.is_empty();
+    store.enqueue_webhooks(rows).await?;
+    Ok(queued)
+}
+
+/// The deliveries of `event` of `session`: to its account's webhook and to its own.
+fn outbox_rows(
     urls: &Urls,
-    session_id: &str,
+    session: &session::Model,
+    account: &account::Model,
     event: LifecycleEvent,
-) -> StoreResult<bool> {
-    let Some((session, account)) = store.session_and_account(session_id).await? else {
-        return Ok(false);
-    };
-    let mut queued = false;
+) -> Vec<webhook::Model> {
+    let mut rows = Vec::new();
     let mut view = session.view(urls);
     // `stopping` is not written to the row, which goes from `live` to its end in one write.
     if matches!(event, LifecycleEvent::Stopping) && session.ended_at.is_none() {
@@ -130,16 +152,13 @@ async fn enqueue_session_event(
     }
     let data = serde_json::to_value(view).unwrap_or_default();
     if let Some(url) = &account.webhook_url {
-        store
-            .enqueue_webhook(outbox_row(
-                &account.id,
-                Some(session_id),
-                url,
-                &event.name(EventNaming::Own),
-                data.clone(),
-            ))
-            .await?;
-        queued = true;
+        rows.push(outbox_row(
+            &account.id,
+            Some(&session.id),
+            url,
+            &event.name(EventNaming::Own),
+            data.clone(),
+        ));
     }
     let hook: Option<SessionWebhook> = session
         .webhook
@@ -152,19 +171,16 @@ async fn enqueue_session_event(
             .as_ref()
             .is_none_or(|events| events.contains(&name))
         {
-            store
-                .enqueue_webhook(outbox_row(
-                    &account.id,
-                    Some(session_id),
-                    &hook.url,
-                    &name,
-                    data,
-                ))
-                .await?;
-            queued = true;
+            rows.push(outbox_row(
+                &account.id,
+                Some(&session.id),
+                &hook.url,
+                &name,
+                data,
+            ));
         }
     }
-    Ok(queued)
+    rows
 }
 
 /// After an event: delivers at once what it queued. An event that queued nothing (no webhook
@@ -175,26 +191,43 @@ fn deliver_if_queued(queued: bool, _: &mut Webhooks, ctx: &mut Context<Webhooks>
     }
 }
 
-impl Handler<Emit> for Webhooks {
-    type Result = ResponseActFuture<Self, ()>;
-
-    fn handle(&mut self, msg: Emit, _: &mut Self::Context) -> Self::Result {
-        self.metrics.actor_message("webhooks", "emit");
+impl Webhooks {
+    /// Queues the waiting session events, read together; events that arrive meanwhile wait for
+    /// the next read. One read an event when they come one at a time, far fewer under load.
+    fn emit_waiting(&mut self, ctx: &mut Context<Self>) {
+        if self.reading || self.waiting.is_empty() {
+            return;
+        }
+        self.reading = true;
+        let batch = std::mem::take(&mut self.waiting);
         let store = self.store.clone();
         let urls = self.urls.clone();
-        Box::pin(
+        ctx.spawn(
             async move {
-                match enqueue_session_event(&store, &urls, &msg.session_id, msg.event).await {
-                    Ok(queued) => queued,
-                    Err(e) => {
-                        tracing::error!(session = %msg.session_id, error = %e, "webhook enqueue failed");
+                enqueue_session_events(&store, &urls, &batch)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(events = batch.len(), error = %e, "webhook enqueue failed");
                         false
-                    }
-                }
+                    })
             }
             .into_actor(self)
-            .map(deliver_if_queued),
-        )
+            .map(|queued, act, ctx| {
+                act.reading = false;
+                deliver_if_queued(queued, act, ctx);
+                act.emit_waiting(ctx);
+            }),
+        );
+    }
+}
+
+impl Handler<Emit> for Webhooks {
+    type Result = ();
+
+    fn handle(&mut self, msg: Emit, ctx: &mut Self::Context) {
+        self.metrics.actor_message("webhooks", "emit");
+        self.waiting.push(msg);
+        self.emit_waiting(ctx);
     }
 }
 
@@ -223,13 +256,13 @@ impl Handler<EmitAgent> for Webhooks {
                         "agent.failed"
                     };
                     store
-                        .enqueue_webhook(outbox_row(
+                        .enqueue_webhooks(vec![outbox_row(
                             &account.id,
                             None,
                             url,
                             event,
                             serde_json::to_value(agent.view(&urls)).unwrap_or_default(),
-                        ))
+                        )])
                         .await?;
                     Ok(true)
                 }

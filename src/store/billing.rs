@@ -8,9 +8,13 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Query};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryResult, QuerySelect,
+    QueryTrait, Statement,
+};
 
 use super::entities::{account, link, session, usage};
+use super::write::WriteTxn;
 use super::{now_ms, Store, StoreResult};
 use crate::domain::session::SessionState;
 
@@ -58,29 +62,36 @@ const CHUNK: usize = 400;
 
 impl Store {
     /// Settles every line's total in one transaction: session totals raised, one ledger line per
-    /// session that gained, one debit per account.
+    /// session that gained, one debit per account. Read, then the writes in one call (see
+    /// `store/write.rs`).
     pub async fn settle(&self, lines: &[BillLine]) -> StoreResult<Settled> {
         super::guarded(async move {
             let _turn = self.write_turn().await;
-            let txn = self.begin_write().await?;
+            let backend = self.db.get_database_backend();
+            let mut txn = self.write_txn().await?;
             let mut settled = Settled::default();
-            let (gained, ended_elsewhere) = raise_totals(&txn, lines).await?;
-            settled.ended_elsewhere = ended_elsewhere;
-            debit(&txn, &gained, "session time", &mut settled).await?;
+            let ids: Vec<&str> = lines.iter().map(|l| l.session_id.as_str()).collect();
+            let before = billed_before(&mut txn, backend, &ids).await?;
+            settled.ended_elsewhere = lines
+                .iter()
+                .filter(|l| !before.contains_key(&l.session_id))
+                .map(|l| l.session_id.clone())
+                .collect();
+            let (mut statements, gained) = raise_totals(backend, lines, &before);
+            statements.extend(debit(backend, &gained, "session time"));
             // Every account's balance, debited or not: the actor projects from them.
-            let mut ids: Vec<&str> = lines.iter().map(|l| l.account_id.as_str()).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            for chunk in ids.chunks(CHUNK) {
-                for row in account::Entity::find()
-                    .filter(account::Column::Id.is_in(chunk.to_vec()))
-                    .all(&txn)
-                    .await?
-                {
-                    settled.balances.insert(row.id, row.balance_ms);
-                }
+            let mut accounts: Vec<&str> = lines.iter().map(|l| l.account_id.as_str()).collect();
+            accounts.sort_unstable();
+            accounts.dedup();
+            for chunk in accounts.chunks(CHUNK) {
+                let balances = account::Entity::find()
+                    .select_only()
+                    .columns([account::Column::Id, account::Column::BalanceMs])
+                    .filter(account::Column::Id.is_in(chunk.to_vec()));
+                statements.push(balances.build(backend));
             }
-            txn.commit().await?;
+            let rows = txn.commit_with(statements).await?;
+            settled.balances = balances(&rows)?;
             settled.debited = gained.into_iter().map(|(s, (_, n))| (s, n)).collect();
             Ok(settled)
         })
@@ -90,11 +101,16 @@ impl Store {
     /// Writes a batch of endings in one transaction: each session's last seconds billed, its row
     /// ended, its concurrency count (and, for a start that never went live, its link use) given
     /// back. A session already ended is left as it is, so a retried batch changes nothing twice.
+    /// Read (the rows not ended, locked on PostgreSQL against another node ending them), then the
+    /// writes in one call.
     pub async fn finish_many(&self, endings: &[FinalLine]) -> StoreResult<Settled> {
         super::guarded(async move {
             let _turn = self.write_turn().await;
-            let txn = self.begin_write().await?;
+            let backend = self.db.get_database_backend();
+            let mut txn = self.write_txn().await?;
             let mut settled = Settled::default();
+            let ids: Vec<&str> = endings.iter().map(|e| e.session_id.as_str()).collect();
+            let before = billed_before(&mut txn, backend, &ids).await?;
             let lines: Vec<BillLine> = endings
                 .iter()
                 .filter_map(|e| {
@@ -105,52 +121,16 @@ impl Store {
                     })
                 })
                 .collect();
-            let (gained, _) = raise_totals(&txn, &lines).await?;
-            debit(&txn, &gained, "session time (final)", &mut settled).await?;
-            let now = now_ms();
-            let mut released: HashMap<&str, i64> = HashMap::new();
-            for e in endings {
-                let ended = session::Entity::update_many()
-                    .col_expr(session::Column::State, Expr::value(e.state))
-                    .col_expr(session::Column::EndReason, Expr::value(e.end_reason))
-                    .col_expr(
-                        session::Column::FailureReason,
-                        Expr::value(e.failure_reason.clone()),
-                    )
-                    .col_expr(session::Column::EndedAt, Expr::value(e.ended_at))
-                    .col_expr(session::Column::UpdatedAt, Expr::value(now))
-                    .filter(session::Column::Id.eq(e.session_id.as_str()))
-                    .filter(session::Column::EndedAt.is_null())
-                    .exec(&txn)
-                    .await?;
-                if ended.rows_affected == 0 {
-                    continue;
-                }
-                settled.ended.push(e.session_id.clone());
-                *released.entry(&e.account_id).or_default() += 1;
-                if let (true, Some(link_id)) = (e.refund_link, &e.link_id) {
-                    link::Entity::update_many()
-                        .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).sub(1))
-                        .filter(link::Column::Id.eq(link_id.as_str()))
-                        .filter(link::Column::Uses.gt(0))
-                        .exec(&txn)
-                        .await?;
-                }
-            }
-            for (account_id, n) in released {
-                let live = Expr::col(account::Column::LiveSessions);
-                account::Entity::update_many()
-                    .col_expr(
-                        account::Column::LiveSessions,
-                        Expr::case(live.clone().gt(n), live.sub(n))
-                            .finally(0i64)
-                            .into(),
-                    )
-                    .filter(account::Column::Id.eq(account_id))
-                    .exec(&txn)
-                    .await?;
-            }
-            txn.commit().await?;
+            let (mut statements, gained) = raise_totals(backend, &lines, &before);
+            statements.extend(debit(backend, &gained, "session time (final)"));
+            let ending: Vec<&FinalLine> = endings
+                .iter()
+                .filter(|e| before.contains_key(&e.session_id))
+                .collect();
+            statements.extend(end_rows(backend, &ending));
+            let rows = txn.commit_with(statements).await?;
+            settled.ended = ending.iter().map(|e| e.session_id.clone()).collect();
+            settled.balances = balances(&rows)?;
             settled.debited = gained.into_iter().map(|(s, (_, n))| (s, n)).collect();
             Ok(settled)
         })
@@ -158,50 +138,60 @@ impl Store {
     }
 }
 
-/// Raises each session's `billed_seconds` to its line's total (never lowers it, never touches an
-/// ended session) and refreshes the heartbeat of every one not ended, grown or not (the other
-/// nodes take a session whose heartbeat went stale for lost). Answers what each gained: session →
-/// (account, seconds), and the lines whose session is already ended (nothing is billed for those).
-async fn raise_totals(
-    db: &impl ConnectionTrait,
+/// The billed seconds of each of `ids` not ended, as the transaction sees them (on PostgreSQL the
+/// rows are locked: a concurrent ending waits, then finds them ended).
+async fn billed_before(
+    txn: &mut WriteTxn,
+    backend: DbBackend,
+    ids: &[&str],
+) -> StoreResult<HashMap<String, i64>> {
+    let statements = ids
+        .chunks(CHUNK)
+        .map(|chunk| {
+            session::Entity::find()
+                .select_only()
+                .columns([session::Column::Id, session::Column::BilledSeconds])
+                .filter(session::Column::Id.is_in(chunk.to_vec()))
+                .filter(session::Column::EndedAt.is_null())
+                .lock_exclusive()
+                .build(backend)
+        })
+        .collect();
+    let mut before = HashMap::new();
+    for row in txn.query(statements).await? {
+        before.insert(row.try_get("", "id")?, row.try_get("", "billed_seconds")?);
+    }
+    Ok(before)
+}
+
+/// The statements that raise each line's `billed_seconds` to its total (never lower it, never
+/// touch an ended session) and refresh the heartbeat of every one not ended, grown or not (the
+/// other nodes take a session whose heartbeat went stale for lost); with what each gained against
+/// `before`: session → (account, seconds).
+fn raise_totals(
+    backend: DbBackend,
     lines: &[BillLine],
-) -> StoreResult<(HashMap<String, (String, i64)>, Vec<String>)> {
+    before: &HashMap<String, i64>,
+) -> (Vec<Statement>, HashMap<String, (String, i64)>) {
+    let mut statements = Vec::new();
     let mut gained = HashMap::new();
-    let mut ended = Vec::new();
-    for chunk in lines.chunks(CHUNK) {
-        let ids: Vec<&str> = chunk.iter().map(|l| l.session_id.as_str()).collect();
-        // What the rows say now: the gain is measured against them, inside this transaction.
-        let before: HashMap<String, i64> = session::Entity::find()
-            .filter(session::Column::Id.is_in(ids.clone()))
-            .filter(session::Column::EndedAt.is_null())
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row.billed_seconds))
-            .collect();
-        ended.extend(
-            chunk
-                .iter()
-                .filter(|l| !before.contains_key(&l.session_id))
-                .map(|l| l.session_id.clone()),
-        );
-        let grow: Vec<&BillLine> = chunk
-            .iter()
-            .filter(|l| {
-                before
-                    .get(&l.session_id)
-                    .is_some_and(|b| l.total_seconds > *b)
-            })
-            .collect();
-        if before.is_empty() {
-            continue;
-        }
+    let live: Vec<&BillLine> = lines
+        .iter()
+        .filter(|l| before.contains_key(&l.session_id))
+        .collect();
+    for chunk in live.chunks(CHUNK) {
         let mut update = Query::update();
         update
             .table(session::Entity)
             .value(session::Column::HeartbeatAt, now_ms())
-            .and_where(Expr::col(session::Column::Id).is_in(before.keys().map(String::as_str)))
+            .and_where(
+                Expr::col(session::Column::Id).is_in(chunk.iter().map(|l| l.session_id.as_str())),
+            )
             .and_where(Expr::col(session::Column::EndedAt).is_null());
+        let grow: Vec<&&BillLine> = chunk
+            .iter()
+            .filter(|l| l.total_seconds > before[&l.session_id])
+            .collect();
         if !grow.is_empty() {
             let mut total = CaseStatement::new();
             for l in &grow {
@@ -213,27 +203,30 @@ async fn raise_totals(
             let total = total.finally(Expr::col(session::Column::BilledSeconds));
             update.value(session::Column::BilledSeconds, total);
         }
-        db.execute(&update).await?;
+        statements.push(backend.build(&update));
         for l in grow {
-            let was = before[&l.session_id];
             gained.insert(
                 l.session_id.clone(),
-                (l.account_id.clone(), l.total_seconds - was),
+                (
+                    l.account_id.clone(),
+                    l.total_seconds - before[&l.session_id],
+                ),
             );
         }
     }
-    Ok((gained, ended))
+    (statements, gained)
 }
 
-/// One ledger line per session that gained (a multi-row insert), one debit per account.
-async fn debit(
-    db: &impl ConnectionTrait,
+/// One ledger line per session that gained (a multi-row insert), one debit per account, which
+/// answers the account's balance after it.
+fn debit(
+    backend: DbBackend,
     gained: &HashMap<String, (String, i64)>,
     reason: &str,
-    settled: &mut Settled,
-) -> StoreResult<()> {
+) -> Vec<Statement> {
+    let mut statements = Vec::new();
     if gained.is_empty() {
-        return Ok(());
+        return statements;
     }
     let now = now_ms();
     let mut per_account: HashMap<&str, i64> = HashMap::new();
@@ -254,7 +247,7 @@ async fn debit(
         })
         .collect();
     for chunk in rows.chunks(CHUNK) {
-        usage::Entity::insert_many(chunk.to_vec()).exec(db).await?;
+        statements.push(usage::Entity::insert_many(chunk.to_vec()).build(backend));
     }
     let accounts: Vec<(&str, i64)> = per_account.into_iter().collect();
     for chunk in accounts.chunks(CHUNK) {
@@ -270,23 +263,127 @@ async fn debit(
                 .finally(0i64),
             );
         }
-        let ids: Vec<&str> = chunk.iter().map(|(a, _)| *a).collect();
         let update = Query::update()
             .table(account::Entity)
             .value(
                 account::Column::BalanceMs,
                 balance.finally(Expr::col(account::Column::BalanceMs)),
             )
-            .and_where(Expr::col(account::Column::Id).is_in(ids.clone()))
+            .and_where(Expr::col(account::Column::Id).is_in(chunk.iter().map(|(a, _)| *a)))
+            .returning(
+                Query::returning().columns([account::Column::Id, account::Column::BalanceMs]),
+            )
             .to_owned();
-        db.execute(&update).await?;
-        for row in account::Entity::find()
-            .filter(account::Column::Id.is_in(ids))
-            .all(db)
-            .await?
-        {
-            settled.balances.insert(row.id, row.balance_ms);
+        statements.push(backend.build(&update));
+    }
+    statements
+}
+
+/// The statements that end each of `endings` (rows not ended, as read under the write): its
+/// state, reason and `ended_at`; each account's live count lowered by the sessions it ended; and
+/// the link uses of starts that never went live given back.
+fn end_rows(backend: DbBackend, endings: &[&FinalLine]) -> Vec<Statement> {
+    let mut statements = Vec::new();
+    let now = now_ms();
+    for chunk in endings.chunks(CHUNK) {
+        let by_id = |value: &dyn Fn(&FinalLine) -> Expr, column: session::Column| {
+            let mut case = CaseStatement::new();
+            for e in chunk {
+                case = case.case(
+                    Expr::col(session::Column::Id).eq(e.session_id.as_str()),
+                    value(e),
+                );
+            }
+            case.finally(Expr::col(column))
+        };
+        let update = Query::update()
+            .table(session::Entity)
+            .value(
+                session::Column::State,
+                by_id(&|e| Expr::val(e.state.as_str()), session::Column::State),
+            )
+            .value(
+                session::Column::EndReason,
+                by_id(&|e| Expr::val(e.end_reason), session::Column::EndReason),
+            )
+            .value(
+                session::Column::FailureReason,
+                by_id(
+                    &|e| Expr::val(e.failure_reason.clone()),
+                    session::Column::FailureReason,
+                ),
+            )
+            .value(
+                session::Column::EndedAt,
+                by_id(&|e| Expr::val(e.ended_at), session::Column::EndedAt),
+            )
+            .value(session::Column::UpdatedAt, now)
+            .and_where(
+                Expr::col(session::Column::Id).is_in(chunk.iter().map(|e| e.session_id.as_str())),
+            )
+            .and_where(Expr::col(session::Column::EndedAt).is_null())
+            .to_owned();
+        statements.push(backend.build(&update));
+    }
+    let mut released: HashMap<&str, i64> = HashMap::new();
+    let mut refunded: HashMap<&str, i64> = HashMap::new();
+    for e in endings {
+        *released.entry(&e.account_id).or_default() += 1;
+        if let (true, Some(link_id)) = (e.refund_link, &e.link_id) {
+            *refunded.entry(link_id).or_default() += 1;
         }
     }
-    Ok(())
+    let lower = |column: Expr, counts: &[(&str, i64)], id: Expr| {
+        let mut case = CaseStatement::new();
+        for (key, n) in counts {
+            case = case.case(
+                id.clone().eq(*key),
+                Expr::case(column.clone().gt(*n), column.clone().sub(*n)).finally(0i64),
+            );
+        }
+        case.finally(column)
+    };
+    let released: Vec<(&str, i64)> = released.into_iter().collect();
+    for chunk in released.chunks(CHUNK) {
+        let update = Query::update()
+            .table(account::Entity)
+            .value(
+                account::Column::LiveSessions,
+                lower(
+                    Expr::col(account::Column::LiveSessions),
+                    chunk,
+                    Expr::col(account::Column::Id),
+                ),
+            )
+            .and_where(Expr::col(account::Column::Id).is_in(chunk.iter().map(|(a, _)| *a)))
+            .to_owned();
+        statements.push(backend.build(&update));
+    }
+    let refunded: Vec<(&str, i64)> = refunded.into_iter().collect();
+    for chunk in refunded.chunks(CHUNK) {
+        let update = Query::update()
+            .table(link::Entity)
+            .value(
+                link::Column::Uses,
+                lower(
+                    Expr::col(link::Column::Uses),
+                    chunk,
+                    Expr::col(link::Column::Id),
+                ),
+            )
+            .and_where(Expr::col(link::Column::Id).is_in(chunk.iter().map(|(l, _)| *l)))
+            .to_owned();
+        statements.push(backend.build(&update));
+    }
+    statements
+}
+
+/// The balances the statements answered (`id`, `balance_ms`), the last word for each account.
+fn balances(rows: &[QueryResult]) -> StoreResult<HashMap<String, i64>> {
+    let mut balances = HashMap::new();
+    for row in rows {
+        let id: String = row.try_get("", "id")?;
+        balances.insert(id, row.try_get("", "balance_ms")?);
+    }
+    Ok(balances)
 }

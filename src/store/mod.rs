@@ -11,6 +11,7 @@ pub mod sessions;
 mod values;
 pub mod views;
 pub mod webhooks;
+mod write;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,10 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 use crate::crypto::MasterKey;
 
@@ -69,23 +67,6 @@ impl Store {
         }
     }
 
-    /// A transaction that will write after it reads. SQLite's deferred `BEGIN` would pin a read
-    /// snapshot at the first read, and a commit by another connection meanwhile makes the later
-    /// write fail at once (`SQLITE_BUSY_SNAPSHOT`, which no busy timeout waits out): `BEGIN
-    /// IMMEDIATE` takes the write lock first (waiting for it on the busy timeout), in the one
-    /// statement. PostgreSQL needs nothing of the kind.
-    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        if self.db.get_database_backend() != DbBackend::Sqlite {
-            return self.db.begin().await;
-        }
-        self.db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await
-    }
-
     /// Connects and applies pending migrations (SQLite files are created on first start).
     pub async fn connect(
         url: &str,
@@ -97,7 +78,12 @@ impl Store {
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms.max(1)))
             .sqlx_logging(false);
+        // sqlx pings a connection each time it lends it: one more round trip on every query (on
+        // SQLite, one more hand-over to its thread). A server's connection is pinged only after
+        // a quiet spell, when the server or the network between may have dropped it; SQLite's,
+        // a file in this process, never.
         if url.starts_with("sqlite:") {
+            options.test_before_acquire(false);
             // One writer at a time: waiting writers queue on the busy timeout instead of failing.
             // WAL with `synchronous = NORMAL`: a commit is durable against a crash of this
             // process (what billing must survive) without an fsync per commit.
@@ -107,6 +93,8 @@ impl Store {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .foreign_keys(true)
             });
+        } else {
+            options.test_before_acquire_if_idle_for(Duration::from_secs(10));
         }
         let writer = url
             .starts_with("sqlite:")

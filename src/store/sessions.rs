@@ -1,14 +1,16 @@
 //! Sessions: admission (link use + concurrency slot + row, in one transaction), state writes, and
 //! the final write that releases the concurrency slot exactly once.
 
-use sea_orm::sea_query::{Expr, ExprTrait};
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query, QueryStatementBuilder};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DbBackend, EntityTrait, FromQueryResult, Iterable,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 
 use super::entities::{account, link, session};
-use super::{now_ms, Store, StoreResult};
+use super::{now_ms, Store, StoreError, StoreResult};
 use crate::domain::link::LinkStatus;
 use crate::domain::session::SessionState;
 
@@ -39,66 +41,122 @@ pub struct SessionFilter {
 }
 
 impl Store {
-    /// Admits `new` (whose state is `queued`): takes a link use if it came through a link, then a
-    /// concurrency slot (the account's row comes back with it: its cap sets the row's
-    /// `max_duration_seconds`), then writes the row; all or nothing.
-    pub async fn admit(&self, mut new: session::Model, cap: DurationCap) -> StoreResult<Admission> {
+    /// Admits `new` (written in its state, `queued`, `starting` or `live`): takes a concurrency
+    /// slot and, if it came through a link, a link use, writes the row and sets its
+    /// `max_duration_seconds` from the account's cap; all or nothing.
+    ///
+    /// The slot's update passes only if the link is usable too, and the link's update follows it.
+    /// On SQLite, which holds the write lock from the list's `BEGIN IMMEDIATE` to its `COMMIT`,
+    /// each step after the slot runs only if the one before changed its row (`changes() = 1`), so
+    /// the whole admission is one call to the database (`store/write.rs`) and a refusal writes
+    /// nothing. Elsewhere the gates' rows decide between commit and rollback.
+    pub async fn admit(&self, new: session::Model, cap: DurationCap) -> StoreResult<Admission> {
         super::guarded(async move {
             let _turn = self.write_turn().await;
+            let backend = self.db.get_database_backend();
+            let gated = backend == DbBackend::Sqlite;
             let now = now_ms();
-            let txn = self.db.begin().await?;
-            if let Some(link_id) = &new.link_id {
-                let used =
-                    link::Entity::update_many()
-                        .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).add(1))
-                        .filter(link::Column::Id.eq(link_id.as_str()))
-                        .filter(link::Column::Status.eq(LinkStatus::Active))
-                        .filter(Condition::any().add(link::Column::UseLimit.is_null()).add(
-                            Expr::col(link::Column::Uses).lt(Expr::col(link::Column::UseLimit)),
-                        ))
-                        .filter(
-                            Condition::any()
-                                .add(link::Column::ExpiresAt.is_null())
-                                .add(link::Column::ExpiresAt.gt(now)),
-                        )
-                        .exec(&txn)
-                        .await?;
-                if used.rows_affected == 0 {
-                    return Ok(Admission::LinkUnavailable);
-                }
-            }
-            let slot = account::Entity::update_many()
+            let (id, account_id, link_id) =
+                (new.id.clone(), new.account_id.clone(), new.link_id.clone());
+            let mut statements = Vec::new();
+            let mut slot = account::Entity::update_many()
                 .col_expr(
                     account::Column::LiveSessions,
                     Expr::col(account::Column::LiveSessions).add(1),
                 )
-                .filter(account::Column::Id.eq(new.account_id.as_str()))
+                .filter(account::Column::Id.eq(account_id.as_str()))
                 .filter(
                     Expr::col(account::Column::LiveSessions)
                         .lt(Expr::col(account::Column::ConcurrencyLimit)),
                 )
                 .filter(account::Column::BalanceMs.gt(0))
-                .exec_with_returning(&txn)
-                .await?;
-            let Some(account) = slot.into_iter().next() else {
-                let account = account::Entity::find_by_id(new.account_id.clone())
-                    .one(&txn)
-                    .await?;
-                return Ok(match account {
-                    None => Admission::AccountGone,
-                    Some(a) if a.balance_ms <= 0 => Admission::InsufficientBalance,
-                    Some(a) => Admission::ConcurrencyLimit(a.concurrency_limit),
-                });
+                .apply_if(link_id.as_deref(), |slot, link_id| {
+                    slot.filter(Expr::exists(
+                        Query::select()
+                            .expr(Expr::val(1))
+                            .from(link::Entity)
+                            .cond_where(usable_link(link_id, now))
+                            .to_owned(),
+                    ))
+                })
+                .into_query();
+            slot.returning_col(account::Column::ConcurrencyLimit);
+            statements.push(backend.build(&slot));
+            if let Some(link_id) = &link_id {
+                let mut use_link = link::Entity::update_many()
+                    .col_expr(link::Column::Uses, Expr::col(link::Column::Uses).add(1))
+                    .filter(usable_link(link_id, now))
+                    .apply_if(gated.then_some(()), |update, ()| {
+                        update.filter(after_a_change())
+                    })
+                    .into_query();
+                use_link.returning_col(link::Column::UseLimit);
+                statements.push(backend.build(&use_link));
+            }
+            statements.push(insert_row(backend, new));
+            let mut capped = session::Entity::update_many()
+                .col_expr(
+                    session::Column::MaxDurationSeconds,
+                    max_duration(&account_id, cap),
+                )
+                .filter(session::Column::Id.eq(id.as_str()))
+                .into_query();
+            capped.returning_all();
+            statements.push(backend.build(&capped));
+
+            let mut txn = self.write_txn().await?;
+            let (rows, undecided) = if gated {
+                (txn.commit_with(statements).await?, None)
+            } else {
+                (txn.query(statements).await?, Some(txn))
             };
-            let account_max = account.max_session_seconds.unwrap_or(cap.default_seconds);
-            new.max_duration_seconds = cap
-                .asked_seconds
-                .map_or(account_max, |asked| Ord::min(asked, account_max));
-            let row = session::ActiveModel::from(new).insert(&txn).await?;
-            txn.commit().await?;
+            // The gates answer one column each; the session's row comes last.
+            let passed = |gate: &str| rows.iter().any(|r| r.column_names() == [gate]);
+            let admitted =
+                passed("concurrency_limit") && (link_id.is_none() || passed("use_limit"));
+            if !admitted {
+                if let Some(txn) = undecided {
+                    txn.rollback().await?;
+                }
+                return self.refusal(&account_id, link_id.as_deref(), now).await;
+            }
+            let row = rows
+                .last()
+                .map(|r| session::Model::from_query_result(r, ""))
+                .transpose()?
+                .ok_or_else(|| StoreError::Corrupt(format!("session {id} not written")))?;
+            if let Some(txn) = undecided {
+                txn.commit_with(Vec::new()).await?;
+            }
             Ok(Admission::Admitted(Box::new(row)))
         })
         .await
+    }
+
+    /// Why an admission was refused, read after it.
+    async fn refusal(
+        &self,
+        account_id: &str,
+        link_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Admission> {
+        if let Some(link_id) = link_id {
+            let usable = link::Entity::find()
+                .filter(usable_link(link_id, now))
+                .one(&self.db)
+                .await?;
+            if usable.is_none() {
+                return Ok(Admission::LinkUnavailable);
+            }
+        }
+        let account = account::Entity::find_by_id(account_id.to_string())
+            .one(&self.db)
+            .await?;
+        Ok(match account {
+            None => Admission::AccountGone,
+            Some(a) if a.balance_ms <= 0 => Admission::InsufficientBalance,
+            Some(a) => Admission::ConcurrencyLimit(a.concurrency_limit),
+        })
     }
 
     pub async fn session(&self, id: &str) -> StoreResult<Option<session::Model>> {
@@ -110,17 +168,27 @@ impl Store {
         .await
     }
 
-    /// A session with its account, in one statement; `None` if either is gone.
-    pub async fn session_and_account(
+    /// Sessions with their accounts, a few hundred a statement; one whose session or account is
+    /// gone is absent.
+    pub async fn sessions_and_accounts(
         &self,
-        id: &str,
-    ) -> StoreResult<Option<(session::Model, account::Model)>> {
+        ids: &[&str],
+    ) -> StoreResult<HashMap<String, (session::Model, account::Model)>> {
         super::guarded(async move {
-            let found = session::Entity::find_by_id(id.to_string())
-                .find_also_related(account::Entity)
-                .one(&self.db)
-                .await?;
-            Ok(found.and_then(|(session, account)| Some((session, account?))))
+            let mut found = HashMap::new();
+            for chunk in ids.chunks(400) {
+                let rows = session::Entity::find()
+                    .filter(session::Column::Id.is_in(chunk.to_vec()))
+                    .find_also_related(account::Entity)
+                    .all(&self.db)
+                    .await?;
+                for (session, account) in rows {
+                    if let Some(account) = account {
+                        found.insert(session.id.clone(), (session, account));
+                    }
+                }
+            }
+            Ok(found)
         })
         .await
     }
@@ -267,6 +335,73 @@ impl Store {
                 .await?)
         })
         .await
+    }
+}
+
+/// A link that may be used now: active, not expired, uses left.
+fn usable_link(link_id: &str, now: i64) -> Condition {
+    Condition::all()
+        .add(link::Column::Id.eq(link_id))
+        .add(link::Column::Status.eq(LinkStatus::Active))
+        .add(
+            Condition::any()
+                .add(link::Column::UseLimit.is_null())
+                .add(Expr::col(link::Column::Uses).lt(Expr::col(link::Column::UseLimit))),
+        )
+        .add(
+            Condition::any()
+                .add(link::Column::ExpiresAt.is_null())
+                .add(link::Column::ExpiresAt.gt(now)),
+        )
+}
+
+/// SQLite: the statement before this one changed exactly one row (`changes()` counts the last
+/// finished statement of this connection; the write lock is held, so nothing else ran between).
+fn after_a_change() -> Expr {
+    Expr::cust("changes() = 1")
+}
+
+/// The row's insert. On SQLite it runs only after a change (the link's use or the slot, see
+/// [`Store::admit`]): `INSERT … SELECT <values> WHERE changes() = 1`.
+fn insert_row(backend: DbBackend, new: session::Model) -> Statement {
+    let row = session::ActiveModel::from(new);
+    if backend != DbBackend::Sqlite {
+        return session::Entity::insert(row).build(backend);
+    }
+    let (columns, values): (Vec<session::Column>, Vec<Expr>) = session::Column::iter()
+        .filter_map(|column| row.get(column).into_value().map(|v| (column, Expr::val(v))))
+        .unzip();
+    let mut insert = Query::insert();
+    insert.into_table(session::Entity).columns(columns);
+    let select = Query::select()
+        .exprs(values)
+        .and_where(after_a_change())
+        .to_owned();
+    // The values come from the model: their count matches the columns'.
+    insert
+        .select_from(select)
+        .expect("as many values as columns");
+    backend.build(&insert)
+}
+
+/// How long a session of `account_id` may last: what was asked, never more than the account's cap
+/// (else the server's default), read by the statement that sets it.
+fn max_duration(account_id: &str, cap: DurationCap) -> Expr {
+    let account_cap = Query::select()
+        .column(account::Column::MaxSessionSeconds)
+        .from(account::Entity)
+        .and_where(account::Column::Id.eq(account_id))
+        .to_owned();
+    let account_max: Expr = Func::coalesce([
+        Expr::SubQuery(None, Box::new(account_cap.into_sub_query_statement())),
+        Expr::val(cap.default_seconds),
+    ])
+    .into();
+    match cap.asked_seconds {
+        None => account_max,
+        Some(asked) => Expr::case(account_max.clone().lt(asked), account_max)
+            .finally(asked)
+            .into(),
     }
 }
 

@@ -3,18 +3,21 @@
 //! by one node at a time, and one whose node died mid-attempt is taken again when its lease ends.
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
-};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement};
 
 use super::entities::webhook;
 use super::{now_ms, Store, StoreResult};
 use crate::domain::events::WebhookStatus;
 
 impl Store {
-    pub async fn enqueue_webhook(&self, row: webhook::Model) -> StoreResult<()> {
+    /// Writes deliveries to the outbox, a few hundred a statement.
+    pub async fn enqueue_webhooks(&self, rows: Vec<webhook::Model>) -> StoreResult<()> {
         super::guarded(async move {
-            webhook::ActiveModel::from(row).insert(&self.db).await?;
+            for chunk in rows.chunks(200) {
+                webhook::Entity::insert_many(chunk.iter().cloned().map(webhook::ActiveModel::from))
+                    .exec(&self.db)
+                    .await?;
+            }
             Ok(())
         })
         .await

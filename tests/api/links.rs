@@ -254,9 +254,60 @@ async fn link_use_limit_holds_under_a_race(db: Db) {
     assert_eq!(app.account_info(&acct.key).await["live_sessions"], 5);
 }
 
+/// A start through a link that the account's limit refuses takes no use of the link and writes no
+/// session; one the link refuses takes no slot. The admission is all or nothing.
+async fn a_refused_link_start_takes_nothing(db: Db) {
+    let app = spawn_app(db).await;
+    let acct = app.account(1, 100.0, 1000).await;
+    let agent = app.ready_agent(&acct.key, json!({})).await;
+    let link = |use_limit: i64| {
+        let app = &app;
+        let key = acct.key.clone();
+        let agent = agent.clone();
+        async move {
+            app.post(
+                "/v1/links",
+                &key,
+                json!({"agent_id": agent, "use_limit": use_limit}),
+            )
+            .await
+            .body["link"]["link_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (open, spent) = (link(5).await, link(1).await);
+    let start = |link: String| {
+        app.post_raw(
+            "/v1/links/start-session",
+            None,
+            json!({ "link_id": link }).to_string(),
+        )
+    };
+    let r = start(spent.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The account's one slot is taken: the open link's start is refused for it.
+    let r = start(open.clone()).await;
+    assert_eq!((r.status, r.error_code()), (429, "concurrency_limit"));
+    let uses = |link: String| {
+        let app = &app;
+        let key = acct.key.clone();
+        async move { app.get(&format!("/v1/links/{link}"), &key).await.body["link"]["uses"].as_i64() }
+    };
+    assert_eq!(uses(open.clone()).await, Some(0), "no use taken");
+    let listed = app.get("/v1/sessions", &acct.key).await.body["data"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "no row: {listed}");
+    // The spent link is refused before the slot: ending the first frees the slot only once.
+    let r = start(spent).await;
+    assert_eq!((r.status, r.error_code()), (403, "link_inactive"));
+    assert_eq!(app.account_info(&acct.key).await["live_sessions"], 1);
+}
+
 on_both_databases!(
     create_list_get_revoke,
     bad_link_bodies,
     start_session_via_link,
-    link_use_limit_holds_under_a_race
+    link_use_limit_holds_under_a_race,
+    a_refused_link_start_takes_nothing
 );

@@ -122,7 +122,7 @@ async fn outbox_survives_a_restart(db: Db) {
         .unwrap();
     let now = avatar_supervisor::store::now_ms();
     store
-        .enqueue_webhook(avatar_supervisor::store::entities::webhook::Model {
+        .enqueue_webhooks(vec![avatar_supervisor::store::entities::webhook::Model {
             id: "whd_left_behind".into(),
             account_id: acct.account_id.clone(),
             session_id: None,
@@ -136,7 +136,7 @@ async fn outbox_survives_a_restart(db: Db) {
             last_error: Some("connection refused".into()),
             created_at: now,
             delivered_at: None,
-        })
+        }])
         .await
         .unwrap();
     drop(store);
@@ -191,9 +191,10 @@ async fn nodes_sharing_an_outbox_deliver_each_webhook_once() {
         )
     };
     let store = &dead.state.store;
-    for n in 0..5 {
-        store.enqueue_webhook(row(n)).await.unwrap();
-    }
+    store
+        .enqueue_webhooks((0..5).map(row).collect())
+        .await
+        .unwrap();
     const LEASE_MS: i64 = 1_500;
     let claimed_at = std::time::Instant::now();
     let orphaned = store.claim_due_webhooks(64, LEASE_MS).await.unwrap();
@@ -206,9 +207,10 @@ async fn nodes_sharing_an_outbox_deliver_each_webhook_once() {
             .is_empty(),
         "leased rows are not due"
     );
-    for n in 5..205 {
-        store.enqueue_webhook(row(n)).await.unwrap();
-    }
+    store
+        .enqueue_webhooks((5..205).map(row).collect())
+        .await
+        .unwrap();
 
     let node = |s: &mut avatar_supervisor::config::Settings| {
         s.database.url = url.clone();

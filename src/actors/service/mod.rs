@@ -240,8 +240,13 @@ impl SessionService {
         // it would leave a render slot or a concurrency count held with no session to release it.
         let service = self.clone();
         // A start that waits for live is written as `starting` at once (one write fewer on the
-        // start path); a queued one shows `queued` until its actor starts.
+        // start path), or as `live` where its room is ready the moment its actor makes it (the
+        // local room is this server's: the session is billed from the admission, and the start
+        // writes nothing more); a queued one shows `queued` until its actor starts.
         let initial = match mode {
+            StartMode::WaitLive if req.room.is_none() && !self.deps.rooms.is_livekit() => {
+                SessionState::Live
+            }
             StartMode::WaitLive => SessionState::Starting,
             StartMode::Queued => SessionState::Queued,
         };
@@ -335,7 +340,7 @@ impl SessionService {
             node_id: self.node_id.clone(),
             heartbeat_at: Some(now),
             created_at: now,
-            started_at: None,
+            started_at: (initial == SessionState::Live).then_some(now),
             ended_at: None,
             updated_at: now,
             end_reason: None,

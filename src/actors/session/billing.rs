@@ -2,7 +2,7 @@
 //! it goes live (which settles every session's time in batches, and its last seconds at the end),
 //! and hears back when the account's minutes run low or out.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -11,10 +11,15 @@ use super::Session;
 use crate::actors::billing::{BillingNotice, Track};
 
 impl Session {
-    /// From now on the session is billed.
-    pub(super) fn start_billing(&mut self, ctx: &mut Context<Self>, live_since: Instant) {
+    /// From now on the session is billed, or from `since_ms` (ms since the epoch) when the row
+    /// says it went live earlier (admitted `live`).
+    pub(super) fn start_billing(&mut self, ctx: &mut Context<Self>, since_ms: Option<i64>) {
+        let now_ms = crate::domain::time::now_ms();
+        let live_at_ms = since_ms.map_or(now_ms, |since| since.min(now_ms));
+        let ago = Duration::from_millis((now_ms - live_at_ms) as u64);
+        let live_since = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
         self.billing.live_since = Some(live_since);
-        self.billing.live_at_ms = Some(crate::domain::time::now_ms());
+        self.billing.live_at_ms = Some(live_at_ms);
         self.deps.billing.do_send(Track {
             session_id: self.row.id.clone(),
             account_id: self.row.account_id.clone(),

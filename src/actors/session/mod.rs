@@ -303,6 +303,17 @@ impl Session {
         );
     }
 
+    /// What `persist_state` says once its write is done, for a state the row already holds.
+    fn announce(&mut self, event: Option<LifecycleEvent>) {
+        self.broadcast_status();
+        if let Some(event) = event {
+            self.deps.webhooks.do_send(Emit {
+                session_id: self.row.id.clone(),
+                event,
+            });
+        }
+    }
+
     fn refuse_unless_live(&self) -> Result<(), SessionError> {
         if self.state == State::Live && !self.ending {
             Ok(())
@@ -317,13 +328,10 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.transition(Event::Start);
-        if self.row.state == State::Starting {
-            // Admitted as `starting` already: announce it without writing it again.
-            self.broadcast_status();
-            self.deps.webhooks.do_send(Emit {
-                session_id: self.row.id.clone(),
-                event: LifecycleEvent::Starting,
-            });
+        if matches!(self.row.state, State::Starting | State::Live) {
+            // Admitted as `starting` (or `live`, see `go_live`) already: announce it without
+            // writing it again.
+            self.announce(Some(LifecycleEvent::Starting));
         } else {
             self.persist_state(ctx, Some(LifecycleEvent::Starting));
         }

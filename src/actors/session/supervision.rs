@@ -135,17 +135,22 @@ impl Session {
         }
     }
 
-    /// The room is up: the session goes live, is billed from now, and its timers start.
+    /// The room is up: the session goes live, is billed from now, and its timers start. A row
+    /// admitted `live` (a room that is ready at once: the local room) says so already, with its
+    /// `started_at`: billed from then, and not written again.
     fn go_live(&mut self, ctx: &mut Context<Self>) {
         self.transition(Event::RoomReady);
-        self.start_billing(ctx, Instant::now());
+        let admitted_live = (self.row.state == State::Live)
+            .then_some(self.row.started_at)
+            .flatten();
+        self.start_billing(ctx, admitted_live);
         let metrics = &self.deps.metrics;
         metrics.sessions_live.inc();
         metrics
             .session_start_seconds
             .observe(self.requested_at.elapsed().as_secs_f64());
         // Waiters hear "live" once the database says so too.
-        self.persist_state_then(ctx, Some(LifecycleEvent::Started), move |act, _| {
+        let wake = |act: &mut Self, _: &mut Context<Self>| {
             if let (Some(access), Some(at_ms)) = (act.access.clone(), act.billing.live_at_ms) {
                 for waiter in act.live_waiters.drain(..) {
                     let _ = waiter.send(Ok(WentLive {
@@ -154,7 +159,13 @@ impl Session {
                     }));
                 }
             }
-        });
+        };
+        if admitted_live.is_some() {
+            self.announce(Some(LifecycleEvent::Started));
+            wake(self, ctx);
+        } else {
+            self.persist_state_then(ctx, Some(LifecycleEvent::Started), wake);
+        }
         let max = Duration::from_secs(self.row.max_duration_seconds.max(1) as u64);
         ctx.run_later(max, |act, ctx| act.end(ctx, EndReason::MaxDuration, None));
         if !self.present() {

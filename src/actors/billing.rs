@@ -22,6 +22,7 @@ use crate::config::BillingSettings;
 use crate::domain::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::store::billing::{BillLine, FinalLine, Settled};
+use crate::store::entities::session;
 use crate::store::Store;
 
 /// Balance below which sessions hear `MinutesLow`.
@@ -58,7 +59,7 @@ pub struct Track {
 /// A session ended: bill its last seconds and write its end. Resolves once written (or after a
 /// bound, if the database is down: the write then happens when it is back).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<session::Model>")]
 pub struct Finish {
     pub line: FinalLine,
     /// When it went live, if it did (ms since the epoch, the row's `started_at`): its total is
@@ -85,7 +86,8 @@ struct AccountView {
 
 struct Ending {
     line: FinalLine,
-    waiters: Vec<oneshot::Sender<()>>,
+    /// Told the ended row as written (`None` if it was ended already).
+    waiters: Vec<oneshot::Sender<Option<session::Model>>>,
 }
 
 pub struct Billing {
@@ -276,8 +278,9 @@ impl Billing {
                             act.settled(&settled, Instant::now(), "final");
                             for ending in batch {
                                 act.tracked.remove(&ending.line.session_id);
+                                let row = settled.ended_rows.get(&ending.line.session_id);
                                 for waiter in ending.waiters {
-                                    let _ = waiter.send(());
+                                    let _ = waiter.send(row.cloned());
                                 }
                             }
                         }
@@ -396,7 +399,7 @@ impl Handler<Track> for Billing {
 }
 
 impl Handler<Finish> for Billing {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Option<session::Model>>;
 
     fn handle(&mut self, mut msg: Finish, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.actor_message("billing", "finish");
@@ -411,7 +414,11 @@ impl Handler<Finish> for Billing {
         });
         self.write(ctx);
         Box::pin(async move {
-            let _ = tokio::time::timeout(FINISH_WAIT, rx).await;
+            tokio::time::timeout(FINISH_WAIT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
         })
     }
 }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryResult, QuerySelect,
-    QueryTrait, Statement,
+    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QueryResult, QuerySelect, QueryTrait, Statement,
 };
 
 use super::entities::{account, link, session, usage};
@@ -52,6 +52,8 @@ pub struct Settled {
     pub balances: HashMap<String, i64>,
     /// Sessions this call ended (an ending already written is not in it).
     pub ended: Vec<String>,
+    /// Their rows as the call left them (ended, billed): what a stop answers.
+    pub ended_rows: HashMap<String, session::Model>,
     /// Sessions a checkpoint found already ended by someone else (another node that took this
     /// one for lost): nothing more is billed for them, and their actors here should stop.
     pub ended_elsewhere: Vec<String>,
@@ -91,7 +93,7 @@ impl Store {
                 statements.push(balances.build(backend));
             }
             let rows = txn.commit_with(statements).await?;
-            settled.balances = balances(&rows)?;
+            (settled.balances, settled.ended_rows) = read_back(&rows)?;
             settled.debited = gained.into_iter().map(|(s, (_, n))| (s, n)).collect();
             Ok(settled)
         })
@@ -130,7 +132,7 @@ impl Store {
             statements.extend(end_rows(backend, &ending));
             let rows = txn.commit_with(statements).await?;
             settled.ended = ending.iter().map(|e| e.session_id.clone()).collect();
-            settled.balances = balances(&rows)?;
+            (settled.balances, settled.ended_rows) = read_back(&rows)?;
             settled.debited = gained.into_iter().map(|(s, (_, n))| (s, n)).collect();
             Ok(settled)
         })
@@ -322,6 +324,7 @@ fn end_rows(backend: DbBackend, endings: &[&FinalLine]) -> Vec<Statement> {
                 Expr::col(session::Column::Id).is_in(chunk.iter().map(|e| e.session_id.as_str())),
             )
             .and_where(Expr::col(session::Column::EndedAt).is_null())
+            .returning_all()
             .to_owned();
         statements.push(backend.build(&update));
     }
@@ -378,12 +381,20 @@ fn end_rows(backend: DbBackend, endings: &[&FinalLine]) -> Vec<Statement> {
     statements
 }
 
-/// The balances the statements answered (`id`, `balance_ms`), the last word for each account.
-fn balances(rows: &[QueryResult]) -> StoreResult<HashMap<String, i64>> {
-    let mut balances = HashMap::new();
+/// What the statements answered: balances (`id`, `balance_ms`; the last word for each account)
+/// and ended sessions' rows.
+type ReadBack = (HashMap<String, i64>, HashMap<String, session::Model>);
+
+fn read_back(rows: &[QueryResult]) -> StoreResult<ReadBack> {
+    let (mut balances, mut ended) = (HashMap::new(), HashMap::new());
     for row in rows {
-        let id: String = row.try_get("", "id")?;
-        balances.insert(id, row.try_get("", "balance_ms")?);
+        if row.column_names() == ["id", "balance_ms"] {
+            let id: String = row.try_get("", "id")?;
+            balances.insert(id, row.try_get("", "balance_ms")?);
+        } else {
+            let session = session::Model::from_query_result(row, "")?;
+            ended.insert(session.id.clone(), session);
+        }
     }
-    Ok(balances)
+    Ok((balances, ended))
 }

@@ -49,7 +49,7 @@ pub struct Taken {
 
 impl SessionService {
     /// Ends a session wherever its actor runs (here, or on its node over the cluster), then
-    /// answers the stored row.
+    /// answers the stored row (as the final write left it, when that ran here).
     pub async fn stop(
         &self,
         row: session::Model,
@@ -57,7 +57,9 @@ impl SessionService {
     ) -> Result<session::Model, SessionsError> {
         if !row.is_ended() {
             if let Some(live) = self.live(&row.id).await? {
-                let _ = live.addr.send(Stop(reason)).await;
+                if let Ok(Some(ended)) = live.addr.send(Stop(reason)).await {
+                    return Ok(ended);
+                }
             } else if row.node_id != self.node_id {
                 let request = Forwarded::Stop {
                     session_id: row.id.clone(),

@@ -39,13 +39,15 @@ struct Teardown {
 }
 
 impl Teardown {
-    async fn run(self) {
+    /// Answers the ended row as the final write left it (`None` if that write was not seen).
+    async fn run(self) -> Option<session_row::Model> {
         if self.announce_stopping {
             self.announce_stopping();
         }
         self.close_room().await;
-        self.finish().await;
+        let row = self.finish().await;
         self.notify();
+        row
     }
 
     /// `stopping` goes to the session's clients (the status broadcast) and its webhook, not to
@@ -73,7 +75,7 @@ impl Teardown {
 
     /// The one write that settles the last seconds and releases the concurrency count (and link
     /// use), batched with other endings by the Billing actor.
-    async fn finish(&self) {
+    async fn finish(&self) -> Option<session_row::Model> {
         let finish = Finish {
             line: FinalLine {
                 session_id: self.row.id.clone(),
@@ -92,8 +94,12 @@ impl Teardown {
             },
             live_at_ms: self.live_at_ms,
         };
-        if self.deps.billing.send(finish).await.is_err() {
-            tracing::error!(session = %self.row.id, "billing unreachable: the session's end is not written");
+        match self.deps.billing.send(finish).await {
+            Ok(row) => row,
+            Err(_) => {
+                tracing::error!(session = %self.row.id, "billing unreachable: the session's end is not written");
+                None
+            }
         }
     }
 
@@ -166,7 +172,7 @@ impl Session {
             release
                 .run()
                 .into_actor(self)
-                .map(move |_, act, ctx| act.ended(ctx, reason, failed)),
+                .map(move |row, act, ctx| act.ended(ctx, reason, failed, row)),
         );
     }
 
@@ -184,7 +190,13 @@ impl Session {
     }
 
     /// Everything is released: count it, tell the clients and waiters, and stop.
-    fn ended(&mut self, ctx: &mut Context<Self>, reason: EndReason, failed: bool) {
+    fn ended(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reason: EndReason,
+        failed: bool,
+        row: Option<session_row::Model>,
+    ) {
         if !failed {
             self.transition(Event::Released);
         }
@@ -204,7 +216,7 @@ impl Session {
             let _ = waiter.send(Err(error.clone()));
         }
         for waiter in self.end_waiters.drain(..) {
-            let _ = waiter.send(());
+            let _ = waiter.send(row.clone());
         }
         ctx.stop();
     }

@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 pub use crate::domain::events::SessionEvent;
 pub use crate::domain::session::{ChildKind, EndReason};
 use crate::livekit::RoomAccess;
+use crate::store::entities::session as session_row;
 
 /// The session is over and everything it held is released: forget it. (The session's last word
 /// to the registry; defined here so the session needs nothing of the registry but a recipient.)
@@ -42,9 +43,10 @@ pub struct WentLive {
     pub at_ms: i64,
 }
 
-/// Ends the session; resolves when everything it held is released.
+/// Ends the session; resolves when everything it held is released, with its ended row as written
+/// (`None` if the write was not seen: the row says).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<session_row::Model>")]
 pub struct Stop(pub EndReason);
 
 /// A (non-agent) participant joined the LiveKit room: the idle timer stops.

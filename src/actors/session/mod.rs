@@ -189,7 +189,7 @@ pub struct Session {
     subscribers: Vec<Subscriber>,
     access: Option<RoomAccess>,
     live_waiters: Vec<oneshot::Sender<Result<WentLive, SessionError>>>,
-    end_waiters: Vec<oneshot::Sender<()>>,
+    end_waiters: Vec<oneshot::Sender<Option<session_row::Model>>>,
     requested_at: Instant,
     /// Set once `end` runs: the one way out.
     ending: bool,
@@ -385,15 +385,13 @@ impl Handler<AwaitLive> for Session {
 }
 
 impl Handler<Stop> for Session {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Option<session_row::Model>>;
 
     fn handle(&mut self, Stop(reason): Stop, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.end_waiters.push(tx);
         self.end(ctx, reason, None);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        Box::pin(async move { rx.await.ok().flatten() })
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, IntoIden, IntoTableRef, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
     QueryResult, QuerySelect, QueryTrait, Statement,
@@ -336,49 +336,55 @@ fn end_rows(backend: DbBackend, endings: &[&FinalLine]) -> Vec<Statement> {
             *refunded.entry(link_id).or_default() += 1;
         }
     }
-    let lower = |column: Expr, counts: &[(&str, i64)], id: Expr| {
-        let mut case = CaseStatement::new();
-        for (key, n) in counts {
-            case = case.case(
-                id.clone().eq(*key),
-                Expr::case(column.clone().gt(*n), column.clone().sub(*n)).finally(0i64),
-            );
-        }
-        case.finally(column)
-    };
-    let released: Vec<(&str, i64)> = released.into_iter().collect();
-    for chunk in released.chunks(CHUNK) {
-        let update = Query::update()
-            .table(account::Entity)
-            .value(
-                account::Column::LiveSessions,
-                lower(
-                    Expr::col(account::Column::LiveSessions),
-                    chunk,
-                    Expr::col(account::Column::Id),
-                ),
-            )
-            .and_where(Expr::col(account::Column::Id).is_in(chunk.iter().map(|(a, _)| *a)))
-            .to_owned();
-        statements.push(backend.build(&update));
-    }
-    let refunded: Vec<(&str, i64)> = refunded.into_iter().collect();
-    for chunk in refunded.chunks(CHUNK) {
-        let update = Query::update()
-            .table(link::Entity)
-            .value(
-                link::Column::Uses,
-                lower(
-                    Expr::col(link::Column::Uses),
-                    chunk,
-                    Expr::col(link::Column::Id),
-                ),
-            )
-            .and_where(Expr::col(link::Column::Id).is_in(chunk.iter().map(|(l, _)| *l)))
-            .to_owned();
-        statements.push(backend.build(&update));
-    }
+    statements.extend(lower_by(
+        backend,
+        account::Entity,
+        account::Column::LiveSessions,
+        account::Column::Id,
+        released,
+    ));
+    statements.extend(lower_by(
+        backend,
+        link::Entity,
+        link::Column::Uses,
+        link::Column::Id,
+        refunded,
+    ));
     statements
+}
+
+/// The statements that lower `column` of each row of `table` (by `id`) by its count, never
+/// below 0; one a few hundred rows.
+fn lower_by<T, C>(
+    backend: DbBackend,
+    table: T,
+    column: C,
+    id: C,
+    counts: HashMap<&str, i64>,
+) -> Vec<Statement>
+where
+    T: IntoTableRef + Copy,
+    C: IntoIden + Copy,
+{
+    let counts: Vec<(&str, i64)> = counts.into_iter().collect();
+    counts
+        .chunks(CHUNK)
+        .map(|chunk| {
+            let mut lowered = CaseStatement::new();
+            for (key, n) in chunk {
+                lowered = lowered.case(
+                    Expr::col(id).eq(*key),
+                    Expr::case(Expr::col(column).gt(*n), Expr::col(column).sub(*n)).finally(0i64),
+                );
+            }
+            let update = Query::update()
+                .table(table)
+                .value(column, lowered.finally(Expr::col(column)))
+                .and_where(Expr::col(id).is_in(chunk.iter().map(|(key, _)| *key)))
+                .to_owned();
+            backend.build(&update)
+        })
+        .collect()
 }
 
 /// What the statements answered: balances (`id`, `balance_ms`; the last word for each account)

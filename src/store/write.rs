@@ -5,6 +5,11 @@
 //! as one call (a statement list), `BEGIN IMMEDIATE` travels with the first step and `COMMIT`
 //! with the last: a transaction that reads once and then writes is two calls. PostgreSQL takes
 //! one statement a call, in an ordinary transaction.
+//!
+//! sqlx 0.9 runs such a list (SQLite only: it prepares one statement after another and binds the
+//! `?` values in order across them) but calls the behaviour deprecated (`Query::fetch_many`'s
+//! note; `fetch_all` carries no warning): an upgrade of sqlx must keep it, or this file must
+//! change. The admission test through a refused link (`tests/api/links.rs`) fails without it.
 
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::{self, Sqlite};

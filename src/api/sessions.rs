@@ -425,8 +425,12 @@ pub async fn stop_route(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let principal = authenticate(&req, &state).await?;
-    let row = own_session(&state, &principal.account_id, &path).await?;
-    let row = state.sessions.stop(row, EndReason::StoppedByApi).await?;
+    let id = SessionId::parse(&path).ok_or_else(|| ApiError::session_not_found(&path))?;
+    let row = state
+        .sessions
+        .stop_own(&principal.account_id, id.as_str(), EndReason::StoppedByApi)
+        .await?
+        .ok_or_else(|| ApiError::session_not_found(&path))?;
     Ok(HttpResponse::Ok().json(Data::new(row.view(&state.urls))))
 }
 

@@ -71,6 +71,28 @@ impl SessionService {
         Ok(self.store.session(&row.id).await?.unwrap_or(row))
     }
 
+    /// Ends the account's session `id`: one running here is found in the registry, without a read
+    /// of its row first; elsewhere its row says where it runs. `None`: the account has no such
+    /// session.
+    pub async fn stop_own(
+        &self,
+        account_id: &str,
+        id: &str,
+        reason: EndReason,
+    ) -> Result<Option<session::Model>, SessionsError> {
+        if let Some(live) = self.live(id).await? {
+            if live.account_id == account_id {
+                if let Ok(Some(ended)) = live.addr.send(Stop(reason)).await {
+                    return Ok(Some(ended));
+                }
+            }
+        }
+        match self.store.session_of(account_id, id).await? {
+            Some(row) => self.stop(row, reason).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Sends `directive` to every live session of the agent (or the one in `room`) on every node;
     /// answers how many took it. A node that does not answer counts none. With a `room`, only the
     /// node running that room's session is involved (none other is asked).

@@ -403,6 +403,7 @@ impl SessionService {
         });
         self.registry.do_send(Register(LiveSession {
             session_id: row.id.clone(),
+            account_id: row.account_id.clone(),
             agent_id: row.agent_id.clone(),
             room_name: row.room_name.clone(),
             addr: addr.clone(),

@@ -57,6 +57,7 @@ use state::{Event, State};
 #[derive(Clone)]
 pub struct LiveSession {
     pub session_id: String,
+    pub account_id: String,
     pub agent_id: String,
     pub room_name: String,
     pub addr: Addr<Session>,

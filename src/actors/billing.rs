@@ -278,7 +278,7 @@ impl Billing {
                             act.settled(&settled, Instant::now(), "final");
                             for ending in batch {
                                 act.tracked.remove(&ending.line.session_id);
-                                let row = settled.ended_rows.get(&ending.line.session_id);
+                                let row = settled.ended.get(&ending.line.session_id);
                                 for waiter in ending.waiters {
                                     let _ = waiter.send(row.cloned());
                                 }

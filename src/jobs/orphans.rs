@@ -85,7 +85,12 @@ async fn end(state: &AppState, rows: &[session::Model], reason: EndReason) {
     let mut ended = Vec::new();
     for batch in lines.chunks(BATCH) {
         match state.store.finish_many(batch).await {
-            Ok(settled) => ended.extend(settled.ended),
+            Ok(settled) => ended.extend(
+                batch
+                    .iter()
+                    .filter(|l| settled.ended.contains_key(&l.session_id))
+                    .map(|l| l.session_id.clone()),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, reason = reason.as_str(), "could not end sessions")
             }

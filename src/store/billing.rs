@@ -50,10 +50,9 @@ pub struct Settled {
     pub debited: HashMap<String, i64>,
     /// Balance left per account touched, in milliseconds.
     pub balances: HashMap<String, i64>,
-    /// Sessions this call ended (an ending already written is not in it).
-    pub ended: Vec<String>,
-    /// Their rows as the call left them (ended, billed): what a stop answers.
-    pub ended_rows: HashMap<String, session::Model>,
+    /// Sessions this call ended (an ending already written is not in it), each row as the call
+    /// left it (ended, billed): what a stop answers.
+    pub ended: HashMap<String, session::Model>,
     /// Sessions a checkpoint found already ended by someone else (another node that took this
     /// one for lost): nothing more is billed for them, and their actors here should stop.
     pub ended_elsewhere: Vec<String>,
@@ -68,7 +67,6 @@ impl Store {
     /// `store/write.rs`).
     pub async fn settle(&self, lines: &[BillLine]) -> StoreResult<Settled> {
         super::guarded(async move {
-            let _turn = self.write_turn().await;
             let backend = self.db.get_database_backend();
             let mut txn = self.write_txn().await?;
             let mut settled = Settled::default();
@@ -93,7 +91,7 @@ impl Store {
                 statements.push(balances.build(backend));
             }
             let rows = txn.commit_with(statements).await?;
-            (settled.balances, settled.ended_rows) = read_back(&rows)?;
+            (settled.balances, settled.ended) = read_back(&rows)?;
             settled.debited = gained.into_iter().map(|(s, (_, n))| (s, n)).collect();
             Ok(settled)
         })
@@ -107,7 +105,6 @@ impl Store {
     /// writes in one call.
     pub async fn finish_many(&self, endings: &[FinalLine]) -> StoreResult<Settled> {
         super::guarded(async move {
-            let _turn = self.write_turn().await;
             let backend = self.db.get_database_backend();
             let mut txn = self.write_txn().await?;
             let mut settled = Settled::default();
@@ -131,8 +128,7 @@ impl Store {
                 .collect();
             statements.extend(end_rows(backend, &ending));
             let rows = txn.commit_with(statements).await?;
-            settled.ended = ending.iter().map(|e| e.session_id.clone()).collect();
-            (settled.balances, settled.ended_rows) = read_back(&rows)?;
+            (settled.balances, settled.ended) = read_back(&rows)?;
             settled.debited = gained.into_iter().map(|(s, (_, n))| (s, n)).collect();
             Ok(settled)
         })

@@ -52,7 +52,6 @@ impl Store {
     /// nothing. Elsewhere the gates' rows decide between commit and rollback.
     pub async fn admit(&self, new: session::Model, cap: DurationCap) -> StoreResult<Admission> {
         super::guarded(async move {
-            let _turn = self.write_turn().await;
             let backend = self.db.get_database_backend();
             let gated = backend == DbBackend::Sqlite;
             let now = now_ms();

@@ -1,7 +1,8 @@
 //! A write transaction in as few calls to the database as its logic allows. sqlx runs SQLite on a
 //! thread of its own per connection and hands every statement over to it; each hand-over wakes a
 //! thread on both sides, which on a busy machine is most of a short write's time, and the writers'
-//! turn ([`Store::write_turn`]) is held all the while. So on SQLite the statements a step sends go
+//! turn ([`Store::write_turn`], which a SQLite write transaction holds from its start to its
+//! end) is held all the while. So on SQLite the statements a step sends go
 //! as one call (a statement list), `BEGIN IMMEDIATE` travels with the first step and `COMMIT`
 //! with the last: a transaction that reads once and then writes is two calls. PostgreSQL takes
 //! one statement a call, in an ordinary transaction.
@@ -14,7 +15,7 @@
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::{self, Sqlite};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, RuntimeErr, Statement,
+    ConnectionTrait, DatabaseTransaction, DbErr, QueryResult, RuntimeErr, Statement,
     TransactionTrait,
 };
 use sea_query_sqlx::SqlxValues;
@@ -28,6 +29,8 @@ pub(crate) enum WriteTxn {
 
 pub(crate) struct SqliteTxn {
     conn: PoolConnection<Sqlite>,
+    /// The writers' turn, given back after the connection (fields drop in order).
+    _turn: tokio::sync::OwnedMutexGuard<()>,
     /// `BEGIN IMMEDIATE` has been sent.
     begun: bool,
     /// A transaction may be open on the connection: if this is dropped so, the connection is
@@ -48,10 +51,11 @@ impl Store {
     /// at its first statement (`BEGIN IMMEDIATE`: a deferred `BEGIN` would pin a read snapshot at
     /// the first read, and a commit by another connection meanwhile makes the later write fail at
     /// once with `SQLITE_BUSY_SNAPSHOT`, which no busy timeout waits out).
+    /// SQLite's takes the writers' turn first (PostgreSQL has none).
     pub(crate) async fn write_txn(&self) -> StoreResult<WriteTxn> {
-        if self.db.get_database_backend() != DbBackend::Sqlite {
+        let Some(turn) = self.write_turn().await else {
             return Ok(WriteTxn::Other(self.db.begin().await?));
-        }
+        };
         let conn = self
             .db
             .get_sqlite_connection_pool()
@@ -60,6 +64,7 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(WriteTxn::Sqlite(SqliteTxn {
             conn,
+            _turn: turn,
             begun: false,
             open: false,
         }))
@@ -74,13 +79,7 @@ impl WriteTxn {
     ) -> StoreResult<Vec<QueryResult>> {
         match self {
             WriteTxn::Sqlite(txn) => txn.send(statements, false).await,
-            WriteTxn::Other(txn) => {
-                let mut rows = Vec::new();
-                for statement in statements {
-                    rows.extend(txn.query_all_raw(statement).await?);
-                }
-                Ok(rows)
-            }
+            WriteTxn::Other(txn) => one_by_one(txn, statements).await,
         }
     }
 
@@ -92,10 +91,7 @@ impl WriteTxn {
         match self {
             WriteTxn::Sqlite(mut txn) => txn.send(statements, true).await,
             WriteTxn::Other(txn) => {
-                let mut rows = Vec::new();
-                for statement in statements {
-                    rows.extend(txn.query_all_raw(statement).await?);
-                }
+                let rows = one_by_one(&txn, statements).await?;
                 txn.commit().await?;
                 Ok(rows)
             }
@@ -111,6 +107,18 @@ impl WriteTxn {
             WriteTxn::Other(txn) => Ok(txn.rollback().await?),
         }
     }
+}
+
+/// PostgreSQL: the statements one a call, their rows in order.
+async fn one_by_one(
+    txn: &DatabaseTransaction,
+    statements: Vec<Statement>,
+) -> StoreResult<Vec<QueryResult>> {
+    let mut rows = Vec::new();
+    for statement in statements {
+        rows.extend(txn.query_all_raw(statement).await?);
+    }
+    Ok(rows)
 }
 
 impl SqliteTxn {
